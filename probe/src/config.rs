@@ -1,0 +1,247 @@
+//! The probe's settings: a builder, filled from the environment first.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `MESHWATCH_COLLECTOR` | the collector's ingest address, `host:port` | `127.0.0.1:6740` |
+//! | `MESHWATCH_TOKEN` | the shared token, when the collector requires one | none |
+//! | `MESHWATCH_SERVICE` | overrides the service name given in code | the name in code |
+//! | `MESHWATCH_INTERVAL_MS` | how often to sample and send a snapshot | `1000` |
+//! | `MESHWATCH_DISABLE` | `1` or `true` turns the probe off entirely | off |
+//!
+//! A variable that does not parse is reported through `tracing` and ignored,
+//! never a panic: a typo in the environment must not take the service down.
+
+use std::time::Duration;
+
+use crate::ProbeError;
+use crate::handle::ProbeHandle;
+
+/// The default collector address: the collector's default ingest port on
+/// loopback, where a per-host collector listens.
+pub const DEFAULT_COLLECTOR: &str = "127.0.0.1:6740";
+
+/// Everything the probe's threads need to know, fixed at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub service: String,
+    pub collector: String,
+    pub token: Option<String>,
+    pub interval: Duration,
+    pub buffer_capacity: usize,
+    pub max_frame_len: usize,
+    pub disabled: bool,
+}
+
+/// Entry point of the explicit configuration: `Probe::builder()`.
+///
+/// `Probe` holds no state; it exists so the API reads as
+/// `Probe::builder().service("checkout").start()`.
+#[derive(Debug)]
+pub struct Probe {
+    _private: (),
+}
+
+impl Probe {
+    /// A builder preloaded from the environment (see the module docs); calls on
+    /// it override the environment, except `MESHWATCH_SERVICE` and
+    /// `MESHWATCH_DISABLE`, which operators use to override the code.
+    pub fn builder() -> ProbeBuilder {
+        ProbeBuilder::from_env(|key| std::env::var(key).ok())
+    }
+}
+
+/// Explicit control over the probe's settings.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// let handle = meshwatch_probe::Probe::builder()
+///     .service("checkout")
+///     .collector("127.0.0.1:6740")
+///     .interval(Duration::from_millis(500))
+///     .start()
+///     .expect("valid probe settings");
+/// # drop(handle);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProbeBuilder {
+    service: Option<String>,
+    service_override: Option<String>,
+    collector: String,
+    token: Option<String>,
+    interval: Duration,
+    buffer_capacity: usize,
+    disabled: bool,
+}
+
+impl ProbeBuilder {
+    fn from_env(var: impl Fn(&str) -> Option<String>) -> Self {
+        let mut builder = Self {
+            service: None,
+            service_override: var("MESHWATCH_SERVICE").filter(|s| !s.trim().is_empty()),
+            collector: DEFAULT_COLLECTOR.to_owned(),
+            token: var("MESHWATCH_TOKEN").filter(|t| !t.is_empty()),
+            interval: Duration::from_secs(1),
+            buffer_capacity: 64,
+            disabled: false,
+        };
+        if let Some(addr) = var("MESHWATCH_COLLECTOR").filter(|a| !a.trim().is_empty()) {
+            builder.collector = addr.trim().to_owned();
+        }
+        if let Some(ms) = var("MESHWATCH_INTERVAL_MS") {
+            match ms.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => builder.interval = Duration::from_millis(ms),
+                _ => tracing::warn!(
+                    value = %ms,
+                    "meshwatch: ignoring MESHWATCH_INTERVAL_MS: expected a positive number of milliseconds"
+                ),
+            }
+        }
+        if let Some(flag) = var("MESHWATCH_DISABLE") {
+            builder.disabled = matches!(flag.trim(), "1" | "true" | "yes" | "on");
+        }
+        builder
+    }
+
+    /// The service's name, shared by all its instances and kept across
+    /// restarts. `MESHWATCH_SERVICE` overrides it.
+    pub fn service(mut self, name: impl Into<String>) -> Self {
+        self.service = Some(name.into());
+        self
+    }
+
+    /// The collector's ingest address, `host:port`.
+    pub fn collector(mut self, addr: impl Into<String>) -> Self {
+        self.collector = addr.into();
+        self
+    }
+
+    /// The shared token the collector checks.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// How often to sample and send a snapshot (default 1 s). Snapshots are
+    /// also the heartbeat: the collector marks an instance down after three
+    /// missed intervals.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// How many messages to hold while the collector is away (default 64).
+    /// When full, the oldest snapshot is dropped and counted.
+    pub fn buffer_capacity(mut self, messages: usize) -> Self {
+        self.buffer_capacity = messages;
+        self
+    }
+
+    /// Starts the probe's threads.
+    ///
+    /// Called inside a tokio runtime, the probe watches that runtime; add
+    /// others with [`ProbeHandle::watch_runtime`]. A collector that is down is
+    /// not an error: the probe retries in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`ProbeError::InvalidConfig`] for settings that cannot work (an empty
+    /// service name, a zero interval), [`ProbeError::Spawn`] when the OS
+    /// refuses a thread.
+    pub fn start(self) -> Result<ProbeHandle, ProbeError> {
+        let config = self.into_config()?;
+        ProbeHandle::start(config)
+    }
+
+    fn into_config(self) -> Result<Config, ProbeError> {
+        let service = self
+            .service_override
+            .or(self.service)
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .ok_or(ProbeError::InvalidConfig(
+                "the service name is empty; pass one to init() or set MESHWATCH_SERVICE",
+            ))?;
+        if self.interval.is_zero() {
+            return Err(ProbeError::InvalidConfig("the snapshot interval must be positive"));
+        }
+        if self.buffer_capacity == 0 {
+            return Err(ProbeError::InvalidConfig("the buffer capacity must be at least 1"));
+        }
+        if self.collector.trim().is_empty() {
+            return Err(ProbeError::InvalidConfig("the collector address is empty"));
+        }
+        Ok(Config {
+            service,
+            collector: self.collector,
+            token: self.token,
+            interval: self.interval,
+            buffer_capacity: self.buffer_capacity,
+            max_frame_len: meshwatch_proto::DEFAULT_MAX_FRAME_LEN,
+            disabled: self.disabled,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn builder_with(vars: &[(&str, &str)]) -> ProbeBuilder {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ProbeBuilder::from_env(move |key| vars.get(key).cloned())
+    }
+
+    #[test]
+    fn defaults_without_environment() {
+        let config = builder_with(&[]).service("svc").into_config().unwrap();
+        assert_eq!(config.collector, DEFAULT_COLLECTOR);
+        assert_eq!(config.interval, Duration::from_secs(1));
+        assert_eq!(config.token, None);
+        assert!(!config.disabled);
+    }
+
+    #[test]
+    fn environment_sets_collector_token_interval_and_disable() {
+        let config = builder_with(&[
+            ("MESHWATCH_COLLECTOR", "10.0.0.1:7000"),
+            ("MESHWATCH_TOKEN", "s3cret"),
+            ("MESHWATCH_INTERVAL_MS", "250"),
+            ("MESHWATCH_DISABLE", "1"),
+        ])
+        .service("svc")
+        .into_config()
+        .unwrap();
+        assert_eq!(config.collector, "10.0.0.1:7000");
+        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.interval, Duration::from_millis(250));
+        assert!(config.disabled);
+    }
+
+    #[test]
+    fn service_variable_overrides_the_name_in_code() {
+        let config = builder_with(&[("MESHWATCH_SERVICE", "from-env")])
+            .service("from-code")
+            .into_config()
+            .unwrap();
+        assert_eq!(config.service, "from-env");
+    }
+
+    #[test]
+    fn bad_interval_variable_is_ignored() {
+        let config = builder_with(&[("MESHWATCH_INTERVAL_MS", "soon")])
+            .service("svc")
+            .into_config()
+            .unwrap();
+        assert_eq!(config.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn empty_service_name_is_an_error() {
+        let err = builder_with(&[]).service("  ").into_config().unwrap_err();
+        assert!(matches!(err, ProbeError::InvalidConfig(_)));
+    }
+}

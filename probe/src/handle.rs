@@ -1,0 +1,144 @@
+//! The running probe: its threads and the handle that owns them.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use meshwatch_proto::v1::{ProbeMessage, probe_message};
+
+use crate::ProbeError;
+use crate::config::Config;
+use crate::exporter::Exporter;
+use crate::identity::Identity;
+use crate::outbox::Outbox;
+use crate::sampler::{Sampler, WatchedRuntimes};
+use crate::stats::ProbeCounters;
+
+/// Keeps the probe running; dropping it stops the probe's threads.
+///
+/// Hold it for the life of the service (`let _probe = init("name");`). A
+/// handle from a disabled or failed start does nothing and costs nothing.
+#[derive(Debug)]
+pub struct ProbeHandle {
+    running: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    outbox: Arc<Outbox>,
+    runtimes: WatchedRuntimes,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ProbeHandle {
+    /// A handle that watches nothing: from `MESHWATCH_DISABLE=1` or a failed
+    /// start in `init`.
+    pub(crate) fn inert() -> Self {
+        Self { running: None }
+    }
+
+    pub(crate) fn start(config: Config) -> Result<Self, ProbeError> {
+        if config.disabled {
+            tracing::info!("meshwatch: probe disabled by MESHWATCH_DISABLE");
+            return Ok(Self::inert());
+        }
+        let config = Arc::new(config);
+        let outbox = Arc::new(Outbox::new(config.buffer_capacity));
+        let counters = Arc::new(ProbeCounters::default());
+        let runtimes = WatchedRuntimes::default();
+        if let Ok(current) = tokio::runtime::Handle::try_current() {
+            runtimes.add(current);
+        }
+
+        let sampler = {
+            let (config, outbox, counters, runtimes) =
+                (config.clone(), outbox.clone(), counters.clone(), runtimes.clone());
+            std::thread::Builder::new()
+                .name("meshwatch-sampler".to_owned())
+                .spawn(move || run_sampler(&config, &outbox, &counters, runtimes))
+                .map_err(ProbeError::Spawn)?
+        };
+        let exporter = Exporter {
+            config,
+            identity: Identity::of_this_process(),
+            outbox: outbox.clone(),
+            counters,
+        };
+        let exporter = match std::thread::Builder::new()
+            .name("meshwatch-exporter".to_owned())
+            .spawn(move || exporter.run())
+        {
+            Ok(thread) => thread,
+            Err(err) => {
+                outbox.close();
+                return Err(ProbeError::Spawn(err));
+            }
+        };
+        Ok(Self {
+            running: Some(Running {
+                outbox,
+                runtimes,
+                threads: vec![sampler, exporter],
+            }),
+        })
+    }
+
+    /// Watches another tokio runtime as well. Runtimes are watched once
+    /// however often they are added.
+    pub fn watch_runtime(&self, handle: &tokio::runtime::Handle) {
+        if let Some(running) = &self.running {
+            running.runtimes.add(handle.clone());
+        }
+    }
+
+    /// Whether the probe's threads are running (false when disabled).
+    pub fn is_active(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// Stops the probe and waits for its threads to finish. Dropping the
+    /// handle stops them too, without waiting.
+    pub fn shutdown(mut self) {
+        if let Some(running) = self.running.take() {
+            running.outbox.close();
+            for thread in running.threads {
+                // A probe thread that panicked has nothing left to clean up.
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for ProbeHandle {
+    fn drop(&mut self) {
+        if let Some(running) = &self.running {
+            running.outbox.close();
+        }
+    }
+}
+
+/// The sampler thread: one snapshot per interval, on a fixed schedule so
+/// that a slow pass does not shift every later one.
+fn run_sampler(config: &Config, outbox: &Outbox, counters: &ProbeCounters, runtimes: WatchedRuntimes) {
+    let mut sampler = Sampler::new(runtimes);
+    let mut next = Instant::now();
+    loop {
+        let snapshot = sampler.snapshot(counters);
+        outbox.push(
+            ProbeMessage {
+                kind: Some(probe_message::Kind::Snapshot(snapshot)),
+            },
+            counters,
+        );
+        next += config.interval;
+        let now = Instant::now();
+        if next < now {
+            // Fell behind (the machine was suspended or overloaded): skip the
+            // missed ticks rather than sample in a burst.
+            next = now + config.interval;
+        }
+        if outbox.wait_closed(next - now) {
+            return;
+        }
+    }
+}

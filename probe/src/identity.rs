@@ -1,0 +1,97 @@
+//! Who this process is: the facts sent in `Hello`.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The identity of this process, fixed when the probe starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub instance_id: String,
+    pub pid: u32,
+    pub host: String,
+    pub start_time_unix_ms: i64,
+}
+
+impl Identity {
+    pub fn of_this_process() -> Self {
+        Self {
+            instance_id: random_instance_id(),
+            pid: std::process::id(),
+            host: host_name(),
+            start_time_unix_ms: process_start_unix_ms().unwrap_or_else(now_unix_ms),
+        }
+    }
+}
+
+/// 128 random bits as hex. Each `RandomState` is keyed from the OS's random
+/// source, so two processes (or two starts of one) get different ids without
+/// a dependency on a random-number crate.
+fn random_instance_id() -> String {
+    let word = |salt: u64| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(salt);
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    };
+    format!("{:016x}{:016x}", word(1), word(2))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// When the process started, from its `starttime` (clock ticks after boot)
+/// and the boot time: the probe may be initialized well after the process
+/// started, and restarts are judged by the process's real start.
+fn process_start_unix_ms() -> Option<i64> {
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    let boot_secs = procfs::boot_time_secs().ok()?;
+    let ticks = procfs::ticks_per_second();
+    if ticks == 0 {
+        return None;
+    }
+    let since_boot_ms = stat.starttime.checked_mul(1000)? / ticks;
+    i64::try_from(boot_secs.checked_mul(1000)?.checked_add(since_boot_ms)?).ok()
+}
+
+/// The wall clock in milliseconds since the Unix epoch; 0 if the clock is
+/// before 1970.
+pub(crate) fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_distinct_hex() {
+        let a = random_instance_id();
+        let b = random_instance_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn process_start_is_in_the_past_and_recent() {
+        let start = process_start_unix_ms().unwrap();
+        let now = now_unix_ms();
+        assert!(start <= now + 1000, "start {start} after now {now}");
+        assert!(now - start < 24 * 3600 * 1000, "test process started over a day ago?");
+    }
+}

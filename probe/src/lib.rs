@@ -1,0 +1,75 @@
+//! `meshwatch-probe`: link it into a tokio service to report the service's
+//! threads, runtime, heap and sockets to the meshwatch collector.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static ALLOC: meshwatch_probe::TrackingAllocator = meshwatch_probe::TrackingAllocator::system();
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     let _probe = meshwatch_probe::init("checkout");
+//!     // ... the service ...
+//! }
+//! ```
+//!
+//! # How it behaves as a guest
+//!
+//! The probe runs on two OS threads of its own, never on the service's
+//! runtime: a sampler that reads `/proc/self`, the watched runtimes' stable
+//! metrics and the allocator's counters once per interval, and an exporter
+//! that sends the snapshots to the collector. When the runtime is stuck, the
+//! probe still reports.
+//!
+//! It never fails the service. [`init`] logs a problem through `tracing` and
+//! carries on; a collector that is down means retries with backoff, a bounded
+//! buffer, and counted drops, sent with the next snapshot that gets through.
+//!
+//! # Configuration
+//!
+//! [`init`] reads the environment; [`Probe::builder`] gives explicit control.
+//! The variables are `MESHWATCH_COLLECTOR` (default `127.0.0.1:6740`),
+//! `MESHWATCH_TOKEN`, `MESHWATCH_SERVICE` (overrides the name in code),
+//! `MESHWATCH_INTERVAL_MS` (default 1000) and `MESHWATCH_DISABLE=1`.
+#![warn(missing_docs)]
+
+mod alloc;
+mod config;
+mod exporter;
+mod handle;
+mod identity;
+mod outbox;
+mod sampler;
+mod stats;
+
+pub use alloc::TrackingAllocator;
+pub use config::{DEFAULT_COLLECTOR, Probe, ProbeBuilder};
+pub use handle::ProbeHandle;
+
+/// Why the probe could not start. Only [`ProbeBuilder::start`] returns it;
+/// [`init`] logs it and carries on without a probe.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// A setting that cannot work; the message says which and what to do.
+    #[error("invalid meshwatch probe configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// The OS refused to start one of the probe's threads.
+    #[error("cannot start a meshwatch probe thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// Starts the probe for the service `name`, configured from the environment.
+///
+/// Never fails and never panics: on a bad configuration it logs the problem
+/// through `tracing` and returns a handle that does nothing. Called inside a
+/// tokio runtime, the probe watches that runtime. Keep the handle alive for
+/// as long as the service runs.
+pub fn init(name: &str) -> ProbeHandle {
+    match Probe::builder().service(name).start() {
+        Ok(handle) => handle,
+        Err(err) => {
+            tracing::warn!("meshwatch: probe not started: {err}");
+            ProbeHandle::inert()
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Builds a `Snapshot` from every source: the process, its threads, the
+//! watched runtimes, the tracking allocator and the probe's own counters.
+
+mod process;
+mod runtime;
+
+use std::time::Instant;
+
+use meshwatch_proto::v1::{HeapStats, ProbeStats, Snapshot};
+
+use crate::alloc::heap_totals;
+use crate::identity::now_unix_ms;
+use crate::stats::ProbeCounters;
+use process::ProcessSampler;
+pub(crate) use runtime::WatchedRuntimes;
+
+/// Takes snapshots; lives on the probe's sampler thread.
+#[derive(Debug)]
+pub(crate) struct Sampler {
+    process: Option<ProcessSampler>,
+    runtimes: WatchedRuntimes,
+    seq: u64,
+}
+
+impl Sampler {
+    pub fn new(runtimes: WatchedRuntimes) -> Self {
+        let process = match ProcessSampler::new() {
+            Ok(sampler) => Some(sampler),
+            Err(err) => {
+                tracing::warn!(error = %err, "meshwatch: /proc/self is unreadable; process figures will be missing");
+                None
+            }
+        };
+        Self {
+            process,
+            runtimes,
+            seq: 0,
+        }
+    }
+
+    /// Samples every source once. Sources that fail are counted in
+    /// `counters` and leave their figures at zero.
+    pub fn snapshot(&mut self, counters: &ProbeCounters) -> Snapshot {
+        let started = Instant::now();
+        self.seq += 1;
+        let mut snapshot = Snapshot {
+            seq: self.seq,
+            time_unix_ms: now_unix_ms(),
+            ..Snapshot::default()
+        };
+        match &self.process {
+            Some(sampler) => {
+                let sample = sampler.sample();
+                snapshot.process = Some(sample.process);
+                snapshot.threads = sample.threads;
+                counters.add_sample_errors(sample.errors);
+            }
+            None => counters.add_sample_errors(1),
+        }
+        snapshot.runtimes = self.runtimes.sample();
+        let heap = heap_totals();
+        snapshot.heap = Some(HeapStats {
+            tracked: heap.installed,
+            live_bytes: heap.live_bytes(),
+            allocated_bytes_total: heap.allocated_bytes,
+            freed_bytes_total: heap.freed_bytes,
+            allocations_total: heap.allocations,
+            frees_total: heap.frees,
+        });
+        counters.set_sample_duration(started.elapsed());
+        snapshot.probe = Some(counters.to_stats());
+        snapshot
+    }
+}
+
+/// Keeps `ProbeStats` construction next to its only caller's types.
+impl ProbeCounters {
+    fn to_stats(&self) -> ProbeStats {
+        let totals = self.totals();
+        ProbeStats {
+            snapshots_dropped_total: totals.snapshots_dropped,
+            events_dropped_total: totals.events_dropped,
+            connects_total: totals.connects,
+            sample_duration_ns: totals.sample_duration_ns,
+            sample_errors_total: totals.sample_errors,
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The stable metrics of the tokio runtimes the probe watches.
+//!
+//! Only metrics that need no `--cfg tokio_unstable` feed the core signals;
+//! the per-worker poll, steal and queue counts are added when the service is
+//! built with it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use meshwatch_proto::v1::{RuntimeStats, WorkerStats};
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+/// The runtimes to watch, shared between the probe handle (which adds them)
+/// and the sampler thread (which reads them).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WatchedRuntimes {
+    handles: Arc<Mutex<Vec<Handle>>>,
+}
+
+impl WatchedRuntimes {
+    /// Adds a runtime unless it is already watched. Returns whether it was new.
+    pub fn add(&self, handle: Handle) -> bool {
+        let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        if handles.iter().any(|h| h.id() == handle.id()) {
+            return false;
+        }
+        handles.push(handle);
+        true
+    }
+
+    pub fn sample(&self) -> Vec<RuntimeStats> {
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        handles
+            .iter()
+            .enumerate()
+            .map(|(id, handle)| sample_runtime(u32::try_from(id).unwrap_or(u32::MAX), handle))
+            .collect()
+    }
+}
+
+fn sample_runtime(runtime_id: u32, handle: &Handle) -> RuntimeStats {
+    let metrics = handle.metrics();
+    let workers = metrics.num_workers();
+    RuntimeStats {
+        runtime_id,
+        flavor: match handle.runtime_flavor() {
+            RuntimeFlavor::CurrentThread => "current_thread",
+            RuntimeFlavor::MultiThread => "multi_thread",
+            _ => "other",
+        }
+        .to_owned(),
+        workers: u32::try_from(workers).unwrap_or(u32::MAX),
+        tasks_alive: metrics.num_alive_tasks() as u64,
+        global_queue_depth: metrics.global_queue_depth() as u64,
+        worker: (0..workers)
+            .map(|index| {
+                #[allow(unused_mut)] // mutated only under tokio_unstable
+                let mut stats = WorkerStats {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    busy_ns_total: u64::try_from(
+                        metrics.worker_total_busy_duration(index).as_nanos(),
+                    )
+                    .unwrap_or(u64::MAX),
+                    park_count: metrics.worker_park_count(index),
+                    park_unpark_count: metrics.worker_park_unpark_count(index),
+                    ..WorkerStats::default()
+                };
+                #[cfg(tokio_unstable)]
+                {
+                    stats.poll_count = metrics.worker_poll_count(index);
+                    stats.steal_count = metrics.worker_steal_count(index);
+                    stats.local_queue_depth = metrics.worker_local_queue_depth(index) as u64;
+                }
+                stats
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_a_multi_thread_runtime_once_however_often_added() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(3)
+            .build()
+            .unwrap();
+        let watched = WatchedRuntimes::default();
+        assert!(watched.add(runtime.handle().clone()));
+        assert!(!watched.add(runtime.handle().clone()));
+        let _task = runtime.spawn(std::future::pending::<()>());
+        let stats = watched.sample();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].flavor, "multi_thread");
+        assert_eq!(stats[0].workers, 3);
+        assert_eq!(stats[0].worker.len(), 3);
+        assert_eq!(stats[0].tasks_alive, 1);
+    }
+}
