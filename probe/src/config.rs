@@ -162,10 +162,14 @@ impl ProbeBuilder {
                 "the service name is empty; pass one to init() or set MESHWATCH_SERVICE",
             ))?;
         if self.interval.is_zero() {
-            return Err(ProbeError::InvalidConfig("the snapshot interval must be positive"));
+            return Err(ProbeError::InvalidConfig(
+                "the snapshot interval must be positive",
+            ));
         }
         if self.buffer_capacity == 0 {
-            return Err(ProbeError::InvalidConfig("the buffer capacity must be at least 1"));
+            return Err(ProbeError::InvalidConfig(
+                "the buffer capacity must be at least 1",
+            ));
         }
         if self.collector.trim().is_empty() {
             return Err(ProbeError::InvalidConfig("the collector address is empty"));

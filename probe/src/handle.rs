@@ -51,8 +51,12 @@ impl ProbeHandle {
         }
 
         let sampler = {
-            let (config, outbox, counters, runtimes) =
-                (config.clone(), outbox.clone(), counters.clone(), runtimes.clone());
+            let (config, outbox, counters, runtimes) = (
+                config.clone(),
+                outbox.clone(),
+                counters.clone(),
+                runtimes.clone(),
+            );
             std::thread::Builder::new()
                 .name("meshwatch-sampler".to_owned())
                 .spawn(move || run_sampler(&config, &outbox, &counters, runtimes))
@@ -119,7 +123,12 @@ impl Drop for ProbeHandle {
 
 /// The sampler thread: one snapshot per interval, on a fixed schedule so
 /// that a slow pass does not shift every later one.
-fn run_sampler(config: &Config, outbox: &Outbox, counters: &ProbeCounters, runtimes: WatchedRuntimes) {
+fn run_sampler(
+    config: &Config,
+    outbox: &Outbox,
+    counters: &ProbeCounters,
+    runtimes: WatchedRuntimes,
+) {
     let mut sampler = Sampler::new(runtimes);
     let mut next = Instant::now();
     loop {

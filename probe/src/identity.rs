@@ -92,6 +92,9 @@ mod tests {
         let start = process_start_unix_ms().unwrap();
         let now = now_unix_ms();
         assert!(start <= now + 1000, "start {start} after now {now}");
-        assert!(now - start < 24 * 3600 * 1000, "test process started over a day ago?");
+        assert!(
+            now - start < 24 * 3600 * 1000,
+            "test process started over a day ago?"
+        );
     }
 }

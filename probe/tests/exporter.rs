@@ -135,7 +135,10 @@ fn counts_snapshots_dropped_while_the_collector_was_away() {
     std::thread::sleep(Duration::from_millis(300));
     let listener = TcpListener::bind(&addr).unwrap();
     let mut conn = FakeCollectorConn::accept(&listener);
-    assert!(matches!(conn.next().kind, Some(probe_message::Kind::Hello(_))));
+    assert!(matches!(
+        conn.next().kind,
+        Some(probe_message::Kind::Hello(_))
+    ));
     conn.welcome();
     let dropped = (0..20)
         .map(|_| conn.next_snapshot().probe.unwrap().snapshots_dropped_total)
@@ -156,13 +159,21 @@ fn survives_a_collector_that_answers_garbage() {
         .unwrap();
     {
         let mut conn = FakeCollectorConn::accept(&listener);
-        assert!(matches!(conn.next().kind, Some(probe_message::Kind::Hello(_))));
+        assert!(matches!(
+            conn.next().kind,
+            Some(probe_message::Kind::Hello(_))
+        ));
         // An absurd length prefix, then junk.
-        conn.stream.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+        conn.stream
+            .write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+            .unwrap();
     }
     // The probe drops that connection and, after its backoff, says Hello again.
     let mut conn = FakeCollectorConn::accept(&listener);
-    assert!(matches!(conn.next().kind, Some(probe_message::Kind::Hello(_))));
+    assert!(matches!(
+        conn.next().kind,
+        Some(probe_message::Kind::Hello(_))
+    ));
     conn.welcome();
     assert!(conn.next_snapshot().seq > 0);
     handle.shutdown();
@@ -172,5 +183,8 @@ fn survives_a_collector_that_answers_garbage() {
 fn init_never_fails_even_on_a_bad_name() {
     assert!(Probe::builder().service("  ").start().is_err());
     let inert = meshwatch_probe::init("  ");
-    assert!(!inert.is_active(), "init returns an inert handle instead of failing");
+    assert!(
+        !inert.is_active(),
+        "init returns an inert handle instead of failing"
+    );
 }

@@ -14,9 +14,7 @@
 
 mod frame;
 
-pub use frame::{
-    DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, FrameDecoder, FrameError, encode_frame,
-};
+pub use frame::{DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, FrameDecoder, FrameError, encode_frame};
 
 /// The protocol version this crate speaks, sent in `Hello.protocol_version`.
 ///

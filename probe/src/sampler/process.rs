@@ -39,8 +39,7 @@ impl ProcessSampler {
             Ok(stat) => {
                 stats.rss_bytes = stat.rss.saturating_mul(self.page_size);
                 stats.virtual_bytes = stat.vsize;
-                stats.cpu_seconds_total =
-                    (stat.utime + stat.stime) as f64 / self.ticks_per_second;
+                stats.cpu_seconds_total = (stat.utime + stat.stime) as f64 / self.ticks_per_second;
                 stats.threads = u32::try_from(stat.num_threads).unwrap_or(0);
             }
             Err(_) => sample.errors += 1,
@@ -103,10 +102,10 @@ fn cgroup_memory_max(process: &Process) -> Option<u64> {
     path.push(unified.pathname.trim_start_matches('/'));
     let mut tightest: Option<u64> = None;
     loop {
-        if let Ok(text) = std::fs::read_to_string(path.join("memory.max")) {
-            if let Some(limit) = parse_memory_max(&text) {
-                tightest = Some(tightest.map_or(limit, |t| t.min(limit)));
-            }
+        if let Ok(text) = std::fs::read_to_string(path.join("memory.max"))
+            && let Some(limit) = parse_memory_max(&text)
+        {
+            tightest = Some(tightest.map_or(limit, |t| t.min(limit)));
         }
         if path.as_os_str() == "/sys/fs/cgroup" || !path.pop() {
             break;

@@ -1,0 +1,524 @@
+//! The HTTP API: versioned JSON for the TUI and scripts, `/metrics` for
+//! Prometheus, `/healthz` for supervisors.
+//!
+//! Handlers are thin: they validate the query into a typed request, take the
+//! state lock briefly, and serialize a view built by [`crate::views`]. Every
+//! error is JSON `{"error": "..."}` with a message saying what was wrong and
+//! what is accepted, so a person with `curl` can correct themselves. It is a
+//! GET-only API, so request bodies are capped at a few bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+
+use crate::incidents::StateFilter;
+use crate::series::{Metric, Point};
+use crate::state::{Shared, now_ms};
+use crate::{prom, views};
+
+/// Request bodies are never needed: the API is GET only.
+const MAX_BODY_BYTES: usize = 1024;
+
+/// The query string of a request, as key/value pairs.
+type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+/// The routes of the API over the shared state.
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/series", get(series))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+/// An error answer: a status and a sentence for the person who asked.
+#[derive(Debug, PartialEq, Eq)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Serializes `value` as the JSON body of a 200 answer. Used while the state
+/// lock is held, so views can borrow from the state instead of copying it.
+fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("could not encode the answer: {error}"),
+        }
+        .into_response(),
+    }
+}
+
+fn params(params: Params) -> Result<HashMap<String, String>, ApiError> {
+    params
+        .map(|Query(params)| params)
+        .map_err(|rejection| ApiError::bad_request(format!("bad query string: {rejection}")))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!(
+        "no such endpoint: {}. The collector serves /api/v1/services, /api/v1/incidents, /api/v1/series, /metrics and /healthz.",
+        uri.path()
+    ))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let rendered = prom::render(&shared.lock(), &shared.stats);
+    match rendered {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("could not render metrics: {error}"),
+        }
+        .into_response(),
+    }
+}
+
+async fn services(State(shared): State<Arc<Shared>>) -> Response {
+    let state = shared.lock();
+    json(&views::services(&state, now_ms()))
+}
+
+#[derive(Debug, Serialize)]
+struct IncidentsView<'a> {
+    incidents: Vec<&'a crate::incidents::Incident>,
+}
+
+async fn incidents(State(shared): State<Arc<Shared>>, query: Params) -> Result<Response, ApiError> {
+    let query = params(query)?;
+    let filter = match query.get("state") {
+        Some(value) => value
+            .parse::<StateFilter>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => StateFilter::All,
+    };
+    let state = shared.lock();
+    Ok(json(&IncidentsView {
+        incidents: state.incidents.list(filter),
+    }))
+}
+
+/// A validated `/api/v1/series` request.
+#[derive(Debug, PartialEq)]
+struct SeriesQuery {
+    service: String,
+    metric: Metric,
+    instance: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+}
+
+impl SeriesQuery {
+    fn parse(query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let service = query
+            .get("service")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "missing service: ask for /api/v1/series?service=NAME&metric=METRIC",
+                )
+            })?
+            .clone();
+        let metric_name = query.get("metric").map(String::as_str).unwrap_or_default();
+        let metric = Metric::from_name(metric_name).ok_or_else(|| {
+            let what = if metric_name.is_empty() {
+                "missing metric".to_owned()
+            } else {
+                format!("unknown metric {metric_name:?}")
+            };
+            ApiError::bad_request(format!("{what}: valid metrics are {}", Metric::names()))
+        })?;
+        let time = |key: &str| -> Result<Option<i64>, ApiError> {
+            query
+                .get(key)
+                .map(|value| {
+                    value.parse::<i64>().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "{key}={value:?} is not a time: give milliseconds since the Unix epoch, e.g. {key}=1700000000000"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let (from_ms, to_ms) = (time("from")?, time("to")?);
+        if let (Some(from), Some(to)) = (from_ms, to_ms)
+            && from > to
+        {
+            return Err(ApiError::bad_request(format!(
+                "from={from} is after to={to}: the range must run forward"
+            )));
+        }
+        Ok(Self {
+            service,
+            metric,
+            instance: query.get("instance").cloned(),
+            from_ms,
+            to_ms,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct SeriesView<'a> {
+    service: &'a str,
+    metric: &'static str,
+    series: Vec<InstanceSeries<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct InstanceSeries<'a> {
+    instance_id: &'a str,
+    points: Vec<Point>,
+}
+
+async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Response, ApiError> {
+    let query = SeriesQuery::parse(&params(query)?)?;
+    let state = shared.lock();
+    let instances: Vec<_> = state
+        .registry
+        .sorted()
+        .into_iter()
+        .filter(|i| i.service == query.service)
+        .collect();
+    if instances.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "unknown service {:?}: GET /api/v1/services lists the services this collector knows",
+            query.service
+        )));
+    }
+    if let Some(wanted) = &query.instance
+        && !instances.iter().any(|i| &i.instance_id == wanted)
+    {
+        return Err(ApiError::not_found(format!(
+            "service {:?} has no instance {wanted:?}: GET /api/v1/services lists its instances",
+            query.service
+        )));
+    }
+    let series = instances
+        .into_iter()
+        .filter(|i| {
+            query
+                .instance
+                .as_ref()
+                .is_none_or(|wanted| &i.instance_id == wanted)
+        })
+        .map(|i| InstanceSeries {
+            instance_id: &i.instance_id,
+            points: state
+                .series
+                .range(&i.instance_id, query.metric, query.from_ms, query.to_ms),
+        })
+        .collect();
+    Ok(json(&SeriesView {
+        service: &query.service,
+        metric: query.metric.name(),
+        series,
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::incidents::tests::incident;
+    use axum::body::Body;
+    use axum::http::Request;
+    use meshwatch_proto::v1::{Hello, ProcessStats, RuntimeStats, Snapshot};
+    use tower::ServiceExt;
+
+    fn shared() -> Arc<Shared> {
+        let shared = Arc::new(Shared::new(Config::new("/nonexistent")));
+        {
+            let mut state = shared.lock();
+            let conn = state.hello(
+                &Hello {
+                    service: "checkout".to_owned(),
+                    instance_id: "c1".to_owned(),
+                    pid: 42,
+                    start_time_unix_ms: 1_000,
+                    interval_ms: 1_000,
+                    ..Hello::default()
+                },
+                now_ms(),
+            );
+            for (t, cpu) in [(10_000, 1.0), (11_000, 1.5)] {
+                let snapshot = Snapshot {
+                    time_unix_ms: t,
+                    process: Some(ProcessStats {
+                        rss_bytes: 4096,
+                        cpu_seconds_total: cpu,
+                        threads: 3,
+                        ..ProcessStats::default()
+                    }),
+                    runtimes: vec![RuntimeStats {
+                        workers: 2,
+                        tasks_alive: 7,
+                        flavor: "multi_thread".to_owned(),
+                        ..RuntimeStats::default()
+                    }],
+                    ..Snapshot::default()
+                };
+                state.snapshot("c1", conn, snapshot, now_ms());
+            }
+            state.hello(
+                &Hello {
+                    service: "auth".to_owned(),
+                    instance_id: "a1".to_owned(),
+                    ..Hello::default()
+                },
+                now_ms(),
+            );
+            state.incidents.upsert(incident("i-1", "c1", None));
+            state.incidents.upsert(incident("i-2", "c1", Some(3)));
+        }
+        shared
+    }
+
+    async fn get(shared: &Arc<Shared>, uri: &str) -> (StatusCode, String) {
+        let response = router(Arc::clone(shared))
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn get_json(shared: &Arc<Shared>, uri: &str) -> (StatusCode, serde_json::Value) {
+        let (status, body) = get(shared, uri).await;
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn healthz_and_unknown_paths() {
+        let shared = shared();
+        assert_eq!(
+            get(&shared, "/healthz").await,
+            (StatusCode::OK, "ok".to_owned())
+        );
+        let (status, body) = get_json(&shared, "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body["error"].as_str().unwrap().contains("/api/v1/services"));
+    }
+
+    #[tokio::test]
+    async fn services_lists_instances_sorted_with_headline_and_incidents() {
+        let shared = shared();
+        let (status, body) = get_json(&shared, "/api/v1/services").await;
+        assert_eq!(status, StatusCode::OK);
+        let services = body["services"].as_array().unwrap();
+        assert_eq!(services.len(), 2);
+        assert_eq!(services[0]["service"], "auth");
+        assert_eq!(services[0]["headline"], serde_json::Value::Null);
+        assert_eq!(services[0]["state"], "up");
+        let checkout = &services[1];
+        assert_eq!(checkout["pid"], 42);
+        assert_eq!(checkout["started_at_ms"], 1_000);
+        assert_eq!(checkout["headline"]["rss_bytes"], 4096);
+        assert_eq!(checkout["headline"]["cpu_percent"], 50.0);
+        assert_eq!(checkout["headline"]["workers"], 2);
+        assert_eq!(
+            checkout["headline"]["heap_live_bytes"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            checkout["headline"]["memory_limit_source"],
+            serde_json::Value::Null
+        );
+        assert_eq!(checkout["runtimes"][0]["flavor"], "multi_thread");
+        assert_eq!(checkout["open_incidents"].as_array().unwrap().len(), 1);
+        assert_eq!(checkout["open_incidents"][0]["id"], "i-1");
+    }
+
+    #[tokio::test]
+    async fn incidents_filter_by_state_and_reject_unknown_states() {
+        let shared = shared();
+        let count = |body: &serde_json::Value| body["incidents"].as_array().unwrap().len();
+        assert_eq!(count(&get_json(&shared, "/api/v1/incidents").await.1), 2);
+        assert_eq!(
+            count(&get_json(&shared, "/api/v1/incidents?state=open").await.1),
+            1
+        );
+        assert_eq!(
+            count(
+                &get_json(&shared, "/api/v1/incidents?state=resolved")
+                    .await
+                    .1
+            ),
+            1
+        );
+        assert_eq!(
+            count(&get_json(&shared, "/api/v1/incidents?state=all").await.1),
+            2
+        );
+        let (status, body) = get_json(&shared, "/api/v1/incidents?state=closed").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body["error"].as_str().unwrap().contains("state=open"));
+    }
+
+    #[tokio::test]
+    async fn series_returns_points_in_range() {
+        let shared = shared();
+        let (status, body) =
+            get_json(&shared, "/api/v1/series?service=checkout&metric=rss_bytes").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["metric"], "rss_bytes");
+        assert_eq!(body["series"][0]["instance_id"], "c1");
+        assert_eq!(
+            body["series"][0]["points"],
+            serde_json::json!([[10_000, 4096.0], [11_000, 4096.0]])
+        );
+        let (_, body) = get_json(
+            &shared,
+            "/api/v1/series?service=checkout&metric=cpu_percent&instance=c1&from=10500&to=20000",
+        )
+        .await;
+        assert_eq!(
+            body["series"][0]["points"],
+            serde_json::json!([[11_000, 50.0]])
+        );
+    }
+
+    #[tokio::test]
+    async fn series_explains_bad_requests() {
+        let shared = shared();
+        for (uri, status, needle) in [
+            (
+                "/api/v1/series?metric=rss_bytes",
+                StatusCode::BAD_REQUEST,
+                "missing service",
+            ),
+            (
+                "/api/v1/series?service=checkout",
+                StatusCode::BAD_REQUEST,
+                "rss_bytes, virtual_bytes",
+            ),
+            (
+                "/api/v1/series?service=checkout&metric=rss",
+                StatusCode::BAD_REQUEST,
+                "unknown metric \"rss\"",
+            ),
+            (
+                "/api/v1/series?service=checkout&metric=rss_bytes&from=yesterday",
+                StatusCode::BAD_REQUEST,
+                "milliseconds",
+            ),
+            (
+                "/api/v1/series?service=checkout&metric=rss_bytes&from=5&to=1",
+                StatusCode::BAD_REQUEST,
+                "forward",
+            ),
+            (
+                "/api/v1/series?service=nope&metric=rss_bytes",
+                StatusCode::NOT_FOUND,
+                "unknown service",
+            ),
+            (
+                "/api/v1/series?service=checkout&metric=rss_bytes&instance=a1",
+                StatusCode::NOT_FOUND,
+                "no instance",
+            ),
+        ] {
+            let (got, body) = get_json(&shared, uri).await;
+            assert_eq!(got, status, "{uri}");
+            let message = body["error"].as_str().unwrap();
+            assert!(message.contains(needle), "{uri}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_exports_one_family_per_metric_with_labels() {
+        let shared = shared();
+        shared.stats.reject("bad_token");
+        let (status, text) = get(&shared, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        for &metric in Metric::ALL {
+            let family = format!(
+                "# HELP meshwatch_{} ",
+                metric.name().trim_end_matches("_total")
+            );
+            let sent = !matches!(
+                metric,
+                Metric::HeapLiveBytes
+                    | Metric::ProbeSnapshotsDroppedTotal
+                    | Metric::ProbeEventsDroppedTotal
+            );
+            assert_eq!(text.contains(&family), sent, "{metric:?}\n{text}");
+        }
+        assert!(
+            text.contains("# HELP meshwatch_rss_bytes Resident set size of the process.\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshwatch_rss_bytes{service=\"checkout\",instance=\"c1\"} 4096"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshwatch_cpu_seconds_total{service=\"checkout\",instance=\"c1\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshwatch_instance_up{service=\"auth\",instance=\"a1\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meshwatch_instance_restarts_total{service=\"auth\",instance=\"a1\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("meshwatch_collector_connections 0"), "{text}");
+        assert!(
+            text.contains("meshwatch_collector_frames_rejected_total{reason=\"bad_token\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! What a collector is told at start: where to listen, where to keep its data,
+//! the shared token, and the limits that keep one bad probe from hurting the
+//! others.
+//!
+//! The binary fills a [`Config`] from its flags; in-process users (the TUI's
+//! `meshwatch demo`, tests) start from [`Config::new`] and change the fields
+//! they care about.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meshwatch_proto::DEFAULT_MAX_FRAME_LEN;
+
+/// The default address for probes: loopback, so nothing is exposed unless asked.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6740);
+
+/// The default address of the HTTP API, loopback for the same reason.
+pub const DEFAULT_HTTP: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6741);
+
+/// Everything a running collector needs to know, with defaults that suit one
+/// host's mesh.
+///
+/// Non-exhaustive so that settings can be added without breaking callers:
+/// build it with [`Config::new`] and assign the fields to change.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where probes connect (TCP, meshwatch frames).
+    pub listen: SocketAddr,
+    /// Where the HTTP API and `/metrics` are served.
+    pub http: SocketAddr,
+    /// The collector's own directory. It is created when missing and locked,
+    /// so two collectors never write the same history.
+    pub data_dir: PathBuf,
+    /// The shared secret probes must present in their Hello; `None` accepts
+    /// any probe, which is only allowed on loopback unless
+    /// [`Config::allow_no_token`] is set.
+    pub token: Option<String>,
+    /// Accept probes without a token on a non-loopback address. Off by
+    /// default, because anyone who can reach the port could then feed the
+    /// collector.
+    pub allow_no_token: bool,
+    /// The largest frame accepted from a probe; larger ones close the
+    /// connection before their body is buffered.
+    pub max_frame_len: usize,
+    /// How long a new connection has to send its Hello before it is closed,
+    /// so idle sockets cannot hold connection slots.
+    pub hello_timeout: Duration,
+    /// Points kept per series per instance: 900 is 15 minutes at 1 Hz.
+    pub series_capacity: usize,
+    /// How many snapshot intervals may pass without a snapshot before an
+    /// instance is shown `down`.
+    pub down_after_missed: u32,
+    /// How long a restarted instance shows `restarted` before `up`, so a
+    /// person looking now and then still notices the restart.
+    pub restarted_display: Duration,
+    /// The most probe connections served at once; more are refused, so a
+    /// connection flood cannot exhaust the collector's file descriptors.
+    pub max_connections: usize,
+}
+
+impl Config {
+    /// The defaults, keeping data in `data_dir`: the only setting without a
+    /// sensible default, because sharing one would break the lock.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            http: DEFAULT_HTTP,
+            data_dir: data_dir.into(),
+            token: None,
+            allow_no_token: false,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            hello_timeout: Duration::from_secs(5),
+            series_capacity: 900,
+            down_after_missed: 3,
+            restarted_display: Duration::from_secs(5 * 60),
+            max_connections: 4096,
+        }
+    }
+
+    /// Whether this configuration would let strangers feed the collector:
+    /// probes accepted without a token on an address other than loopback.
+    pub fn exposes_without_token(&self) -> bool {
+        self.token.is_none() && !self.allow_no_token && !self.listen.ip().is_loopback()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_without_token_is_fine_elsewhere_needs_token_or_consent() {
+        let mut config = Config::new("/tmp/x");
+        assert!(!config.exposes_without_token());
+        config.listen = "0.0.0.0:6740".parse().unwrap_or(DEFAULT_LISTEN);
+        assert!(config.exposes_without_token());
+        config.token = Some("s3cret".to_owned());
+        assert!(!config.exposes_without_token());
+        config.token = None;
+        config.allow_no_token = true;
+        assert!(!config.exposes_without_token());
+    }
+}

@@ -1,0 +1,392 @@
+//! The probes' side of the collector: a TCP listener and one task per
+//! connection speaking the meshwatch protocol.
+//!
+//! A connection must open with a `Hello` within the hello timeout; the
+//! collector checks it ([`check_hello`]) and answers `Welcome` or `Reject`,
+//! closing after a `Reject`. Then `Snapshot`s update the registry and the
+//! series, and `Event`s are kept for the detectors. Anything a probe sends
+//! that cannot be trusted (an oversized frame, bytes that do not decode, a
+//! silence too long) closes that connection with a warning naming the peer,
+//! and touches nothing else: every error here is a value, never a panic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshwatch_proto::v1::{
+    CollectorMessage, Event, Hello, ProbeMessage, Reject, RejectCode, Welcome, collector_message,
+    event, probe_message,
+};
+use meshwatch_proto::{FrameDecoder, FrameError, PROTOCOL_VERSION, encode_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::registry::ConnId;
+use crate::state::{Shared, now_ms};
+
+/// The longest service name or instance id accepted: names are labels in
+/// the UI and in Prometheus, not payloads.
+const MAX_NAME_LEN: usize = 256;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Why a connection ended, for the log line that names its peer.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("the connection closed in the middle of a frame")]
+    Truncated,
+    #[error("no Hello within {0:?} of connecting")]
+    HelloTimeout(Duration),
+    #[error("no frame for {0:?}; the probe is stuck or gone")]
+    Silent(Duration),
+    #[error("rejected ({}): {reason}", code.as_str_name())]
+    Rejected { code: RejectCode, reason: String },
+    #[error("could not encode a reply: {0}")]
+    Reply(FrameError),
+}
+
+/// Checks a probe's first frame, in the order that reveals the least to an
+/// unauthenticated peer: the version (without which nothing else can be
+/// read reliably), then the token, then the content.
+///
+/// # Errors
+///
+/// The `Reject` to send: its reason says what was wrong and what to do.
+pub(crate) fn check_hello(hello: &Hello, token: Option<&str>) -> Result<(), Reject> {
+    let reject = |code: RejectCode, reason: String| Reject {
+        code: code.into(),
+        reason,
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err(reject(
+            RejectCode::UnsupportedVersion,
+            format!(
+                "This collector speaks meshwatch protocol version {PROTOCOL_VERSION}, but the probe speaks version {}. Upgrade the probe or the collector so that their versions match.",
+                hello.protocol_version
+            ),
+        ));
+    }
+    if let Some(expected) = token
+        && !constant_time_eq::constant_time_eq(hello.token.as_bytes(), expected.as_bytes())
+    {
+        let what = if hello.token.is_empty() {
+            "The probe sent no token, but this collector requires one."
+        } else {
+            "The probe's token does not match the collector's."
+        };
+        return Err(reject(
+            RejectCode::BadToken,
+            format!(
+                "{what} Set MESHWATCH_TOKEN in the service's environment to the collector's token."
+            ),
+        ));
+    }
+    for (field, value) in [
+        ("service", &hello.service),
+        ("instance_id", &hello.instance_id),
+    ] {
+        if value.is_empty() || value.len() > MAX_NAME_LEN || value.chars().any(char::is_control) {
+            return Err(reject(
+                RejectCode::Malformed,
+                format!(
+                    "The Hello's {field} must be 1 to {MAX_NAME_LEN} bytes without control characters, but was {value:?}. Give the probe a service name (or MESHWATCH_SERVICE) and a fresh instance id."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Accepts probe connections until `shutdown` fires, serving each on its own
+/// task, at most `max_connections` at a time.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            // Reap finished connection tasks so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        shared.stats.connections_refused.inc();
+                        tracing::warn!(%peer, limit = shared.config.max_connections,
+                            "refusing probe connection: too many open connections");
+                        continue;
+                    };
+                    let shared = Arc::clone(&shared);
+                    connections.spawn(async move {
+                        shared.stats.connections.inc();
+                        serve_connection(stream, peer, &shared).await;
+                        shared.stats.connections.dec();
+                        drop(slot);
+                    });
+                }
+                // Out of fds and the like: wait a little rather than spin.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a probe connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// One probe connection, start to end; logs why it ended.
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let mut conn = Connection {
+        stream,
+        decoder: FrameDecoder::new(shared.config.max_frame_len),
+        buf: vec![0; READ_CHUNK],
+        max_frame_len: shared.config.max_frame_len,
+    };
+    let mut registered = None;
+    let result = conn.run(shared, &mut registered).await;
+    if let Some((instance_id, conn_id)) = &registered {
+        shared.lock().disconnect(instance_id, *conn_id);
+    }
+    match result {
+        Ok(()) => {
+            tracing::info!(%peer, instance = registered.as_ref().map(|r| r.0.as_str()), "probe disconnected")
+        }
+        Err(error) => {
+            shared.stats.reject(reject_reason(&error));
+            tracing::warn!(%peer, instance = registered.as_ref().map(|r| r.0.as_str()), reason = %error, "closing probe connection");
+        }
+    }
+}
+
+/// One line per event: what happened, without the stacks it carries.
+fn log_event(hello: &Hello, event: &Event) {
+    match &event.kind {
+        Some(event::Kind::StuckPoll(stuck)) => tracing::info!(
+            service = %hello.service,
+            instance = %hello.instance_id,
+            key = %stuck.key,
+            state = stuck.state().as_str_name(),
+            class = stuck.class().as_str_name(),
+            thread = %stuck.thread_name,
+            stuck_for_ms = stuck.stuck_for_ms,
+            "stuck poll"
+        ),
+        None => {
+            tracing::debug!(instance = %hello.instance_id, "event of a kind this collector does not know")
+        }
+    }
+}
+
+/// The `reason` label counted for a connection that ended in error.
+fn reject_reason(error: &ConnError) -> &'static str {
+    match error {
+        ConnError::Io(_) => "io_error",
+        ConnError::Truncated => "truncated",
+        ConnError::Frame(FrameError::TooLarge { .. }) => "too_large",
+        ConnError::Frame(FrameError::Malformed(_)) => "malformed",
+        ConnError::HelloTimeout(_) => "hello_timeout",
+        ConnError::Silent(_) => "silent",
+        ConnError::Rejected { code, .. } => match code {
+            RejectCode::BadToken => "bad_token",
+            RejectCode::UnsupportedVersion => "unsupported_version",
+            RejectCode::Malformed => "malformed_hello",
+            RejectCode::ExpectedHello => "expected_hello",
+            RejectCode::Unspecified => "rejected",
+        },
+        ConnError::Reply(_) => "reply_error",
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    buf: Vec<u8>,
+    max_frame_len: usize,
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        shared: &Shared,
+        registered: &mut Option<(String, ConnId)>,
+    ) -> Result<(), ConnError> {
+        let hello_timeout = shared.config.hello_timeout;
+        let first = tokio::time::timeout(hello_timeout, self.read_message())
+            .await
+            .map_err(|_| ConnError::HelloTimeout(hello_timeout))?;
+        let Some(first) = first? else {
+            return Ok(());
+        };
+        let hello = match first.kind {
+            Some(probe_message::Kind::Hello(hello)) => hello,
+            _ => {
+                return self
+                    .reject(Reject {
+                        code: RejectCode::ExpectedHello.into(),
+                        reason: "The first frame on a connection must be a Hello, and this one was not. Send Hello first, then snapshots and events.".to_owned(),
+                    })
+                    .await;
+            }
+        };
+        if let Err(reject) = check_hello(&hello, shared.config.token.as_deref()) {
+            return self.reject(reject).await;
+        }
+        let conn_id = shared.lock().hello(&hello, now_ms());
+        *registered = Some((hello.instance_id.clone(), conn_id));
+        tracing::info!(service = %hello.service, instance = %hello.instance_id, pid = hello.pid, "probe connected");
+        self.send(collector_message::Kind::Welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            collector_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+        .await?;
+
+        // A live probe sends a snapshot every interval; one silent for this
+        // long is hung or gone, and holds a slot and a buffer for nothing.
+        let interval = Duration::from_millis(u64::from(hello.interval_ms.max(1000)));
+        let silence =
+            (interval * shared.config.down_after_missed.saturating_add(1)).max(hello_timeout);
+        loop {
+            let message = tokio::time::timeout(silence, self.read_message())
+                .await
+                .map_err(|_| ConnError::Silent(silence))??;
+            let Some(message) = message else {
+                return Ok(());
+            };
+            match message.kind {
+                Some(probe_message::Kind::Snapshot(snapshot)) => {
+                    shared
+                        .lock()
+                        .snapshot(&hello.instance_id, conn_id, snapshot, now_ms());
+                }
+                Some(probe_message::Kind::Event(event)) => {
+                    log_event(&hello, &event);
+                    shared
+                        .lock()
+                        .event(&hello.instance_id, conn_id, event, now_ms());
+                }
+                // A second Hello, or a kind newer than this collector: the
+                // protocol lets fields be added, so skip rather than fail.
+                Some(probe_message::Kind::Hello(_)) | None => {
+                    tracing::debug!(instance = %hello.instance_id, "ignoring an unexpected frame");
+                }
+            }
+        }
+    }
+
+    /// The next message, or `None` at a clean end of stream.
+    async fn read_message(&mut self) -> Result<Option<ProbeMessage>, ConnError> {
+        loop {
+            if let Some(message) = self.decoder.next_message::<ProbeMessage>()? {
+                return Ok(Some(message));
+            }
+            let n = self.stream.read(&mut self.buf).await?;
+            if n == 0 {
+                if self.decoder.buffered() > 0 {
+                    return Err(ConnError::Truncated);
+                }
+                return Ok(None);
+            }
+            self.decoder.extend(&self.buf[..n]);
+        }
+    }
+
+    async fn send(&mut self, kind: collector_message::Kind) -> Result<(), ConnError> {
+        let mut out = Vec::new();
+        encode_frame(
+            &CollectorMessage { kind: Some(kind) },
+            self.max_frame_len,
+            &mut out,
+        )
+        .map_err(ConnError::Reply)?;
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Sends the Reject and ends the connection with it as the reason.
+    async fn reject(&mut self, reject: Reject) -> Result<(), ConnError> {
+        let code = reject.code();
+        let reason = reject.reason.clone();
+        // The peer may already be gone; the reject is logged either way.
+        let _ = self.send(collector_message::Kind::Reject(reject)).await;
+        let _ = self.stream.shutdown().await;
+        Err(ConnError::Rejected { code, reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello() -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            service: "checkout".to_owned(),
+            instance_id: "abc".to_owned(),
+            token: "s3cret".to_owned(),
+            ..Hello::default()
+        }
+    }
+
+    fn code(result: Result<(), Reject>) -> Option<RejectCode> {
+        result.err().map(|r| r.code())
+    }
+
+    #[test]
+    fn accepts_a_good_hello_with_or_without_a_required_token() {
+        assert_eq!(check_hello(&hello(), Some("s3cret")), Ok(()));
+        assert_eq!(check_hello(&hello(), None), Ok(()));
+    }
+
+    #[test]
+    fn rejects_each_fault_with_its_code_and_a_helpful_reason() {
+        let mut h = hello();
+        h.protocol_version = 99;
+        let reject = check_hello(&h, Some("s3cret")).err();
+        assert_eq!(
+            reject.as_ref().map(Reject::code),
+            Some(RejectCode::UnsupportedVersion)
+        );
+        assert!(reject.is_some_and(|r| r.reason.contains("99") && r.reason.contains("Upgrade")));
+
+        assert_eq!(
+            code(check_hello(&hello(), Some("other"))),
+            Some(RejectCode::BadToken)
+        );
+        let mut h = hello();
+        h.token.clear();
+        let reject = check_hello(&h, Some("s3cret")).err();
+        assert!(reject.is_some_and(|r| r.reason.contains("MESHWATCH_TOKEN")));
+
+        let mut h = hello();
+        h.service.clear();
+        assert_eq!(code(check_hello(&h, None)), Some(RejectCode::Malformed));
+        let mut h = hello();
+        h.instance_id = "x".repeat(MAX_NAME_LEN + 1);
+        assert_eq!(code(check_hello(&h, None)), Some(RejectCode::Malformed));
+        let mut h = hello();
+        h.service = "a\nb".to_owned();
+        assert_eq!(code(check_hello(&h, None)), Some(RejectCode::Malformed));
+    }
+
+    #[test]
+    fn checks_the_token_before_the_content() {
+        let mut h = hello();
+        h.service.clear();
+        h.token = "wrong".to_owned();
+        assert_eq!(
+            code(check_hello(&h, Some("s3cret"))),
+            Some(RejectCode::BadToken)
+        );
+    }
+}

@@ -1,0 +1,202 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod api;
+pub mod config;
+mod datadir;
+pub mod incidents;
+mod ingest;
+mod prom;
+pub mod registry;
+pub mod series;
+mod state;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::Config;
+
+use datadir::DataDirLock;
+use state::{Shared, now_ms};
+
+/// How often the registry applies the passage of time (missed snapshots,
+/// restarted instances settling to up). A quarter second keeps `down`
+/// within a fraction of an interval of the truth at negligible cost.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Why a collector could not start. Each message says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory or its lock file could not be created or opened.
+    #[error("cannot use data directory {path}: {source}; check that it is a writable directory")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// Another collector holds the data directory.
+    #[error(
+        "data directory lock {path} is held by another running collector; stop it or give this one another --data-dir"
+    )]
+    DataDirLocked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// Probes would be accepted from the network without a token.
+    #[error(
+        "refusing to accept probes on {listen} without a token: anyone who can reach it could feed this collector. Give a token (--token-file or MESHWATCH_TOKEN), listen on loopback, or pass --allow-no-token"
+    )]
+    NoToken {
+        /// The non-loopback ingest address.
+        listen: SocketAddr,
+    },
+    /// A listening socket could not be bound.
+    #[error("cannot listen for {what} on {addr}: {source}; is another process using the port?")]
+    Bind {
+        /// `probes` or `HTTP`.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+/// Why a collector stopped other than by being asked to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopError {
+    /// The HTTP server failed.
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+    /// A collector task panicked: a bug, reported rather than hidden.
+    #[error("a collector task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A collector serving probes and HTTP on its own tasks.
+///
+/// Dropping it stops the collector too, without waiting; call
+/// [`RunningCollector::shutdown`] to stop it and wait until it has.
+#[derive(Debug)]
+pub struct RunningCollector {
+    ingest_addr: SocketAddr,
+    http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    ingest: JoinHandle<()>,
+    http: JoinHandle<std::io::Result<()>>,
+    ticker: JoinHandle<()>,
+    _lock: DataDirLock,
+}
+
+impl RunningCollector {
+    /// The address probes connect to; with port 0 in the config, the port
+    /// the system chose.
+    pub fn ingest_addr(&self) -> SocketAddr {
+        self.ingest_addr
+    }
+
+    /// The address of the HTTP API, resolved like [`Self::ingest_addr`].
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops accepting, closes every probe connection, lets in-flight HTTP
+    /// requests finish, and waits for all of it; then releases the data
+    /// directory.
+    ///
+    /// # Errors
+    ///
+    /// [`StopError`] when the HTTP server had failed or a task panicked.
+    pub async fn shutdown(self) -> Result<(), StopError> {
+        // Receivers gone means the tasks already ended; nothing to signal.
+        let _ = self.shutdown.send(true);
+        self.ingest.await.map_err(StopError::Task)?;
+        self.ticker.await.map_err(StopError::Task)?;
+        self.http
+            .await
+            .map_err(StopError::Task)?
+            .map_err(StopError::Http)
+    }
+}
+
+/// Starts a collector: locks the data directory, binds both addresses, and
+/// spawns ingest, the HTTP API and the registry's clock on the current tokio
+/// runtime. Returns once both sockets are listening, so the addresses are
+/// ready to use.
+///
+/// # Errors
+///
+/// [`StartError`] when the configuration is unsafe, the data directory is
+/// unusable or taken, or an address cannot be bound.
+pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
+    if config.exposes_without_token() {
+        return Err(StartError::NoToken {
+            listen: config.listen,
+        });
+    }
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })?;
+        let local =
+            listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { what, addr, source })?;
+        Ok::<_, StartError>((listener, local))
+    };
+    let (ingest_listener, ingest_addr) = bind("probes", config.listen).await?;
+    let (http_listener, http_addr) = bind("HTTP", config.http).await?;
+
+    let shared = Arc::new(Shared::new(config));
+    let (shutdown, stop) = watch::channel(false);
+
+    let ingest = tokio::spawn(ingest::serve(
+        ingest_listener,
+        Arc::clone(&shared),
+        stop.clone(),
+    ));
+
+    let mut http_stop = stop.clone();
+    let app = api::router(Arc::clone(&shared));
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await
+    });
+
+    let mut tick_stop = stop;
+    let ticker = tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick_stop.changed() => break,
+                _ = interval.tick() => shared.lock().tick(now_ms()),
+            }
+        }
+    });
+
+    tracing::info!(%ingest_addr, %http_addr, "collector started");
+    Ok(RunningCollector {
+        ingest_addr,
+        http_addr,
+        shutdown,
+        ingest,
+        http,
+        ticker,
+        _lock: lock,
+    })
+}

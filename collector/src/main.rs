@@ -1,0 +1,147 @@
+//! `meshwatch-collector`: the daemon that receives probe snapshots, keeps
+//! their history and serves it over HTTP.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use meshwatch_collector::{Config, config};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+/// Receives snapshots from meshwatch probes, keeps their history, and serves
+/// it as JSON (for the `meshwatch` TUI) and Prometheus metrics.
+#[derive(Debug, Parser)]
+#[command(name = "meshwatch-collector", version)]
+struct Cli {
+    /// Address where probes connect. Loopback by default; any other address
+    /// needs a token (or --allow-no-token).
+    #[arg(long, value_name = "IP:PORT", default_value_t = config::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+
+    /// Address of the HTTP API (/api/v1/..., /metrics, /healthz).
+    #[arg(long, value_name = "IP:PORT", default_value_t = config::DEFAULT_HTTP)]
+    http: SocketAddr,
+
+    /// Directory for the collector's data; created when missing, and locked
+    /// so that two collectors never share it.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+
+    /// File holding the token probes must present (surrounding whitespace is
+    /// ignored). Without it, the MESHWATCH_TOKEN environment variable is used
+    /// when set.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Accept probes without a token even on a non-loopback address. Anyone
+    /// who can reach --listen can then feed this collector.
+    #[arg(long)]
+    allow_no_token: bool,
+}
+
+/// The environment variable holding the token when no --token-file is given;
+/// the probes read the same one.
+const TOKEN_ENV: &str = "MESHWATCH_TOKEN";
+
+/// The environment variable holding the log filter (tracing `EnvFilter` syntax).
+const LOG_ENV: &str = "MESHWATCH_LOG";
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let contents = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = contents.trim();
+    if token.is_empty() {
+        bail!(
+            "the token file {} is empty; put the shared token in it, or drop --token-file",
+            path.display()
+        );
+    }
+    Ok(token.to_owned())
+}
+
+fn token(cli: &Cli) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &cli.token_file {
+        return read_token_file(path).map(Some);
+    }
+    Ok(std::env::var(TOKEN_ENV)
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
+/// SIGINT and SIGTERM, watched from before the listening line is printed so
+/// that a signal sent right after it still stops the collector cleanly.
+struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with every cause, whatever RUST_BACKTRACE says.
+            eprintln!("meshwatch-collector: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let mut config = Config::new(cli.data_dir.clone());
+    config.listen = cli.listen;
+    config.http = cli.http;
+    config.token = token(&cli)?;
+    config.allow_no_token = cli.allow_no_token;
+
+    let mut signals = StopSignals::install()?;
+    let collector = meshwatch_collector::start(config).await?;
+    {
+        // Tests and scripts start the collector on port 0 and read the
+        // chosen ports from this one line.
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "meshwatch-collector listening ingest={} http={}",
+            collector.ingest_addr(),
+            collector.http_addr()
+        )
+        .and_then(|()| stdout.flush())
+        .context("cannot write the listening line to stdout")?;
+    }
+
+    let signal = signals.recv().await;
+    tracing::info!(signal, "shutting down");
+    collector.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! Which instances exist, and whether each is up, down or restarted.
+//!
+//! An *instance* is one process start of a *service*: the probe draws a new
+//! `instance_id` at every start, so a reconnection after a network blip
+//! revives the same instance, while a process that died and came back is a
+//! new instance of the same service. When a new instance appears while an
+//! earlier one of its service is down, the new one is `restarted` and
+//! inherits the restart count plus one: that is how crash loops become
+//! visible.
+//!
+//! This module is pure: every method takes the current time as `now_ms`
+//! (milliseconds since the Unix epoch), never reads the clock, and does no
+//! I/O, so every transition is unit-tested with explicit timestamps.
+
+use std::collections::{HashMap, VecDeque};
+
+use meshwatch_proto::v1::{Event, Hello, Snapshot};
+use serde::{Deserialize, Serialize};
+
+/// The interval assumed for a probe that announces none.
+const DEFAULT_INTERVAL_MS: u32 = 1000;
+
+/// Whether an instance is alive, as shown to people and tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Connected and sending snapshots on time.
+    Up,
+    /// Its connection closed, or it missed too many snapshots.
+    Down,
+    /// Up, and a recent replacement of a dead instance of its service.
+    Restarted,
+}
+
+impl InstanceState {
+    /// The lowercase name used in the API: `up`, `down` or `restarted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Up => "up",
+            InstanceState::Down => "down",
+            InstanceState::Restarted => "restarted",
+        }
+    }
+}
+
+/// Identifies one connection of an instance, so that the close of an old
+/// connection cannot mark down an instance that has already reconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnId(u64);
+
+/// The bounds and timings the registry enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryLimits {
+    /// Intervals without a snapshot before an instance is `down`.
+    pub down_after_missed: u32,
+    /// How long a restarted instance shows `restarted`, in milliseconds.
+    pub restarted_display_ms: i64,
+    /// Down instances kept per service; older ones are forgotten, so a crash
+    /// loop cannot grow the registry without bound.
+    pub max_down_per_service: usize,
+    /// Events kept per instance, newest last, for the detectors.
+    pub max_events: usize,
+}
+
+/// One thread's CPU use between the last two snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThreadCpu {
+    /// The OS thread id.
+    pub tid: u32,
+    /// The thread's name, e.g. `tokio-rt-worker`.
+    pub name: String,
+    /// Percent of one core; `None` when the thread is new since the previous
+    /// snapshot or on the first snapshot.
+    pub cpu_percent: Option<f64>,
+}
+
+/// Everything known about one instance. Read-only outside this module: the
+/// registry hands out shared references only, so its invariants hold.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// The service's name, shared by all its instances.
+    pub service: String,
+    /// Random per process start, from the probe's Hello.
+    pub instance_id: String,
+    /// The process id on its host.
+    pub pid: u32,
+    /// The host the process runs on.
+    pub host: String,
+    /// The service's language or runtime (`rust`, `node`, ...).
+    pub runtime: String,
+    /// The probe library's version.
+    pub probe_version: String,
+    /// When the process started (ms since the epoch), as the probe reported.
+    pub start_time_ms: i64,
+    /// When the collector first heard of this instance.
+    pub first_seen_ms: i64,
+    /// When the collector last heard from it (Hello, Snapshot or Event).
+    pub last_seen_ms: i64,
+    /// The probe's snapshot interval, as announced (0 when it announced none).
+    pub interval_ms: u32,
+    /// Up, down or restarted.
+    pub state: InstanceState,
+    /// How many dead predecessors this instance replaces, in a chain.
+    pub restarts: u32,
+    /// Whether a probe connection for this instance is open now.
+    pub connected: bool,
+    /// The latest snapshot, `None` until the first arrives.
+    pub last_snapshot: Option<Snapshot>,
+    /// Process CPU use between the last two snapshots, percent of one core.
+    pub cpu_percent: Option<f64>,
+    /// Per-thread CPU use between the last two snapshots.
+    pub thread_cpu: Vec<ThreadCpu>,
+    /// The latest events, oldest first, bounded by [`RegistryLimits::max_events`].
+    pub events: VecDeque<Event>,
+    restarted_until_ms: Option<i64>,
+    /// A successor has already counted this instance's death.
+    succeeded: bool,
+    conn: ConnId,
+}
+
+impl Instance {
+    /// The snapshot interval to expect, with a default for probes that
+    /// announce none.
+    pub fn effective_interval_ms(&self) -> u32 {
+        if self.interval_ms == 0 {
+            DEFAULT_INTERVAL_MS
+        } else {
+            self.interval_ms
+        }
+    }
+
+    /// When the process started: the probe's figure, else first contact.
+    pub fn started_at_ms(&self) -> i64 {
+        if self.start_time_ms > 0 {
+            self.start_time_ms
+        } else {
+            self.first_seen_ms
+        }
+    }
+
+    /// Seconds the process has lived: up to `now_ms` while alive, up to the
+    /// last contact once down.
+    pub fn uptime_seconds(&self, now_ms: i64) -> u64 {
+        let end = if self.state == InstanceState::Down {
+            self.last_seen_ms
+        } else {
+            now_ms
+        };
+        u64::try_from(end.saturating_sub(self.started_at_ms()) / 1000).unwrap_or(0)
+    }
+
+    fn revive(&mut self, now_ms: i64) {
+        self.state = match self.restarted_until_ms {
+            Some(until) if now_ms < until => InstanceState::Restarted,
+            _ => InstanceState::Up,
+        };
+    }
+}
+
+/// All instances the collector knows, keyed by instance id.
+#[derive(Debug)]
+pub struct Registry {
+    limits: RegistryLimits,
+    instances: HashMap<String, Instance>,
+    next_conn: u64,
+}
+
+impl Registry {
+    /// An empty registry enforcing `limits`.
+    pub fn new(limits: RegistryLimits) -> Self {
+        Self {
+            limits,
+            instances: HashMap::new(),
+            next_conn: 0,
+        }
+    }
+
+    /// Records an accepted Hello and returns the id of this connection.
+    ///
+    /// A known `instance_id` is a reconnection and revives that instance. A
+    /// new one replacing a dead instance of the same service is `restarted`.
+    pub fn hello(&mut self, hello: &Hello, now_ms: i64) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        if let Some(instance) = self.instances.get_mut(&hello.instance_id) {
+            instance.service.clone_from(&hello.service);
+            instance.pid = hello.pid;
+            instance.interval_ms = hello.interval_ms;
+            instance.last_seen_ms = now_ms;
+            instance.connected = true;
+            instance.conn = conn;
+            instance.revive(now_ms);
+            return conn;
+        }
+        let predecessor = self
+            .instances
+            .values_mut()
+            .filter(|i| {
+                i.service == hello.service && i.state == InstanceState::Down && !i.succeeded
+            })
+            .max_by_key(|i| i.last_seen_ms);
+        let (state, restarts, restarted_until_ms) = match predecessor {
+            Some(previous) => {
+                previous.succeeded = true;
+                (
+                    InstanceState::Restarted,
+                    previous.restarts.saturating_add(1),
+                    Some(now_ms.saturating_add(self.limits.restarted_display_ms)),
+                )
+            }
+            None => (InstanceState::Up, 0, None),
+        };
+        self.instances.insert(
+            hello.instance_id.clone(),
+            Instance {
+                service: hello.service.clone(),
+                instance_id: hello.instance_id.clone(),
+                pid: hello.pid,
+                host: hello.host.clone(),
+                runtime: hello.runtime.clone(),
+                probe_version: hello.probe_version.clone(),
+                start_time_ms: hello.start_time_unix_ms,
+                first_seen_ms: now_ms,
+                last_seen_ms: now_ms,
+                interval_ms: hello.interval_ms,
+                state,
+                restarts,
+                connected: true,
+                last_snapshot: None,
+                cpu_percent: None,
+                thread_cpu: Vec::new(),
+                events: VecDeque::new(),
+                restarted_until_ms,
+                succeeded: false,
+                conn,
+            },
+        );
+        conn
+    }
+
+    /// Records a snapshot and derives CPU use from its predecessor. Returns
+    /// the updated instance, or `None` when `conn` is not the instance's
+    /// current connection (the snapshot is then ignored).
+    pub fn snapshot(
+        &mut self,
+        instance_id: &str,
+        conn: ConnId,
+        snapshot: Snapshot,
+        now_ms: i64,
+    ) -> Option<&Instance> {
+        let instance = self.current(instance_id, conn)?;
+        instance.last_seen_ms = now_ms;
+        if instance.state == InstanceState::Down {
+            instance.revive(now_ms);
+        }
+        let (cpu_percent, thread_cpu) = cpu_use(instance.last_snapshot.as_ref(), &snapshot);
+        instance.cpu_percent = cpu_percent;
+        instance.thread_cpu = thread_cpu;
+        instance.last_snapshot = Some(snapshot);
+        Some(instance)
+    }
+
+    /// Keeps an event for the detectors, dropping the oldest beyond the
+    /// limit. Ignored when `conn` is not the instance's current connection.
+    pub fn event(&mut self, instance_id: &str, conn: ConnId, event: Event, now_ms: i64) {
+        let max_events = self.limits.max_events;
+        if let Some(instance) = self.current(instance_id, conn) {
+            instance.last_seen_ms = now_ms;
+            if instance.events.len() >= max_events {
+                instance.events.pop_front();
+            }
+            instance.events.push_back(event);
+        }
+    }
+
+    /// Marks an instance down because its connection closed, unless it has
+    /// reconnected since on another connection.
+    pub fn disconnect(&mut self, instance_id: &str, conn: ConnId) {
+        if let Some(instance) = self.current(instance_id, conn) {
+            instance.connected = false;
+            instance.state = InstanceState::Down;
+            instance.restarted_until_ms = None;
+        }
+    }
+
+    /// Applies the passage of time: instances silent for too many intervals
+    /// go down, restarted ones settle to up, and the oldest down instances of
+    /// a service beyond the limit are forgotten. Returns the ids forgotten,
+    /// so their history can go too.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<String> {
+        for instance in self.instances.values_mut() {
+            let allowed = i64::from(instance.effective_interval_ms())
+                * i64::from(self.limits.down_after_missed);
+            match instance.state {
+                InstanceState::Down => {}
+                _ if now_ms.saturating_sub(instance.last_seen_ms) > allowed => {
+                    instance.state = InstanceState::Down;
+                    instance.restarted_until_ms = None;
+                }
+                InstanceState::Restarted => instance.revive(now_ms),
+                InstanceState::Up => {}
+            }
+        }
+        self.prune()
+    }
+
+    fn prune(&mut self) -> Vec<String> {
+        let mut down_by_service: HashMap<&str, Vec<(i64, &str)>> = HashMap::new();
+        for instance in self.instances.values() {
+            if instance.state == InstanceState::Down && !instance.connected {
+                down_by_service
+                    .entry(&instance.service)
+                    .or_default()
+                    .push((instance.last_seen_ms, &instance.instance_id));
+            }
+        }
+        let mut forgotten = Vec::new();
+        for mut down in down_by_service.into_values() {
+            if down.len() > self.limits.max_down_per_service {
+                down.sort_unstable();
+                let excess = down.len() - self.limits.max_down_per_service;
+                forgotten.extend(down[..excess].iter().map(|&(_, id)| id.to_owned()));
+            }
+        }
+        for id in &forgotten {
+            self.instances.remove(id);
+        }
+        forgotten
+    }
+
+    /// The instance with this id, if known.
+    pub fn get(&self, instance_id: &str) -> Option<&Instance> {
+        self.instances.get(instance_id)
+    }
+
+    /// Every instance, sorted by service, then start time, then id: the
+    /// order of the API, stable across calls.
+    pub fn sorted(&self) -> Vec<&Instance> {
+        let mut all: Vec<&Instance> = self.instances.values().collect();
+        all.sort_by(|a, b| {
+            (&a.service, a.started_at_ms(), &a.instance_id).cmp(&(
+                &b.service,
+                b.started_at_ms(),
+                &b.instance_id,
+            ))
+        });
+        all
+    }
+
+    fn current(&mut self, instance_id: &str, conn: ConnId) -> Option<&mut Instance> {
+        self.instances
+            .get_mut(instance_id)
+            .filter(|instance| instance.conn == conn)
+    }
+}
+
+/// Process and per-thread CPU use between two snapshots, in percent of one
+/// core; `None` where there is no earlier figure or time did not advance.
+fn cpu_use(previous: Option<&Snapshot>, current: &Snapshot) -> (Option<f64>, Vec<ThreadCpu>) {
+    let elapsed_ms = previous
+        .map(|p| current.time_unix_ms.saturating_sub(p.time_unix_ms))
+        .filter(|&ms| ms > 0 && previous.is_some_and(|p| p.time_unix_ms > 0));
+    let process = match (
+        elapsed_ms,
+        previous.and_then(|p| p.process),
+        current.process,
+    ) {
+        (Some(ms), Some(before), Some(now))
+            if now.cpu_seconds_total >= before.cpu_seconds_total =>
+        {
+            Some((now.cpu_seconds_total - before.cpu_seconds_total) / (ms as f64 / 1000.0) * 100.0)
+        }
+        _ => None,
+    };
+    let before: HashMap<u32, u64> = previous
+        .map(|p| p.threads.iter().map(|t| (t.tid, t.cpu_ns_total)).collect())
+        .unwrap_or_default();
+    let threads = current
+        .threads
+        .iter()
+        .map(|t| ThreadCpu {
+            tid: t.tid,
+            name: t.name.clone(),
+            cpu_percent: match (elapsed_ms, before.get(&t.tid)) {
+                (Some(ms), Some(&ns)) if t.cpu_ns_total >= ns => {
+                    Some((t.cpu_ns_total - ns) as f64 / (ms as f64 * 1e6) * 100.0)
+                }
+                _ => None,
+            },
+        })
+        .collect();
+    (process, threads)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use meshwatch_proto::v1::{ProcessStats, ThreadStats};
+
+    const LIMITS: RegistryLimits = RegistryLimits {
+        down_after_missed: 3,
+        restarted_display_ms: 60_000,
+        max_down_per_service: 2,
+        max_events: 2,
+    };
+
+    fn hello(service: &str, id: &str) -> Hello {
+        Hello {
+            service: service.to_owned(),
+            instance_id: id.to_owned(),
+            interval_ms: 1000,
+            start_time_unix_ms: 500,
+            ..Hello::default()
+        }
+    }
+
+    fn snap(t_ms: i64, cpu_s: f64, thread_ns: u64) -> Snapshot {
+        Snapshot {
+            time_unix_ms: t_ms,
+            process: Some(ProcessStats {
+                cpu_seconds_total: cpu_s,
+                ..ProcessStats::default()
+            }),
+            threads: vec![ThreadStats {
+                tid: 7,
+                name: "worker".to_owned(),
+                cpu_ns_total: thread_ns,
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    fn state(reg: &Registry, id: &str) -> InstanceState {
+        reg.get(id).unwrap().state
+    }
+
+    #[test]
+    fn new_instance_is_up_and_goes_down_on_disconnect() {
+        let mut reg = Registry::new(LIMITS);
+        let conn = reg.hello(&hello("a", "a1"), 1000);
+        assert_eq!(state(&reg, "a1"), InstanceState::Up);
+        reg.disconnect("a1", conn);
+        assert_eq!(state(&reg, "a1"), InstanceState::Down);
+        assert!(!reg.get("a1").unwrap().connected);
+    }
+
+    #[test]
+    fn goes_down_after_missed_intervals_and_a_snapshot_revives_it() {
+        let mut reg = Registry::new(LIMITS);
+        let conn = reg.hello(&hello("a", "a1"), 1000);
+        reg.tick(4000);
+        assert_eq!(
+            state(&reg, "a1"),
+            InstanceState::Up,
+            "exactly 3 intervals is not yet late"
+        );
+        reg.tick(4001);
+        assert_eq!(state(&reg, "a1"), InstanceState::Down);
+        reg.snapshot("a1", conn, snap(5000, 1.0, 0), 5000).unwrap();
+        assert_eq!(state(&reg, "a1"), InstanceState::Up);
+    }
+
+    #[test]
+    fn reconnect_with_same_id_revives_and_old_connection_close_is_ignored() {
+        let mut reg = Registry::new(LIMITS);
+        let old = reg.hello(&hello("a", "a1"), 1000);
+        let new = reg.hello(&hello("a", "a1"), 2000);
+        reg.disconnect("a1", old);
+        assert_eq!(state(&reg, "a1"), InstanceState::Up);
+        assert!(reg.snapshot("a1", old, snap(2500, 0.0, 0), 2500).is_none());
+        reg.disconnect("a1", new);
+        assert_eq!(state(&reg, "a1"), InstanceState::Down);
+        reg.hello(&hello("a", "a1"), 3000);
+        assert_eq!(state(&reg, "a1"), InstanceState::Up);
+        assert_eq!(reg.get("a1").unwrap().restarts, 0);
+    }
+
+    #[test]
+    fn new_instance_after_a_death_is_restarted_then_up_and_counts_chain() {
+        let mut reg = Registry::new(LIMITS);
+        let c1 = reg.hello(&hello("a", "a1"), 1000);
+        reg.disconnect("a1", c1);
+        let c2 = reg.hello(&hello("a", "a2"), 2000);
+        assert_eq!(state(&reg, "a2"), InstanceState::Restarted);
+        assert_eq!(reg.get("a2").unwrap().restarts, 1);
+        reg.disconnect("a2", c2);
+        reg.hello(&hello("a", "a3"), 3000);
+        assert_eq!(reg.get("a3").unwrap().restarts, 2);
+        assert_eq!(state(&reg, "a3"), InstanceState::Restarted);
+
+        let mut reg = Registry::new(LIMITS);
+        let c1 = reg.hello(&hello("a", "a1"), 1000);
+        reg.disconnect("a1", c1);
+        let c2 = reg.hello(&hello("a", "a2"), 2000);
+        for t in (2500..=62_000).step_by(500) {
+            reg.snapshot("a2", c2, snap(t, 0.0, 0), t);
+            reg.tick(t);
+        }
+        assert_eq!(state(&reg, "a2"), InstanceState::Up);
+    }
+
+    #[test]
+    fn a_predecessor_is_counted_once_and_other_services_do_not_count() {
+        let mut reg = Registry::new(LIMITS);
+        let c1 = reg.hello(&hello("a", "a1"), 1000);
+        reg.hello(&hello("b", "b1"), 1000);
+        reg.disconnect("a1", c1);
+        reg.hello(&hello("b", "b2"), 1500);
+        assert_eq!(state(&reg, "b2"), InstanceState::Up);
+        reg.hello(&hello("a", "a2"), 2000);
+        reg.hello(&hello("a", "a3"), 2000);
+        assert_eq!(state(&reg, "a2"), InstanceState::Restarted);
+        assert_eq!(
+            state(&reg, "a3"),
+            InstanceState::Up,
+            "a scale-up, not a restart"
+        );
+    }
+
+    #[test]
+    fn computes_process_and_thread_cpu_from_deltas() {
+        let mut reg = Registry::new(LIMITS);
+        let conn = reg.hello(&hello("a", "a1"), 1000);
+        let first = reg.snapshot("a1", conn, snap(1000, 1.0, 0), 1000).unwrap();
+        assert_eq!(first.cpu_percent, None);
+        assert_eq!(first.thread_cpu[0].cpu_percent, None);
+        let second = reg
+            .snapshot("a1", conn, snap(3000, 2.0, 500_000_000), 3000)
+            .unwrap();
+        assert_eq!(second.cpu_percent, Some(50.0));
+        assert_eq!(second.thread_cpu[0].cpu_percent, Some(25.0));
+        let same_time = reg.snapshot("a1", conn, snap(3000, 3.0, 0), 3000).unwrap();
+        assert_eq!(same_time.cpu_percent, None);
+        assert_eq!(same_time.thread_cpu[0].cpu_percent, None);
+    }
+
+    #[test]
+    fn keeps_bounded_events_and_prunes_oldest_down_instances() {
+        let mut reg = Registry::new(LIMITS);
+        let conn = reg.hello(&hello("a", "a0"), 0);
+        for t in 1..=3 {
+            reg.event(
+                "a0",
+                conn,
+                Event {
+                    time_unix_ms: t,
+                    kind: None,
+                },
+                t,
+            );
+        }
+        let times: Vec<i64> = reg
+            .get("a0")
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.time_unix_ms)
+            .collect();
+        assert_eq!(times, vec![2, 3]);
+        reg.disconnect("a0", conn);
+        for i in 1..=3 {
+            let id = format!("a{i}");
+            let conn = reg.hello(&hello("a", &id), i * 100);
+            reg.disconnect(&id, conn);
+        }
+        let forgotten = reg.tick(1000);
+        assert_eq!(forgotten, vec!["a0".to_owned(), "a1".to_owned()]);
+        assert!(reg.get("a0").is_none());
+        assert_eq!(reg.sorted().len(), 2);
+    }
+
+    #[test]
+    fn sorts_by_service_then_start_time() {
+        let mut reg = Registry::new(LIMITS);
+        let mut late = hello("a", "late");
+        late.start_time_unix_ms = 900;
+        reg.hello(&late, 0);
+        reg.hello(&hello("b", "b1"), 0);
+        reg.hello(&hello("a", "early"), 0);
+        let ids: Vec<&str> = reg
+            .sorted()
+            .iter()
+            .map(|i| i.instance_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["early", "late", "b1"]);
+        assert_eq!(reg.get("early").unwrap().uptime_seconds(10_500), 10);
+    }
+}

@@ -1,0 +1,151 @@
+//! The state shared by ingest, the periodic tick and the HTTP API.
+//!
+//! One mutex guards the registry, the series and the incidents together, so
+//! a reader never sees an instance without its history. Every critical
+//! section is short and does no I/O.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use meshwatch_proto::v1::{Event, Hello, Snapshot};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::config::Config;
+use crate::incidents::IncidentBook;
+use crate::registry::{ConnId, Registry, RegistryLimits};
+use crate::series::{Sample, SeriesStore};
+
+/// Down instances kept per service before the oldest are forgotten.
+const MAX_DOWN_PER_SERVICE: usize = 20;
+/// Events kept per instance for the detectors.
+const MAX_EVENTS_PER_INSTANCE: usize = 64;
+
+/// Milliseconds since the Unix epoch by the wall clock: the time base the
+/// probes use too, so that series from both line up.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The registry, the series and the incidents, kept consistent together.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) registry: Registry,
+    pub(crate) series: SeriesStore,
+    pub(crate) incidents: IncidentBook,
+}
+
+impl State {
+    pub(crate) fn new(config: &Config) -> Self {
+        Self {
+            registry: Registry::new(RegistryLimits {
+                down_after_missed: config.down_after_missed,
+                restarted_display_ms: i64::try_from(config.restarted_display.as_millis())
+                    .unwrap_or(i64::MAX),
+                max_down_per_service: MAX_DOWN_PER_SERVICE,
+                max_events: MAX_EVENTS_PER_INSTANCE,
+            }),
+            series: SeriesStore::new(config.series_capacity),
+            incidents: IncidentBook::default(),
+        }
+    }
+
+    pub(crate) fn hello(&mut self, hello: &Hello, now_ms: i64) -> ConnId {
+        self.registry.hello(hello, now_ms)
+    }
+
+    /// Updates the instance and appends to its history, at the probe's
+    /// sampling time (the receive time when the probe sent none).
+    pub(crate) fn snapshot(
+        &mut self,
+        instance_id: &str,
+        conn: ConnId,
+        snapshot: Snapshot,
+        now_ms: i64,
+    ) {
+        let t_ms = if snapshot.time_unix_ms > 0 {
+            snapshot.time_unix_ms
+        } else {
+            now_ms
+        };
+        if let Some(instance) = self.registry.snapshot(instance_id, conn, snapshot, now_ms)
+            && let Some(snapshot) = &instance.last_snapshot
+        {
+            let sample = Sample {
+                snapshot,
+                cpu_percent: instance.cpu_percent,
+            };
+            self.series.record(instance_id, t_ms, &sample);
+        }
+    }
+
+    pub(crate) fn event(&mut self, instance_id: &str, conn: ConnId, event: Event, now_ms: i64) {
+        self.registry.event(instance_id, conn, event, now_ms);
+    }
+
+    pub(crate) fn disconnect(&mut self, instance_id: &str, conn: ConnId) {
+        self.registry.disconnect(instance_id, conn);
+    }
+
+    /// Applies the passage of time and drops the history of forgotten
+    /// instances.
+    pub(crate) fn tick(&mut self, now_ms: i64) {
+        for forgotten in self.registry.tick(now_ms) {
+            self.series.remove(&forgotten);
+        }
+    }
+}
+
+/// Why the collector refused a frame or a connection, as the `reason` label
+/// of `meshwatch_collector_frames_rejected_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RejectLabels {
+    pub(crate) reason: &'static str,
+}
+
+/// The collector's own health, exported on `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct CollectorStats {
+    /// Probe connections open now.
+    pub(crate) connections: Gauge,
+    /// Connections refused because `max_connections` were open.
+    pub(crate) connections_refused: Counter,
+    /// Frames or connections refused, by reason.
+    pub(crate) frames_rejected: Family<RejectLabels, Counter>,
+}
+
+impl CollectorStats {
+    pub(crate) fn reject(&self, reason: &'static str) {
+        self.frames_rejected
+            .get_or_create(&RejectLabels { reason })
+            .inc();
+    }
+}
+
+/// Everything the tasks of one collector share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) stats: CollectorStats,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Self {
+        Self {
+            state: Mutex::new(State::new(&config)),
+            stats: CollectorStats::default(),
+            config,
+        }
+    }
+
+    /// Locks the state. A panic while it was held (a bug) does not take the
+    /// collector down: the state is still consistent enough to serve.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

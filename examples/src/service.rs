@@ -1,0 +1,101 @@
+//! One example service: an HTTP server on a tokio runtime with the probe.
+//!
+//! Routes:
+//! - `GET /` answers `hello`: the cheapest request, for saturation tests;
+//! - `GET /work?ms=N` spins the CPU for N milliseconds (at most 1000) inside
+//!   the handler, as a legitimately slow request does.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::Query;
+use axum::routing::get;
+
+/// How an example service is started.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// The service name reported to the collector.
+    #[arg(long, default_value = "example")]
+    pub name: String,
+    /// Worker threads of the tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Address of the HTTP server; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+/// The announcement printed on stdout once the server listens, so a parent
+/// process (the demo, a test) learns the port it picked.
+pub const LISTENING_PREFIX: &str = "mesh-service listening http=";
+
+/// Runs the service until SIGINT or SIGTERM.
+///
+/// # Errors
+///
+/// When the runtime cannot be built or the address cannot be bound.
+pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers.max(1))
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
+    let _probe = meshwatch_probe::init(&args.name);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot bind {}", args.listen))?;
+    let addr = listener.local_addr().context("listener has no address")?;
+    println!("{LISTENING_PREFIX}{addr}");
+
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/work", get(work));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WorkParams {
+    ms: Option<u64>,
+}
+
+/// Spins for the requested time: a slow but well-behaved request.
+async fn work(Query(params): Query<WorkParams>) -> String {
+    let ms = params.ms.unwrap_or(1).min(1000);
+    let until = Instant::now() + Duration::from_millis(ms);
+    let mut spins = 0u64;
+    while Instant::now() < until {
+        spins = std::hint::black_box(spins.wrapping_add(1));
+    }
+    format!("worked {ms} ms ({spins} spins)\n")
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,136 @@
+//! Bad input on the ingest port gets a clear Reject or a closed connection
+//! with a logged reason, while the collector keeps serving everyone else.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use meshwatch_e2e::{Collector, Service, wait_for};
+use meshwatch_proto::v1::{
+    CollectorMessage, Hello, ProbeMessage, RejectCode, collector_message, probe_message,
+};
+use meshwatch_proto::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, PROTOCOL_VERSION, encode_frame};
+
+const TOKEN: &str = "correct-horse";
+
+fn connect(collector: &Collector) -> TcpStream {
+    let stream = TcpStream::connect(&collector.ingest).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream
+}
+
+/// Reads until the collector closes the connection; returns the replies sent
+/// before it did.
+fn replies_until_closed(mut stream: TcpStream) -> Vec<CollectorMessage> {
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+    let mut replies = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => decoder.extend(&buf[..n]),
+            // A reset also means the collector closed on us.
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(err) => panic!("collector neither answered nor closed: {err}"),
+        }
+        while let Some(msg) = decoder.next_message::<CollectorMessage>().unwrap() {
+            replies.push(msg);
+        }
+    }
+    replies
+}
+
+fn hello(version: u32, token: &str) -> Vec<u8> {
+    let msg = ProbeMessage {
+        kind: Some(probe_message::Kind::Hello(Hello {
+            protocol_version: version,
+            service: "intruder".to_owned(),
+            instance_id: "0123456789abcdef0123456789abcdef".to_owned(),
+            pid: 1,
+            host: "test".to_owned(),
+            token: token.to_owned(),
+            interval_ms: 1000,
+            ..Hello::default()
+        })),
+    };
+    let mut frame = Vec::new();
+    encode_frame(&msg, DEFAULT_MAX_FRAME_LEN, &mut frame).unwrap();
+    frame
+}
+
+fn rejection(replies: &[CollectorMessage]) -> (RejectCode, String) {
+    match replies {
+        [
+            CollectorMessage {
+                kind: Some(collector_message::Kind::Reject(reject)),
+            },
+        ] => (reject.code(), reject.reason.clone()),
+        other => panic!("expected exactly one Reject, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_input_is_refused_and_the_mesh_keeps_being_served() {
+    let collector = Collector::start_with_token(Some(TOKEN));
+    let _healthy = Service::start(&collector, "healthy", 1);
+    let up = collector.wait_for_instance("healthy up", |i| i["service"] == "healthy");
+
+    // Garbage bytes: an absurd length prefix then noise. Closed.
+    let mut garbage = connect(&collector);
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(replies_until_closed(garbage).is_empty());
+
+    // A frame header announcing more than the limit. Closed before the body.
+    let mut oversized = connect(&collector);
+    let len = u32::try_from(DEFAULT_MAX_FRAME_LEN + 1).unwrap();
+    oversized.write_all(&len.to_be_bytes()).unwrap();
+    assert!(replies_until_closed(oversized).is_empty());
+
+    // A well-formed Hello with the wrong token.
+    let mut wrong_token = connect(&collector);
+    wrong_token
+        .write_all(&hello(PROTOCOL_VERSION, "guess"))
+        .unwrap();
+    let (code, reason) = rejection(&replies_until_closed(wrong_token));
+    assert_eq!(code, RejectCode::BadToken);
+    assert!(reason.contains("token"), "unclear reason: {reason}");
+
+    // A well-formed Hello speaking a protocol version from the future.
+    let mut wrong_version = connect(&collector);
+    wrong_version
+        .write_all(&hello(PROTOCOL_VERSION + 1, TOKEN))
+        .unwrap();
+    let (code, reason) = rejection(&replies_until_closed(wrong_version));
+    assert_eq!(code, RejectCode::UnsupportedVersion);
+    assert!(reason.contains("version"), "unclear reason: {reason}");
+
+    // Each refusal is logged with its reason.
+    let log = collector.process.stderr();
+    for expected in ["exceeds the limit", "token", "version"] {
+        assert!(
+            log.contains(expected),
+            "no log line about {expected:?}:\n{log}"
+        );
+    }
+
+    // The healthy service was served throughout and still is.
+    let seen = up["last_seen_ms"].as_i64().unwrap();
+    wait_for("healthy to report again", Duration::from_secs(10), || {
+        collector.instances().into_iter().find(|i| {
+            i["service"] == "healthy"
+                && i["state"] == "up"
+                && i["last_seen_ms"].as_i64().unwrap() > seen
+        })
+    });
+    assert!(
+        !collector
+            .instances()
+            .iter()
+            .any(|i| i["service"] == "intruder"),
+        "a rejected probe must not be registered"
+    );
+}

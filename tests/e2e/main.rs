@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `meshwatch-collector`, real instrumented
+//! services (`mesh-service`) and the real `meshwatch` CLI, talking over
+//! loopback sockets on ephemeral ports.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod registry;
+mod status_cli;

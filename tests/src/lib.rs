@@ -1,0 +1,295 @@
+//! Support for the end-to-end tests: build and run the real binaries on
+//! loopback with ephemeral ports, read their announcements, query the API.
+//!
+//! Every process is started in its own temporary directory with its stderr
+//! captured to a file, and is killed when its handle drops, so a failing test
+//! leaves nothing running and can print what each process logged.
+#![allow(clippy::expect_used)] // test support: a failed expectation is a failed test
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a process may take to announce its address. Generous: CI
+/// machines are slow and shared.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory holding the workspace's binaries, built once per test run
+/// with the same profile as the tests themselves.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test binary path");
+        // target/<profile>/deps/e2e-HASH → target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
+        build_binaries(&dir);
+        dir
+    })
+}
+
+/// Builds the binaries the tests run, so they are never stale. Cargo does not
+/// build other packages' binaries for a test, and artifact dependencies are
+/// unstable, so the tests ask cargo themselves (cargo releases its build lock
+/// before running tests).
+fn build_binaries(profile_dir: &Path) {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--bins"]).args([
+        "-p",
+        "meshwatch-collector",
+        "-p",
+        "meshwatch-examples",
+        "-p",
+        "meshwatch",
+    ]);
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "building the binaries failed");
+}
+
+/// A child process killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+    name: String,
+    stderr_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts `bin` (a binary of the workspace) with `args` and `envs`, and
+    /// waits for the first stdout line starting with `announce_prefix`.
+    /// Returns the process and the rest of that line.
+    pub fn start(
+        bin: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        announce_prefix: &str,
+    ) -> (Self, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
+        let mut child = Command::new(bin_dir().join(bin))
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("MESHWATCH_LOG", "debug")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {bin}: {err}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let process = Self {
+            child: Some(child),
+            name: bin.to_owned(),
+            stderr_path,
+            _dir: dir,
+        };
+        let announcement = process.wait_for_line(stdout, announce_prefix);
+        (process, announcement)
+    }
+
+    /// Reads stdout on a helper thread until a line with `prefix` appears,
+    /// then keeps draining it so the child never blocks on a full pipe.
+    fn wait_for_line(&self, stdout: std::process::ChildStdout, prefix: &str) -> String {
+        let (tx, rx) = mpsc::channel();
+        let prefix = prefix.to_owned();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(rest) = line.strip_prefix(&prefix) {
+                    let _ = tx.send(rest.to_owned());
+                    sent = true;
+                }
+            }
+        });
+        rx.recv_timeout(STARTUP_TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "{} did not announce itself within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                self.name,
+                self.stderr()
+            )
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What the process has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL and reaps it: the crash a probe must
+    /// survive being the victim of.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- stderr of {} ---\n{}", self.name, self.stderr());
+        }
+        self.kill();
+    }
+}
+
+/// A running `meshwatch-collector` on ephemeral loopback ports.
+#[derive(Debug)]
+pub struct Collector {
+    /// The collector process.
+    pub process: Process,
+    /// Where probes connect.
+    pub ingest: String,
+    /// The HTTP API's base URL.
+    pub http: String,
+    /// The token probes must present, if the collector requires one.
+    pub token: Option<String>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Collector {
+    /// Starts a collector with no token.
+    pub fn start() -> Self {
+        Self::start_with_token(None)
+    }
+
+    /// Starts a collector that requires `token` (from a token file), if given.
+    pub fn start_with_token(token: Option<&str>) -> Self {
+        let data_dir = tempfile::tempdir().expect("data dir");
+        let data = data_dir.path().join("store");
+        let token_file = data_dir.path().join("token");
+        let data = data.to_str().expect("utf-8 temp path");
+        let token_file = token_file.to_str().expect("utf-8 temp path");
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+        ];
+        if let Some(token) = token {
+            std::fs::write(token_file, format!("{token}\n")).expect("write token file");
+            args.extend(["--token-file", token_file]);
+        }
+        let (process, line) = Process::start(
+            "meshwatch-collector",
+            &args,
+            &[],
+            "meshwatch-collector listening ",
+        );
+        let mut ingest = None;
+        let mut http = None;
+        for field in line.split_whitespace() {
+            if let Some(addr) = field.strip_prefix("ingest=") {
+                ingest = Some(addr.to_owned());
+            } else if let Some(addr) = field.strip_prefix("http=") {
+                http = Some(format!("http://{addr}"));
+            }
+        }
+        Self {
+            process,
+            ingest: ingest.expect("ingest address in announcement"),
+            http: http.expect("http address in announcement"),
+            token: token.map(str::to_owned),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// GETs `path` from the API and parses the JSON body.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        ureq::get(format!("{}{path}", self.http))
+            .call()
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+            .body_mut()
+            .read_json()
+            .unwrap_or_else(|err| panic!("GET {path}: bad JSON: {err}"))
+    }
+
+    /// The instances listed by `/api/v1/services`.
+    pub fn instances(&self) -> Vec<serde_json::Value> {
+        self.get_json("/api/v1/services")["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until some instance satisfies `pred`, and returns it.
+    pub fn wait_for_instance(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for(what, Duration::from_secs(30), || {
+            self.instances().into_iter().find(|i| pred(i))
+        })
+    }
+}
+
+/// An example service (`mesh-service`) reporting to a collector.
+#[derive(Debug)]
+pub struct Service {
+    /// The service process.
+    pub process: Process,
+    /// Its HTTP address.
+    pub http: String,
+}
+
+impl Service {
+    /// Starts `mesh-service --name NAME --workers N` reporting to `collector`
+    /// every 200 ms.
+    pub fn start(collector: &Collector, name: &str, workers: usize) -> Self {
+        let workers = workers.to_string();
+        let mut envs = vec![
+            ("MESHWATCH_COLLECTOR", collector.ingest.as_str()),
+            ("MESHWATCH_INTERVAL_MS", "200"),
+        ];
+        if let Some(token) = &collector.token {
+            envs.push(("MESHWATCH_TOKEN", token));
+        }
+        let (process, http) = Process::start(
+            "mesh-service",
+            &["--name", name, "--workers", &workers],
+            &envs,
+            "mesh-service listening http=",
+        );
+        Self { process, http }
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or panics after
+/// `timeout` naming `what` was awaited.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

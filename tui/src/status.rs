@@ -1,0 +1,141 @@
+//! `meshwatch status`: the mesh, once, as a table or as JSON.
+
+use meshwatch_collector::views::{InstanceView, ServicesView};
+
+use crate::format;
+
+/// Reads one cell of the table from an instance.
+type Cell = fn(&InstanceView) -> String;
+
+/// The table's columns: header and how to read a cell from an instance.
+const COLUMNS: &[(&str, Cell)] = &[
+    ("SERVICE", |i| i.service.clone()),
+    ("INSTANCE", |i| i.instance_id.chars().take(8).collect()),
+    ("PID", |i| i.pid.to_string()),
+    ("STATE", |i| i.state.as_str().to_owned()),
+    ("UPTIME", |i| format::uptime(i.uptime_seconds)),
+    ("CPU", |i| {
+        format::percent(i.headline.as_ref().and_then(|h| h.cpu_percent))
+    }),
+    ("RSS", |i| sized(i, |h| h.rss_bytes)),
+    ("HEAP", |i| sized(i, |h| h.heap_live_bytes)),
+    ("THREADS", |i| {
+        format::count(i.headline.as_ref().and_then(|h| h.threads))
+    }),
+    ("TASKS", |i| {
+        format::count(i.headline.as_ref().and_then(|h| h.tasks_alive))
+    }),
+    ("FDS", |i| {
+        format::count(i.headline.as_ref().and_then(|h| h.fds_open))
+    }),
+    ("RESTARTS", |i| i.restarts.to_string()),
+    ("INCIDENTS", |i| incident_flags(i)),
+];
+
+fn sized(
+    instance: &InstanceView,
+    figure: fn(&meshwatch_collector::views::Headline) -> Option<u64>,
+) -> String {
+    instance
+        .headline
+        .as_ref()
+        .and_then(figure)
+        .map_or_else(|| "-".to_owned(), format::bytes)
+}
+
+/// The kinds of the instance's open incidents, or `-`.
+fn incident_flags(instance: &InstanceView) -> String {
+    if instance.open_incidents.is_empty() {
+        return "-".to_owned();
+    }
+    instance
+        .open_incidents
+        .iter()
+        .map(|incident| incident.kind.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Renders the mesh as an aligned plain-text table, one instance a row.
+pub fn render_table(view: &ServicesView) -> String {
+    if view.services.is_empty() {
+        return "no services have reported to this collector yet\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = view
+        .services
+        .iter()
+        .map(|instance| COLUMNS.iter().map(|(_, cell)| cell(instance)).collect())
+        .collect();
+    let widths: Vec<usize> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(c, (header, _))| {
+            rows.iter()
+                .map(|row| row[c].chars().count())
+                .chain([header.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let mut push_row = |cells: &mut dyn Iterator<Item = &str>| {
+        let line: Vec<String> = cells
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    };
+    push_row(&mut COLUMNS.iter().map(|(header, _)| *header));
+    for row in &rows {
+        push_row(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh() -> ServicesView {
+        serde_json::from_value(serde_json::json!({"services": [
+            {
+                "service": "checkout", "instance_id": "0123456789abcdef0123456789abcdef",
+                "pid": 4242, "host": "h", "runtime": "rust", "probe_version": "0.1.0",
+                "state": "up", "started_at_ms": 0, "last_seen_ms": 0, "uptime_seconds": 303,
+                "restarts": 0, "interval_ms": 1000,
+                "headline": {
+                    "cpu_percent": 12.5, "rss_bytes": 31457280, "virtual_bytes": 1, "heap_live_bytes": 2097152,
+                    "threads": 7, "tasks_alive": 12, "workers": 2, "global_queue_depth": 0,
+                    "fds_open": 14, "fds_limit": 1024, "memory_limit_bytes": 1, "memory_limit_source": "host"
+                },
+                "runtimes": [], "threads": [], "probe": null, "open_incidents": []
+            },
+            {
+                "service": "gateway", "instance_id": "fedcba9876543210fedcba9876543210",
+                "pid": 77, "host": "h", "runtime": "rust", "probe_version": "0.1.0",
+                "state": "restarted", "started_at_ms": 0, "last_seen_ms": 0, "uptime_seconds": 4,
+                "restarts": 3, "interval_ms": 1000, "headline": null,
+                "runtimes": [], "threads": [], "probe": null, "open_incidents": []
+            }
+        ]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_aligned_rows_with_units_and_unknowns() {
+        let table = render_table(&mesh());
+        let expected = "\
+SERVICE   INSTANCE  PID   STATE      UPTIME  CPU    RSS       HEAP     THREADS  TASKS  FDS  RESTARTS  INCIDENTS
+checkout  01234567  4242  up         5m03s   12.5%  30.0 MiB  2.0 MiB  7        12     14   0         -
+gateway   fedcba98  77    restarted  4s      -      -         -        -        -      -    3         -
+";
+        assert_eq!(table, expected);
+    }
+
+    #[test]
+    fn says_so_when_the_mesh_is_empty() {
+        let table = render_table(&ServicesView { services: vec![] });
+        assert!(table.contains("no services"));
+    }
+}
