@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// What kind of trouble an incident describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentKind {
     /// A poll that does not return while its thread burns a CPU.
@@ -130,20 +130,130 @@ impl FromStr for StateFilter {
     }
 }
 
+/// What identifies one ongoing problem. A detector reports the same key again
+/// and again while the problem lasts; the book turns that into one incident
+/// that opens, is refreshed, and resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IncidentKey {
+    /// What kind of trouble.
+    pub kind: IncidentKind,
+    /// The service affected.
+    pub service: String,
+    /// The instance affected, or `None` for a service-wide problem (a crash
+    /// loop, a leak followed across restarts).
+    pub instance: Option<String>,
+    /// Tells apart several problems of one kind on one subject, e.g. two
+    /// stuck workers; empty when there can be only one.
+    pub detail: String,
+}
+
+/// A detector's conclusion about one key at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// How urgent.
+    pub severity: Severity,
+    /// One sentence for a person: what is wrong.
+    pub summary: String,
+    /// Concrete evidence, as JSON: stacks, slopes, counts.
+    pub evidence: serde_json::Value,
+}
+
+/// Resolved incidents kept for the API; older ones are forgotten so a
+/// flapping detector cannot grow the book without bound. Open incidents are
+/// always kept.
+const MAX_RESOLVED: usize = 1000;
+
 /// Every incident the collector knows, oldest first.
 #[derive(Debug, Default)]
 pub struct IncidentBook {
     incidents: Vec<Incident>,
+    open: std::collections::HashMap<IncidentKey, String>,
+    next_id: u64,
 }
 
 impl IncidentBook {
     /// Records a new incident or, when one with the same id exists,
-    /// replaces it: detectors re-report an incident as its evidence grows.
+    /// replaces it.
     pub fn upsert(&mut self, incident: Incident) {
         match self.incidents.iter_mut().find(|i| i.id == incident.id) {
             Some(existing) => *existing = incident,
             None => self.incidents.push(incident),
         }
+    }
+
+    /// Opens an incident for `key`, or refreshes the open one with the new
+    /// finding (summary, evidence, severity, `last_seen_at_ms`). Returns the
+    /// incident's id.
+    pub fn report(&mut self, key: &IncidentKey, finding: Finding, now_ms: i64) -> String {
+        if let Some(id) = self.open.get(key)
+            && let Some(existing) = self.incidents.iter_mut().find(|i| &i.id == id)
+        {
+            existing.severity = finding.severity;
+            existing.summary = finding.summary;
+            existing.evidence = finding.evidence;
+            existing.last_seen_at_ms = now_ms;
+            return existing.id.clone();
+        }
+        self.next_id += 1;
+        let id = self.next_id.to_string();
+        self.incidents.push(Incident {
+            id: id.clone(),
+            kind: key.kind,
+            severity: finding.severity,
+            service: key.service.clone(),
+            instance: key.instance.clone(),
+            opened_at_ms: now_ms,
+            last_seen_at_ms: now_ms,
+            resolved_at_ms: None,
+            summary: finding.summary,
+            evidence: finding.evidence,
+        });
+        self.open.insert(key.clone(), id.clone());
+        id
+    }
+
+    /// Resolves the open incident for `key`, if there is one. Returns whether
+    /// one was resolved.
+    pub fn resolve(&mut self, key: &IncidentKey, now_ms: i64) -> bool {
+        let Some(id) = self.open.remove(key) else {
+            return false;
+        };
+        if let Some(incident) = self.incidents.iter_mut().find(|i| i.id == id) {
+            incident.resolved_at_ms = Some(now_ms);
+        }
+        self.forget_old_resolved();
+        true
+    }
+
+    /// Resolves every open incident whose key passes `pred`, e.g. all those
+    /// of an instance that went down. Returns how many were resolved.
+    pub fn resolve_where(&mut self, pred: impl Fn(&IncidentKey) -> bool, now_ms: i64) -> usize {
+        let keys: Vec<IncidentKey> = self.open.keys().filter(|k| pred(k)).cloned().collect();
+        keys.iter().filter(|key| self.resolve(key, now_ms)).count()
+    }
+
+    /// The open incident for `key`, if any.
+    pub fn open_incident(&self, key: &IncidentKey) -> Option<&Incident> {
+        let id = self.open.get(key)?;
+        self.incidents.iter().find(|i| &i.id == id)
+    }
+
+    /// The incident with `id`, open or resolved.
+    pub fn get(&self, id: &str) -> Option<&Incident> {
+        self.incidents.iter().find(|i| i.id == id)
+    }
+
+    fn forget_old_resolved(&mut self) {
+        let resolved = self.incidents.iter().filter(|i| !i.is_open()).count();
+        let mut excess = resolved.saturating_sub(MAX_RESOLVED);
+        self.incidents.retain(|i| {
+            if excess > 0 && !i.is_open() {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// The incidents passing `filter`, oldest first.
@@ -212,5 +322,59 @@ pub(crate) mod tests {
         assert_eq!(json["kind"], "runaway_loop");
         assert_eq!(json["severity"], "critical");
         assert_eq!(json["resolved_at_ms"], 9);
+    }
+
+    fn key(detail: &str) -> IncidentKey {
+        IncidentKey {
+            kind: IncidentKind::RunawayLoop,
+            service: "svc".to_owned(),
+            instance: Some("i1".to_owned()),
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn finding(summary: &str) -> Finding {
+        Finding {
+            severity: Severity::Critical,
+            summary: summary.to_owned(),
+            evidence: serde_json::json!({"n": summary.len()}),
+        }
+    }
+
+    #[test]
+    fn report_opens_once_refreshes_and_resolve_closes() {
+        let mut book = IncidentBook::default();
+        let id = book.report(&key("w0"), finding("stuck"), 10);
+        assert_eq!(book.report(&key("w0"), finding("still stuck"), 20), id);
+        let open = book.open_incident(&key("w0")).unwrap();
+        assert_eq!((open.opened_at_ms, open.last_seen_at_ms), (10, 20));
+        assert_eq!(open.summary, "still stuck");
+        let other = book.report(&key("w1"), finding("another"), 30);
+        assert_ne!(other, id);
+
+        assert!(book.resolve(&key("w0"), 40));
+        assert!(!book.resolve(&key("w0"), 41), "already resolved");
+        assert_eq!(book.get(&id).unwrap().resolved_at_ms, Some(40));
+        // The same key after recovery is a new incident.
+        assert_ne!(book.report(&key("w0"), finding("again"), 50), id);
+        assert_eq!(
+            book.resolve_where(|k| k.instance.as_deref() == Some("i1"), 60),
+            2
+        );
+        assert!(book.list(StateFilter::Open).is_empty());
+    }
+
+    #[test]
+    fn forgets_the_oldest_resolved_beyond_the_bound() {
+        let mut book = IncidentBook::default();
+        for n in 0..MAX_RESOLVED + 5 {
+            let k = key(&n.to_string());
+            book.report(&k, finding("x"), 1);
+            book.resolve(&k, 2);
+        }
+        let open = book.report(&key("open"), finding("x"), 3);
+        assert_eq!(book.list(StateFilter::Resolved).len(), MAX_RESOLVED);
+        assert!(book.get("1").is_none(), "the oldest resolved is forgotten");
+        assert!(book.get(&open).is_some());
     }
 }
