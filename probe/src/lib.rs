@@ -39,6 +39,7 @@ mod handle;
 mod identity;
 mod outbox;
 mod sampler;
+mod stack;
 mod stats;
 
 pub use alloc::TrackingAllocator;
