@@ -3,6 +3,8 @@
 //! decoder never panics, never buffers past its limit, and decodes the same
 //! messages however the bytes are split.
 
+#![allow(clippy::unwrap_used)]
+
 use meshwatch_proto::v1::{Hello, ProbeMessage, Snapshot, probe_message::Kind};
 use meshwatch_proto::{FrameDecoder, encode_frame};
 
