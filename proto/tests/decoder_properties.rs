@@ -5,8 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use meshwatch_proto::encode_frame;
 use meshwatch_proto::v1::{Hello, ProbeMessage, Snapshot, probe_message::Kind};
-use meshwatch_proto::{FrameDecoder, encode_frame};
+
+mod support {
+    pub mod split;
+}
+use support::split::decode_chunks;
 
 const MAX: usize = 4096;
 
@@ -60,31 +65,14 @@ fn stream(rng: &mut Rng) -> Vec<u8> {
     bytes
 }
 
-fn decode(chunks: &[&[u8]]) -> (Vec<ProbeMessage>, bool) {
-    let mut decoder = FrameDecoder::new(MAX);
-    let mut messages = Vec::new();
-    for chunk in chunks {
-        decoder.extend(chunk);
-        loop {
-            match decoder.next_message::<ProbeMessage>() {
-                Ok(Some(msg)) => messages.push(msg),
-                Ok(None) => break,
-                Err(_) => return (messages, true),
-            }
-        }
-        assert!(decoder.buffered() <= MAX + 4 + chunk.len());
-    }
-    (messages, false)
-}
-
 #[test]
 fn decoding_is_independent_of_how_bytes_are_split() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..5000 {
         let bytes = stream(&mut rng);
         let split = rng.below(bytes.len() + 1);
-        let whole = decode(&[&bytes]);
-        let parts = decode(&[&bytes[..split], &bytes[split..]]);
+        let whole = decode_chunks::<ProbeMessage>(&[&bytes], MAX);
+        let parts = decode_chunks::<ProbeMessage>(&[&bytes[..split], &bytes[split..]], MAX);
         assert_eq!(whole, parts, "input {bytes:?} split at {split}");
     }
 }
