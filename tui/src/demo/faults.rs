@@ -93,9 +93,12 @@ impl Addresses {
     }
 }
 
+/// What came of one fault, in one line: `Ok` when it was switched on.
+pub type Outcome = Result<String, String>;
+
 /// Fires `schedule` relative to `started`, telling `report` what happened
 /// to each fault. Runs until the last fault has fired.
-pub fn run_schedule(schedule: &[Fault], started: Instant, addresses: &Addresses, report: &mut dyn FnMut(String)) {
+pub fn run_schedule(schedule: &[Fault], started: Instant, addresses: &Addresses, report: &mut dyn FnMut(Outcome)) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(TRIGGER_TIMEOUT))
         .http_status_as_error(false)
@@ -106,7 +109,7 @@ pub fn run_schedule(schedule: &[Fault], started: Instant, addresses: &Addresses,
             std::thread::sleep(wait);
         }
         let Some(addr) = addresses.wait_for(fault.service, ANNOUNCE_TIMEOUT) else {
-            report(format!("fault {}: {} never announced its address", fault.path, fault.service));
+            report(Err(format!("fault {}: {} never announced its address", fault.path, fault.service)));
             continue;
         };
         report(fire(&agent, fault, addr));
@@ -115,19 +118,19 @@ pub fn run_schedule(schedule: &[Fault], started: Instant, addresses: &Addresses,
 
 /// Sends one trigger (POST, or GET when the switch only takes GET); says
 /// what came of it in one line.
-fn fire(agent: &ureq::Agent, fault: &Fault, addr: SocketAddr) -> String {
+fn fire(agent: &ureq::Agent, fault: &Fault, addr: SocketAddr) -> Outcome {
     let url = format!("http://{addr}{}", fault.path);
     let answer = match agent.post(&url).send_empty() {
         Ok(response) if response.status() == 405 => agent.get(&url).call(),
         other => other,
     };
-    let outcome = match answer {
-        Ok(response) if response.status().is_success() => "switched on".to_owned(),
-        Ok(response) => format!("refused: HTTP {}", response.status()),
-        Err(ureq::Error::Timeout(_)) => "switched on (the handler is stuck, as intended)".to_owned(),
-        Err(err) => format!("failed: {err}"),
-    };
-    format!("fault {} on {}: {outcome}", fault.path, fault.service)
+    let what = format!("fault {} on {}", fault.path, fault.service);
+    match answer {
+        Ok(response) if response.status().is_success() => Ok(format!("{what}: switched on")),
+        Ok(response) => Err(format!("{what}: refused with HTTP {}", response.status())),
+        Err(ureq::Error::Timeout(_)) => Ok(format!("{what}: switched on (the handler is stuck, as intended)")),
+        Err(err) => Err(format!("{what}: failed: {err}")),
+    }
 }
 
 #[cfg(test)]
@@ -163,7 +166,7 @@ mod tests {
         run_schedule(&schedule, started, &addresses, &mut |line| reports.push(line));
         assert!(started.elapsed() >= Duration::from_millis(50), "waited for the fault's time");
         assert_eq!(server.join().unwrap().trim(), "POST /fault/loop HTTP/1.1");
-        assert_eq!(reports, vec!["fault /fault/loop on checkout: switched on"]);
+        assert_eq!(reports, vec![Ok("fault /fault/loop on checkout: switched on".to_owned())]);
     }
 
     #[test]

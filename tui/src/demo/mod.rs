@@ -82,8 +82,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let schedule = std::thread::Builder::new()
         .name("demo-faults".to_owned())
         .spawn(move || {
-            faults::run_schedule(faults::SCHEDULE, started, &addresses, &mut |line| {
-                tracing::info!("{line}");
+            faults::run_schedule(faults::SCHEDULE, started, &addresses, &mut |outcome| {
+                let line = match outcome {
+                    Ok(line) => {
+                        tracing::info!("{line}");
+                        line
+                    }
+                    Err(line) => {
+                        tracing::warn!("{line}");
+                        line
+                    }
+                };
                 if no_tui {
                     println!("demo: {line}");
                 }

@@ -135,7 +135,7 @@ impl App {
             (Some(Detail::Service(detail)), _) => detail
                 .handle(intent, data, now_ms)
                 .and_then(|id| data.incident(&id))
-                .map(|i| Detail::Incident(IncidentDetail::new(i))),
+                .map(|i| Detail::Incident(IncidentDetail::new(i, now_ms))),
             (Some(Detail::Incident(detail)), _) => {
                 detail.handle(intent, now_ms);
                 None
@@ -149,7 +149,7 @@ impl App {
                 .incidents
                 .handle(intent, data)
                 .and_then(|id| data.incident(&id))
-                .map(|i| Detail::Incident(IncidentDetail::new(i))),
+                .map(|i| Detail::Incident(IncidentDetail::new(i, now_ms))),
         };
         self.details.extend(opened);
     }

@@ -33,15 +33,15 @@ pub struct IncidentDetail {
 }
 
 impl IncidentDetail {
-    /// The detail of `incident`: live while it is open, else the history
-    /// up to a minute after it ended.
-    pub fn new(incident: &Incident) -> Self {
+    /// The detail of `incident`: live while it is open or just ended, else
+    /// the history up to a minute after it ended.
+    pub fn new(incident: &Incident, now_ms: i64) -> Self {
         let window = match incident.resolved_at_ms {
-            None => Window::live(SPAN_MS),
-            Some(end) => Window {
+            Some(end) if end + 60_000 < now_ms => Window {
                 span_ms: SPAN_MS,
                 end_ms: Some(end + 60_000),
             },
+            _ => Window::live(SPAN_MS),
         };
         Self {
             id: incident.id.clone(),
@@ -111,7 +111,7 @@ impl IncidentDetail {
             Constraint::Fill(1),
         ])
         .areas(area);
-        frame.render_widget(Paragraph::new(header(incident, now_ms, theme)).wrap(Wrap { trim: true }), head);
+        frame.render_widget(Paragraph::new(header(incident, now_ms, theme)).wrap(Wrap { trim: false }), head);
         let chart_areas = Layout::horizontal(histories.iter().map(|_| Constraint::Fill(1))).split(charts);
         for (history, chart_area) in histories.iter().zip(chart_areas.iter()) {
             widgets::chart(frame, *chart_area, history, now_ms, theme);

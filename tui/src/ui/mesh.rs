@@ -47,7 +47,10 @@ impl Ctx<'_> {
             .iter()
             .find(|s| s.instance_id == instance.view.instance_id)
             .map_or(&[][..], |s| s.points.as_slice());
-        let values = buckets(points, SPARK_WINDOW.range(self.data.at_ms), SPARK_WIDTH);
+        // A young instance's few points fill the whole sparkline.
+        let mut range = SPARK_WINDOW.range(self.data.at_ms);
+        range.from_ms = range.from_ms.max(points.first().map_or(range.from_ms, |p| p.0));
+        let values = buckets(points, range, SPARK_WIDTH);
         spark(&values, scale.map(|s| s.0), scale.map(|s| s.1))
     }
 }
@@ -90,7 +93,7 @@ fn flag(kind: &str) -> &str {
 const COLUMNS: &[Column] = &[
     Column {
         header: "SERVICE",
-        width: Constraint::Min(10),
+        width: Constraint::Min(7),
         cell: |i, _| i.view.service.clone(),
         order: Some(|a, b| a.view.service.cmp(&b.view.service)),
     },
@@ -163,7 +166,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         header: "FLAGS",
-        width: Constraint::Min(5),
+        width: Constraint::Fill(1),
         cell: |i, _| {
             let mut incidents: Vec<_> = i.view.open_incidents.iter().collect();
             incidents.sort_by_key(|inc| std::cmp::Reverse(severity_rank(inc.severity)));
@@ -316,7 +319,15 @@ impl MeshTable {
             let cursor = if self.filtering { "▏" } else { "" };
             title.push(Span::styled(format!(" /{}{cursor} ", self.filter), theme.key()));
         }
-        let table = Table::new(body, COLUMNS.iter().map(|c| c.width))
+        // The service column is as wide as the longest name (within reason);
+        // the flags take what is left.
+        let longest = rows.iter().map(|i| i.view.service.chars().count()).max().unwrap_or(0);
+        let service_width = Constraint::Length(u16::try_from(longest.clamp(7, 24)).unwrap_or(24));
+        let widths = COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(n, c)| if n == 0 { service_width } else { c.width });
+        let table = Table::new(body, widths)
             .header(header)
             .block(Block::new().borders(Borders::TOP).title(Line::from(title)))
             .row_highlight_style(theme.selected());

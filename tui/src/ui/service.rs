@@ -95,16 +95,20 @@ impl ServiceDetail {
             return;
         };
         let head = header(instance, theme);
+        let width = usize::from(area.width.max(1));
+        let head_height: usize = head.iter().map(|line| line.width().max(1).div_ceil(width)).sum();
         let [head_area, left, right] = {
             let [head_area, rest] =
-                Layout::vertical([Constraint::Length(head.len() as u16), Constraint::Fill(1)]).areas(area);
+                Layout::vertical([Constraint::Length(u16::try_from(head_height).unwrap_or(u16::MAX)), Constraint::Fill(1)]).areas(area);
             let [left, right] =
                 Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
             [head_area, left, right]
         };
         frame.render_widget(Paragraph::new(head).wrap(Wrap { trim: false }), head_area);
         frame.render_widget(
-            Paragraph::new(details(instance, now_ms, theme)).scroll((self.scroll, 0)),
+            Paragraph::new(details(instance, now_ms, theme))
+                .wrap(Wrap { trim: false })
+                .scroll((self.scroll, 0)),
             left,
         );
         self.render_charts(frame, right, data, now_ms, theme);
@@ -149,15 +153,13 @@ fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
         Line::from(vec![
             Span::styled(format!(" {} ", view.service), theme.heading()),
             Span::raw(format!(
-                "{} · pid {} on {} · {} {} · restarts {} · {} probe {}",
+                "{} · pid {} on {} · {} {} · restarts {}",
                 instance.short_id(),
                 view.pid,
                 view.host,
                 view.state.as_str(),
                 format::uptime(view.uptime_seconds),
                 view.restarts,
-                view.runtime,
-                view.probe_version
             )),
         ]),
         Line::from(format!(
@@ -183,14 +185,14 @@ fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
 /// Threads by CPU, runtimes, the probe's health, then unknown sections.
 fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>> {
     let view = &instance.view;
-    let mut lines = vec![Line::from(Span::styled(" THREAD            TID    CPU", theme.heading()))];
+    let mut lines = vec![Line::from(Span::styled(" THREAD                TID    CPU", theme.heading()))];
     let mut threads: Vec<_> = view.threads.iter().collect();
     threads.sort_by(|a, b| b.cpu_percent.unwrap_or(-1.0).total_cmp(&a.cpu_percent.unwrap_or(-1.0)));
     for thread in threads {
-        let name: String = thread.name.chars().take(16).collect();
+        let name: String = thread.name.chars().take(18).collect();
         let cpu = format::percent(thread.cpu_percent);
         let style = if thread.cpu_percent.unwrap_or(0.0) >= 80.0 { theme.urgency(3) } else { Default::default() };
-        lines.push(Line::from(Span::styled(format!(" {name:<16} {:>6} {cpu:>6}", thread.tid), style)));
+        lines.push(Line::from(Span::styled(format!(" {name:<18} {:>7} {cpu:>6}", thread.tid), style)));
     }
     lines.push(Line::default());
     for runtime in &view.runtimes {
@@ -202,8 +204,12 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
     if let Some(probe) = &view.probe {
         lines.push(Line::from(Span::styled(
             format!(
-                " probe: {} snapshots and {} events dropped, {} connects",
-                probe.snapshots_dropped_total, probe.events_dropped_total, probe.connects_total
+                " {} probe {}: {} snapshots and {} events dropped, {} connects",
+                view.runtime,
+                view.probe_version,
+                probe.snapshots_dropped_total,
+                probe.events_dropped_total,
+                probe.connects_total
             ),
             theme.dim(),
         )));

@@ -61,10 +61,11 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
 }
 
 fn render_help(frame: &mut Frame, area: Rect, theme: Theme) {
-    let width = KEYS.iter().map(|(k, a)| k.chars().count() + a.chars().count() + 4).max().unwrap_or(40) as u16;
-    let [popup] = Layout::horizontal([Constraint::Length(width + 2)]).flex(Flex::Center).areas(area);
-    let [popup] = Layout::vertical([Constraint::Length(KEYS.len() as u16 + 4)]).flex(Flex::Center).areas(popup);
     let key_width = KEYS.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let action_width = KEYS.iter().map(|(_, a)| a.chars().count()).max().unwrap_or(0);
+    let width = u16::try_from(key_width + action_width + 6).unwrap_or(u16::MAX);
+    let [popup] = Layout::horizontal([Constraint::Length(width)]).flex(Flex::Center).areas(area);
+    let [popup] = Layout::vertical([Constraint::Length(KEYS.len() as u16 + 4)]).flex(Flex::Center).areas(popup);
     let mut lines: Vec<Line> = KEYS
         .iter()
         .map(|(key, action)| {

@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Chart, Dataset, GraphType, LegendPosition, Paragraph};
+use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
 use super::theme::Theme;
 use crate::client::Range;
@@ -130,11 +130,12 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
-    if spec.unit == crate::model::Unit::Percent {
-        (lo, hi) = (0.0, hi.max(100.0));
-    }
     let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.01).max(1.0);
-    let (lo, hi) = ((lo - pad).max(0.0), hi + pad);
+    let (lo, hi) = if spec.unit == crate::model::Unit::Percent {
+        (0.0, hi.max(100.0))
+    } else {
+        ((lo - pad).max(0.0), hi + pad)
+    };
     let datasets: Vec<Dataset<'_>> = lines
         .iter()
         .enumerate()
@@ -164,7 +165,16 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
             format!("-{}", format::uptime(((now_ms - range.to_ms) / 1000) as u64))
         }),
     ];
-    let title = Line::from(vec![Span::styled(format!(" {} ", spec.title), theme.heading())]);
+    // The legend is the title line: it never covers the data.
+    let mut title = vec![Span::styled(format!(" {} ", spec.title), theme.heading())];
+    for (i, line) in lines.iter().enumerate() {
+        let symbol = if theme.marker(i) == ratatui::symbols::Marker::Dot { "•" } else { "━" };
+        title.push(Span::styled(format!(" {symbol} {}", line.label), theme.line(i)));
+    }
+    if let Some(line) = fit {
+        title.push(Span::styled(format!(" ━ {}", line.label), theme.fit()));
+    }
+    let title = Line::from(title);
     let widget = Chart::new(datasets)
         .x_axis(
             Axis::default()
@@ -178,11 +188,7 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
                 .labels(vec![Span::raw(spec.unit.format(lo)), Span::raw(spec.unit.format(hi))])
                 .style(theme.dim()),
         )
-        .legend_position(Some(LegendPosition::TopLeft))
-        .hidden_legend_constraints((
-            ratatui::layout::Constraint::Percentage(60),
-            ratatui::layout::Constraint::Percentage(60),
-        ));
+        .legend_position(None);
     let [title_area, chart_area] =
         ratatui::layout::Layout::vertical([ratatui::layout::Constraint::Length(1), ratatui::layout::Constraint::Fill(1)])
             .areas(area);
