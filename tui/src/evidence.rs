@@ -162,7 +162,13 @@ pub fn generic(evidence: &Value, skip: &[&str], now_ms: i64) -> Vec<Section> {
     sections
 }
 
-fn collect(key: &str, value: &Value, now_ms: i64, fields: &mut Vec<Field>, tables: &mut Vec<Section>) {
+fn collect(
+    key: &str,
+    value: &Value,
+    now_ms: i64,
+    fields: &mut Vec<Field>,
+    tables: &mut Vec<Section>,
+) {
     match value {
         Value::Object(map) => {
             for (sub, inner) in map {
@@ -276,7 +282,10 @@ impl LoopEvidence {
                     .filter_map(|v| {
                         Some(HotFrame {
                             frame: Frame::read(v)?,
-                            samples: v.get("samples").or_else(|| v.get("count")).and_then(Value::as_u64),
+                            samples: v
+                                .get("samples")
+                                .or_else(|| v.get("count"))
+                                .and_then(Value::as_u64),
                         })
                     })
                     .collect()
@@ -300,7 +309,10 @@ impl LoopEvidence {
             frames: frames(evidence.get("frames")),
             hot_frames,
             samples,
-            caveat: evidence.get("caveat").and_then(Value::as_str).map(str::to_owned),
+            caveat: evidence
+                .get("caveat")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }
     }
 
@@ -313,7 +325,9 @@ impl LoopEvidence {
         if self.hot_frames.is_empty() {
             return index == 0;
         }
-        self.hot_frames.iter().any(|hot| hot.frame.function == frame.function)
+        self.hot_frames
+            .iter()
+            .any(|hot| hot.frame.function == frame.function)
     }
 }
 
@@ -447,7 +461,9 @@ impl Evidence {
     /// Reads the evidence of `incident` by its kind.
     pub fn of(incident: &Incident) -> Self {
         match incident.kind.as_str() {
-            "runaway_loop" | "blocked_worker" => Evidence::Loop(LoopEvidence::read(&incident.evidence)),
+            "runaway_loop" | "blocked_worker" => {
+                Evidence::Loop(LoopEvidence::read(&incident.evidence))
+            }
             "memory_growth" => Evidence::Memory(MemoryEvidence::read(&incident.evidence)),
             _ => Evidence::Other,
         }
@@ -495,9 +511,15 @@ mod tests {
         let Evidence::Loop(evidence) = Evidence::of(&fixtures::runaway()) else {
             panic!("a runaway loop has loop evidence");
         };
-        assert_eq!(evidence.thread.as_deref(), Some("tokio-rt-worker (tid 4244)"));
+        assert_eq!(
+            evidence.thread.as_deref(),
+            Some("tokio-rt-worker (tid 4244)")
+        );
         assert_eq!(evidence.frames.len(), 4);
-        assert_eq!(evidence.frames[1].location.as_deref(), Some("examples/src/faults.rs:57"));
+        assert_eq!(
+            evidence.frames[1].location.as_deref(),
+            Some("examples/src/faults.rs:57")
+        );
         assert!(!evidence.is_hot(0));
         assert!(evidence.is_hot(1), "parse_header is the hot frame");
         assert_eq!(evidence.samples.len(), 3);
@@ -518,11 +540,19 @@ mod tests {
             panic!("memory growth has memory evidence");
         };
         assert_eq!(evidence.sites.len(), 2);
-        assert_eq!(evidence.sites[0].label, "mesh_service::faults::SessionCache::insert");
+        assert_eq!(
+            evidence.sites[0].label,
+            "mesh_service::faults::SessionCache::insert"
+        );
         assert_eq!(evidence.sites[0].frames.len(), 2);
         let slope = evidence.slope_bytes_per_ms.unwrap();
         assert!((slope - 17.476).abs() < 1e-9, "{slope}");
-        assert!(evidence.sites[0].figures.iter().any(|f| f.value == "8.0 MiB"));
+        assert!(
+            evidence.sites[0]
+                .figures
+                .iter()
+                .any(|f| f.value == "8.0 MiB")
+        );
     }
 
     #[test]
@@ -536,16 +566,32 @@ mod tests {
             &[],
             100_000,
         );
-        let Section::Fields(fields) = &sections[0] else { panic!("fields first") };
-        let shown: Vec<String> = fields.iter().map(|f| format!("{}={}", f.name, f.value)).collect();
+        let Section::Fields(fields) = &sections[0] else {
+            panic!("fields first")
+        };
+        let shown: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.value))
+            .collect();
         assert_eq!(
             shown,
             vec![
-                "close_wait=120", "slope_per_min=24.0/min", "since_at_ms=1m00s ago",
-                "stuck_for_ms=1.5s", "limit_bytes=1.0 MiB", "nested.ratio=0.500"
+                "close_wait=120",
+                "slope_per_min=24.0/min",
+                "since_at_ms=1m00s ago",
+                "stuck_for_ms=1.5s",
+                "limit_bytes=1.0 MiB",
+                "nested.ratio=0.500"
             ]
         );
-        let Section::Table { title, columns, rows } = &sections[1] else { panic!("then a table") };
+        let Section::Table {
+            title,
+            columns,
+            rows,
+        } = &sections[1]
+        else {
+            panic!("then a table")
+        };
         assert_eq!(title, "peers");
         assert_eq!(columns, &vec!["peer", "count", "age_ms"]);
         assert_eq!(rows[1], vec!["b", "-", "1m01s"]);
@@ -557,7 +603,10 @@ mod tests {
         let rest = Evidence::of(&incident).rest(&incident, fixtures::NOW_MS);
         assert_eq!(
             rest,
-            vec![Section::Fields(vec![Field { name: "worker".into(), value: "1".into() }])]
+            vec![Section::Fields(vec![Field {
+                name: "worker".into(),
+                value: "1".into()
+            }])]
         );
     }
 }

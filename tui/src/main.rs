@@ -107,8 +107,16 @@ fn init_logging(file: Option<PathBuf>) -> anyhow::Result<()> {
                 .create(true)
                 .append(true)
                 .open(&path)
-                .with_context(|| format!("cannot open the log file {} (choose another with --log-file)", path.display()))?;
-            builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+                .with_context(|| {
+                    format!(
+                        "cannot open the log file {} (choose another with --log-file)",
+                        path.display()
+                    )
+                })?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
         }
         None => builder.with_writer(std::io::stderr).init(),
     }

@@ -199,7 +199,10 @@ pub fn incident_charts(incident: &Incident) -> &'static [ChartSpec] {
 /// All points of every instance of a series, as one line in time order: a
 /// service's history continues across restarts.
 pub fn merged(series: &[InstanceSeries]) -> Vec<Point> {
-    let mut points: Vec<Point> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
+    let mut points: Vec<Point> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
     points.sort_by_key(|p| p.0);
     points
 }
@@ -215,8 +218,14 @@ pub fn fitted(points: &[Point], slope_per_ms: Option<f64>) -> Option<Vec<Point>>
     let mean_t = points.iter().map(|p| (p.0 - first) as f64).sum::<f64>() / n;
     let mean_v = points.iter().map(|p| p.1).sum::<f64>() / n;
     let slope = slope_per_ms.unwrap_or_else(|| {
-        let cov: f64 = points.iter().map(|p| ((p.0 - first) as f64 - mean_t) * (p.1 - mean_v)).sum();
-        let var: f64 = points.iter().map(|p| ((p.0 - first) as f64 - mean_t).powi(2)).sum();
+        let cov: f64 = points
+            .iter()
+            .map(|p| ((p.0 - first) as f64 - mean_t) * (p.1 - mean_v))
+            .sum();
+        let var: f64 = points
+            .iter()
+            .map(|p| ((p.0 - first) as f64 - mean_t).powi(2))
+            .sum();
         cov / var
     });
     let at = |t: i64| mean_v + slope * ((t - first) as f64 - mean_t);
@@ -318,7 +327,11 @@ pub(crate) mod fixtures {
                 "memory_limit_source": "host"
             })
         };
-        let base = |service: &str, id: &str, state: &str, headline: serde_json::Value, incidents: Vec<Incident>| {
+        let base = |service: &str,
+                    id: &str,
+                    state: &str,
+                    headline: serde_json::Value,
+                    incidents: Vec<Incident>| {
             json!({
                 "service": service, "instance_id": id, "pid": 4242, "host": "demo-host",
                 "runtime": "rust", "probe_version": "0.1.0", "state": state,
@@ -337,19 +350,41 @@ pub(crate) mod fixtures {
                 "open_incidents": incidents
             })
         };
-        let mut gateway = base("gateway", "fedcba9876543210fedcba9876543210", "up",
-            headline(3.5, 20 << 20, 1 << 20, 30), vec![]);
+        let mut gateway = base(
+            "gateway",
+            "fedcba9876543210fedcba9876543210",
+            "up",
+            headline(3.5, 20 << 20, 1 << 20, 30),
+            vec![],
+        );
         gateway["headline"]["tcp_established"] = json!(12);
         gateway["headline"]["tcp_close_wait"] = json!(3);
-        gateway["sockets"] = json!([{"state": "established", "peer": "127.0.0.1:6740", "age_ms": 300_000}]);
-        let mut down = base("billing", "0000111122223333444455556666777", "down", json!(null), vec![]);
+        gateway["sockets"] =
+            json!([{"state": "established", "peer": "127.0.0.1:6740", "age_ms": 300_000}]);
+        let mut down = base(
+            "billing",
+            "0000111122223333444455556666777",
+            "down",
+            json!(null),
+            vec![],
+        );
         down["restarts"] = json!(2);
         vec![
             instance(gateway),
-            instance(base("checkout", "c0ffee00aaaabbbbccccddddeeeeffff", "up",
-                headline(101.3, 31 << 20, 2 << 20, 12), vec![runaway()])),
-            instance(base("inventory", "1234567890abcdef1234567890abcdef", "up",
-                headline(4.0, 96 << 20, 60 << 20, 14), vec![growth()])),
+            instance(base(
+                "checkout",
+                "c0ffee00aaaabbbbccccddddeeeeffff",
+                "up",
+                headline(101.3, 31 << 20, 2 << 20, 12),
+                vec![runaway()],
+            )),
+            instance(base(
+                "inventory",
+                "1234567890abcdef1234567890abcdef",
+                "up",
+                headline(4.0, 96 << 20, 60 << 20, 14),
+                vec![growth()],
+            )),
             instance(down),
         ]
     }
@@ -361,13 +396,15 @@ pub(crate) mod fixtures {
             match metric {
                 "cpu_percent" => 50.0 + 45.0 * (t / 7.0).sin(),
                 "rss_bytes" => 80.0 * 1048576.0 + t * 200_000.0,
-                "heap_live_bytes" => 40.0 * 1048576.0 + t * 180_000.0 + 500_000.0 * (t / 3.0).sin(),
+                "heap_live_bytes" => 40.0 * 1048576.0 + t * 17_476.0 + 300_000.0 * (t / 3.0).sin(),
                 _ => 10.0 + (t % 5.0),
             }
         };
         vec![InstanceSeries {
             instance_id: instance_id.to_owned(),
-            points: (0..120).map(|t| (NOW_MS - 120_000 + t * 1000, value(t as i64))).collect(),
+            points: (0..120)
+                .map(|t| (NOW_MS - 120_000 + t * 1000, value(t)))
+                .collect(),
         }]
     }
 }
@@ -399,7 +436,10 @@ mod tests {
     fn fits_a_line_or_uses_the_given_slope() {
         let points: Vec<Point> = (0..10).map(|t| (t * 1000, 5.0 + 2.0 * t as f64)).collect();
         let line = fitted(&points, None).unwrap();
-        assert!((line[0].1 - 5.0).abs() < 1e-9 && (line[1].1 - 23.0).abs() < 1e-9, "{line:?}");
+        assert!(
+            (line[0].1 - 5.0).abs() < 1e-9 && (line[1].1 - 23.0).abs() < 1e-9,
+            "{line:?}"
+        );
         let flat = fitted(&points, Some(0.0)).unwrap();
         assert!((flat[0].1 - 14.0).abs() < 1e-9 && (flat[1].1 - 14.0).abs() < 1e-9);
         assert_eq!(fitted(&points[..1], None), None);
@@ -408,8 +448,14 @@ mod tests {
     #[test]
     fn merges_instances_in_time_order() {
         let series = vec![
-            InstanceSeries { instance_id: "b".into(), points: vec![(3, 3.0), (4, 4.0)] },
-            InstanceSeries { instance_id: "a".into(), points: vec![(1, 1.0), (2, 2.0)] },
+            InstanceSeries {
+                instance_id: "b".into(),
+                points: vec![(3, 3.0), (4, 4.0)],
+            },
+            InstanceSeries {
+                instance_id: "a".into(),
+                points: vec![(1, 1.0), (2, 2.0)],
+            },
         ];
         let times: Vec<i64> = merged(&series).iter().map(|p| p.0).collect();
         assert_eq!(times, vec![1, 2, 3, 4]);

@@ -64,7 +64,10 @@ impl Addresses {
             .name(format!("demo-{name}-stdout"))
             .spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(addr) = line.strip_prefix(LISTENING_PREFIX).and_then(|a| a.trim().parse().ok()) {
+                    if let Some(addr) = line
+                        .strip_prefix(LISTENING_PREFIX)
+                        .and_then(|a| a.trim().parse().ok())
+                    {
                         addresses.insert(&name, addr);
                     }
                 }
@@ -98,7 +101,12 @@ pub type Outcome = Result<String, String>;
 
 /// Fires `schedule` relative to `started`, telling `report` what happened
 /// to each fault. Runs until the last fault has fired.
-pub fn run_schedule(schedule: &[Fault], started: Instant, addresses: &Addresses, report: &mut dyn FnMut(Outcome)) {
+pub fn run_schedule(
+    schedule: &[Fault],
+    started: Instant,
+    addresses: &Addresses,
+    report: &mut dyn FnMut(Outcome),
+) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(TRIGGER_TIMEOUT))
         .http_status_as_error(false)
@@ -109,7 +117,10 @@ pub fn run_schedule(schedule: &[Fault], started: Instant, addresses: &Addresses,
             std::thread::sleep(wait);
         }
         let Some(addr) = addresses.wait_for(fault.service, ANNOUNCE_TIMEOUT) else {
-            report(Err(format!("fault {}: {} never announced its address", fault.path, fault.service)));
+            report(Err(format!(
+                "fault {}: {} never announced its address",
+                fault.path, fault.service
+            )));
             continue;
         };
         report(fire(&agent, fault, addr));
@@ -128,7 +139,9 @@ fn fire(agent: &ureq::Agent, fault: &Fault, addr: SocketAddr) -> Outcome {
     match answer {
         Ok(response) if response.status().is_success() => Ok(format!("{what}: switched on")),
         Ok(response) => Err(format!("{what}: refused with HTTP {}", response.status())),
-        Err(ureq::Error::Timeout(_)) => Ok(format!("{what}: switched on (the handler is stuck, as intended)")),
+        Err(ureq::Error::Timeout(_)) => Ok(format!(
+            "{what}: switched on (the handler is stuck, as intended)"
+        )),
         Err(err) => Err(format!("{what}: failed: {err}")),
     }
 }
@@ -145,8 +158,14 @@ mod tests {
         let handle = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
             let mut line = String::new();
-            BufReader::new(stream.try_clone().unwrap()).read_line(&mut line).unwrap();
-            std::io::Write::write_all(&mut stream, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+            BufReader::new(stream.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .unwrap();
             line
         });
         (addr, handle)
@@ -158,15 +177,30 @@ mod tests {
         let addresses = Addresses::default();
         let output = format!("starting\n{LISTENING_PREFIX}{addr}\nmore output\n");
         addresses.watch("checkout", std::io::Cursor::new(output.into_bytes()));
-        assert_eq!(addresses.wait_for("checkout", Duration::from_secs(5)), Some(addr));
+        assert_eq!(
+            addresses.wait_for("checkout", Duration::from_secs(5)),
+            Some(addr)
+        );
 
-        let schedule = [Fault { after: Duration::from_millis(50), service: "checkout", path: "/fault/loop" }];
+        let schedule = [Fault {
+            after: Duration::from_millis(50),
+            service: "checkout",
+            path: "/fault/loop",
+        }];
         let mut reports = Vec::new();
         let started = Instant::now();
-        run_schedule(&schedule, started, &addresses, &mut |line| reports.push(line));
-        assert!(started.elapsed() >= Duration::from_millis(50), "waited for the fault's time");
+        run_schedule(&schedule, started, &addresses, &mut |line| {
+            reports.push(line)
+        });
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "waited for the fault's time"
+        );
         assert_eq!(server.join().unwrap().trim(), "POST /fault/loop HTTP/1.1");
-        assert_eq!(reports, vec![Ok("fault /fault/loop on checkout: switched on".to_owned())]);
+        assert_eq!(
+            reports,
+            vec![Ok("fault /fault/loop on checkout: switched on".to_owned())]
+        );
     }
 
     #[test]

@@ -102,7 +102,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         tracing::warn!("cannot start the fault schedule: {err}");
     }
     let client = ApiClient::new(&http);
-    let deadline = args.duration.map(|secs| started + Duration::from_secs(secs));
+    let deadline = args
+        .duration
+        .map(|secs| started + Duration::from_secs(secs));
     let shown = if args.no_tui {
         println!("in another terminal: cargo run -p meshwatch -- --collector {http}");
         runtime.block_on(print_until_stopped(&client, deadline))
@@ -135,7 +137,11 @@ async fn start_collector(data_dir: &Path) -> anyhow::Result<meshwatch_collector:
 /// Spawns each demo service as `meshwatch demo-service`, logging to a file
 /// in the data dir so its output does not scribble over the display, and
 /// reading its stdout for the HTTP address its fault switches listen on.
-fn spawn_mesh(ingest: SocketAddr, data_dir: &Path, addresses: &faults::Addresses) -> anyhow::Result<Children> {
+fn spawn_mesh(
+    ingest: SocketAddr,
+    data_dir: &Path,
+    addresses: &faults::Addresses,
+) -> anyhow::Result<Children> {
     let exe =
         std::env::current_exe().context("cannot find this executable to run the demo mesh")?;
     let mut children = Children::default();

@@ -11,7 +11,12 @@ pub fn folded(stacks: &[(Vec<Frame>, u64)]) -> Vec<String> {
             let path: Vec<String> = frames
                 .iter()
                 .rev()
-                .map(|frame| frame.function.replace(';', ":").replace(char::is_whitespace, "_"))
+                .map(|frame| {
+                    frame
+                        .function
+                        .replace(';', ":")
+                        .replace(char::is_whitespace, "_")
+                })
                 .collect();
             format!("{} {weight}", path.join(";"))
         })
@@ -26,7 +31,11 @@ pub fn folded(stacks: &[(Vec<Frame>, u64)]) -> Vec<String> {
 /// # Errors
 ///
 /// When inferno cannot render the lines.
-pub fn flame_graph(title: &str, count_name: &str, stacks: &[(Vec<Frame>, u64)]) -> std::io::Result<String> {
+pub fn flame_graph(
+    title: &str,
+    count_name: &str,
+    stacks: &[(Vec<Frame>, u64)],
+) -> std::io::Result<String> {
     let lines = folded(stacks);
     let mut options = inferno::flamegraph::Options::default();
     title.clone_into(&mut options.title);
@@ -41,7 +50,10 @@ mod tests {
     use super::*;
 
     fn frame(function: &str) -> Frame {
-        Frame { function: function.to_owned(), location: None }
+        Frame {
+            function: function.to_owned(),
+            location: None,
+        }
     }
 
     #[test]
@@ -50,7 +62,10 @@ mod tests {
             (vec![frame("leaf"), frame("parse header"), frame("main")], 3),
             (vec![frame("parse header"), frame("main")], 1),
         ];
-        assert_eq!(folded(&stacks), vec!["main;parse_header 1", "main;parse_header;leaf 3"]);
+        assert_eq!(
+            folded(&stacks),
+            vec!["main;parse_header 1", "main;parse_header;leaf 3"]
+        );
         let svg = flame_graph("loop", "samples", &stacks).unwrap();
         assert!(svg.contains("<svg"));
         for name in ["main", "parse_header", "leaf"] {

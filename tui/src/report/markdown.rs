@@ -19,10 +19,21 @@ pub struct Picture {
 }
 
 /// The post-mortem of `incident` as Markdown, at `now_ms`.
-pub fn render(incident: &Incident, charts: &[Picture], flame: Option<&Picture>, now_ms: i64) -> String {
+pub fn render(
+    incident: &Incident,
+    charts: &[Picture],
+    flame: Option<&Picture>,
+    now_ms: i64,
+) -> String {
     let evidence = Evidence::of(incident);
     let mut md = String::new();
-    let _ = writeln!(md, "# Incident {}: `{}` on {}\n", incident.id, kind_name(incident), incident.service);
+    let _ = writeln!(
+        md,
+        "# Incident {}: `{}` on {}\n",
+        incident.id,
+        kind_name(incident),
+        incident.service
+    );
     let _ = writeln!(md, "> {}\n", incident.summary);
     facts(&mut md, incident, now_ms);
     let _ = writeln!(md, "## Evidence\n");
@@ -32,18 +43,29 @@ pub fn render(incident: &Incident, charts: &[Picture], flame: Option<&Picture>, 
         Evidence::Other => {}
     }
     if let Some(flame) = flame {
-        let _ = writeln!(md, "### {}\n\n![{}]({})\n", flame.title, flame.title, flame.file);
+        let _ = writeln!(
+            md,
+            "### {}\n\n![{}]({})\n",
+            flame.title, flame.title, flame.file
+        );
     }
     sections(&mut md, &evidence.rest(incident, now_ms));
     if !charts.is_empty() {
-        let _ = writeln!(md, "## History\n\nThe dashed lines mark when the incident opened and ended.\n");
+        let _ = writeln!(
+            md,
+            "## History\n\nThe dashed lines mark when the incident opened and ended.\n"
+        );
         for chart in charts {
             let _ = writeln!(md, "![{}]({})\n", chart.title, chart.file);
         }
     }
     let raw = serde_json::to_string_pretty(&incident.evidence).unwrap_or_default();
     let _ = writeln!(md, "## Raw evidence\n\n```json\n{raw}\n```");
-    let _ = writeln!(md, "\n_Written by `meshwatch report` at {}._", format::utc(now_ms));
+    let _ = writeln!(
+        md,
+        "\n_Written by `meshwatch report` at {}._",
+        format::utc(now_ms)
+    );
     md
 }
 
@@ -52,14 +74,26 @@ fn facts(md: &mut String, incident: &Incident, now_ms: i64) {
     let rows = [
         ("severity", severity_name(incident.severity).to_owned()),
         ("service", incident.service.clone()),
-        ("instance", incident.instance.clone().unwrap_or_else(|| "(service-wide)".to_owned())),
+        (
+            "instance",
+            incident
+                .instance
+                .clone()
+                .unwrap_or_else(|| "(service-wide)".to_owned()),
+        ),
         ("opened", format::utc(incident.opened_at_ms)),
         ("last seen", format::utc(incident.last_seen_at_ms)),
         (
             "resolved",
-            incident.resolved_at_ms.map_or_else(|| "still open when this report was written".to_owned(), format::utc),
+            incident.resolved_at_ms.map_or_else(
+                || "still open when this report was written".to_owned(),
+                format::utc,
+            ),
         ),
-        ("lasted", format::duration_ms((end - incident.opened_at_ms) as f64)),
+        (
+            "lasted",
+            format::duration_ms((end - incident.opened_at_ms) as f64),
+        ),
     ];
     let _ = writeln!(md, "| | |\n|---|---|");
     for (name, value) in rows {
@@ -93,7 +127,10 @@ fn loop_evidence(md: &mut String, evidence: &LoopEvidence) {
     if !evidence.hot_frames.is_empty() {
         let _ = writeln!(md, "Hottest leaf frames:\n");
         for hot in &evidence.hot_frames {
-            let samples = hot.samples.map(|n| format!(" ({n} samples)")).unwrap_or_default();
+            let samples = hot
+                .samples
+                .map(|n| format!(" ({n} samples)"))
+                .unwrap_or_default();
             let _ = writeln!(md, "- `{}`{samples}", hot.frame.function);
         }
         md.push('\n');
@@ -110,7 +147,11 @@ fn memory_evidence(md: &mut String, evidence: &MemoryEvidence) {
         let _ = writeln!(md, "No sampled sites were reported.\n");
     }
     for (n, site) in evidence.sites.iter().enumerate() {
-        let figures: Vec<String> = site.figures.iter().map(|f| format!("{} {}", f.name, f.value)).collect();
+        let figures: Vec<String> = site
+            .figures
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.value))
+            .collect();
         let _ = writeln!(md, "{}. `{}` — {}\n", n + 1, site.label, figures.join(", "));
         if !site.frames.is_empty() {
             stack(md, &site.frames, |_| false);
@@ -126,7 +167,11 @@ fn stack(md: &mut String, frames: &[Frame], is_hot: impl Fn(usize) -> bool) {
     md.push_str("```text\n");
     for (i, frame) in frames.iter().enumerate() {
         let marker = if is_hot(i) { "▶" } else { " " };
-        let location = frame.location.as_deref().map(|l| format!("  {l}")).unwrap_or_default();
+        let location = frame
+            .location
+            .as_deref()
+            .map(|l| format!("  {l}"))
+            .unwrap_or_default();
         let _ = writeln!(md, "{marker}{i:>3} {}{location}", frame.function);
     }
     md.push_str("```\n\n");
@@ -141,12 +186,28 @@ fn sections(md: &mut String, sections: &[Section]) {
                     let _ = writeln!(md, "| `{}` | {} |", field.name, cell(&field.value));
                 }
             }
-            Section::Table { title, columns, rows } => {
+            Section::Table {
+                title,
+                columns,
+                rows,
+            } => {
                 let _ = writeln!(md, "### {title}\n");
-                let _ = writeln!(md, "| {} |", columns.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | "));
+                let _ = writeln!(
+                    md,
+                    "| {} |",
+                    columns
+                        .iter()
+                        .map(|c| cell(c))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
                 let _ = writeln!(md, "|{}", "---|".repeat(columns.len()));
                 for row in rows {
-                    let _ = writeln!(md, "| {} |", row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | "));
+                    let _ = writeln!(
+                        md,
+                        "| {} |",
+                        row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+                    );
                 }
             }
         }
@@ -166,8 +227,14 @@ mod tests {
 
     #[test]
     fn a_loop_report_has_the_facts_the_stack_and_the_pictures() {
-        let flame = Picture { title: "Flame graph of 3 stack samples".into(), file: "flame.svg".into() };
-        let charts = [Picture { title: "CPU".into(), file: "cpu.svg".into() }];
+        let flame = Picture {
+            title: "Flame graph of 3 stack samples".into(),
+            file: "flame.svg".into(),
+        };
+        let charts = [Picture {
+            title: "CPU".into(),
+            file: "cpu.svg".into(),
+        }];
         let md = render(&fixtures::runaway(), &charts, Some(&flame), NOW_MS);
         assert!(md.starts_with("# Incident 7: `runaway_loop` on checkout\n"));
         assert!(md.contains("| severity | critical |"));
@@ -177,7 +244,10 @@ mod tests {
         assert!(md.contains("▶  1 mesh_service::faults::parse_header  examples/src/faults.rs:57"));
         assert!(md.contains("![Flame graph of 3 stack samples](flame.svg)"));
         assert!(md.contains("![CPU](cpu.svg)"));
-        assert!(md.contains("| `worker` | 1 |"), "the rest is shown generically");
+        assert!(
+            md.contains("| `worker` | 1 |"),
+            "the rest is shown generically"
+        );
         assert!(md.contains("```json\n{"));
     }
 

@@ -37,11 +37,28 @@ pub struct Marker {
 }
 
 /// The chart of `series` over `[from_ms, to_ms]`, values in `unit`.
-pub fn line_chart(title: &str, unit: Unit, series: &[Series], markers: &[Marker], from_ms: i64, to_ms: i64) -> String {
+pub fn line_chart(
+    title: &str,
+    unit: Unit,
+    series: &[Series],
+    markers: &[Marker],
+    from_ms: i64,
+    to_ms: i64,
+) -> String {
     let values = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = if lo.is_finite() { (lo.min(0.0), hi.max(lo + 1.0)) } else { (0.0, 1.0) };
-    let hi = if unit == Unit::Percent { hi.max(100.0) } else { hi * 1.05 };
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() {
+        (lo.min(0.0), hi.max(lo + 1.0))
+    } else {
+        (0.0, 1.0)
+    };
+    let hi = if unit == Unit::Percent {
+        hi.max(100.0)
+    } else {
+        hi * 1.05
+    };
     let span = (to_ms - from_ms).max(1) as f64;
     let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let x = |t: i64| LEFT + (t - from_ms) as f64 / span * plot_w;
@@ -53,7 +70,11 @@ pub fn line_chart(title: &str, unit: Unit, series: &[Series], markers: &[Marker]
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(svg, r#"<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{}</text>"#, escape(title));
+    let _ = writeln!(
+        svg,
+        r#"<text x="{LEFT}" y="16" font-size="13" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
     for tick in 0..=4 {
         let v = lo + (hi - lo) * f64::from(tick) / 4.0;
         let ty = y(v);
@@ -70,9 +91,14 @@ pub fn line_chart(title: &str, unit: Unit, series: &[Series], markers: &[Marker]
         let t = from_ms + (span * f64::from(tick) / 4.0) as i64;
         let label = format::utc(t);
         let clock = label.get(11..19).unwrap_or(&label);
+        let anchor = match tick {
+            0 => "start",
+            4 => "end",
+            _ => "middle",
+        };
         let _ = writeln!(
             svg,
-            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{clock}</text>"##,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="{anchor}" fill="#555">{clock}</text>"##,
             x(t),
             HEIGHT - BOTTOM + 16.0
         );
@@ -90,13 +116,21 @@ pub fn line_chart(title: &str, unit: Unit, series: &[Series], markers: &[Marker]
         WIDTH - RIGHT,
         TOP + plot_h
     );
-    for marker in markers.iter().filter(|m| (from_ms..=to_ms).contains(&m.at_ms)) {
+    for marker in markers
+        .iter()
+        .filter(|m| (from_ms..=to_ms).contains(&m.at_ms))
+    {
         let mx = x(marker.at_ms);
+        // Labels near the right edge go on the left of their line.
+        let (anchor, tx) = if mx > WIDTH - RIGHT - 80.0 {
+            ("end", mx - 3.0)
+        } else {
+            ("start", mx + 3.0)
+        };
         let _ = writeln!(
             svg,
-            r##"<line x1="{mx:.1}" y1="{TOP}" x2="{mx:.1}" y2="{:.1}" stroke="#d62728" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="#d62728">{}</text>"##,
+            r##"<line x1="{mx:.1}" y1="{TOP}" x2="{mx:.1}" y2="{:.1}" stroke="#d62728" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{:.1}" text-anchor="{anchor}" fill="#d62728">{}</text>"##,
             TOP + plot_h,
-            mx + 3.0,
             TOP + 10.0,
             escape(&marker.label)
         );
@@ -108,7 +142,11 @@ pub fn line_chart(title: &str, unit: Unit, series: &[Series], markers: &[Marker]
         } else {
             (COLORS[i % COLORS.len()], "")
         };
-        let points: Vec<String> = s.points.iter().map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v))).collect();
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+            .collect();
         let _ = writeln!(
             svg,
             r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.5"{dash}/>"#,
@@ -129,7 +167,9 @@ pub fn line_chart(title: &str, unit: Unit, series: &[Series], markers: &[Marker]
 
 /// Escapes text for SVG.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -139,10 +179,28 @@ mod tests {
     #[test]
     fn draws_lines_markers_and_legend_inside_the_frame() {
         let series = [
-            Series { label: "rss_bytes".into(), points: vec![(0, 1.0e6), (60_000, 2.0e6)], trend: false },
-            Series { label: "trend <fit>".into(), points: vec![(0, 1.0e6), (60_000, 2.0e6)], trend: true },
+            Series {
+                label: "rss_bytes".into(),
+                points: vec![(0, 1.0e6), (60_000, 2.0e6)],
+                trend: false,
+            },
+            Series {
+                label: "trend <fit>".into(),
+                points: vec![(0, 1.0e6), (60_000, 2.0e6)],
+                trend: true,
+            },
         ];
-        let svg = line_chart("memory", Unit::Bytes, &series, &[Marker { label: "opened".into(), at_ms: 30_000 }], 0, 60_000);
+        let svg = line_chart(
+            "memory",
+            Unit::Bytes,
+            &series,
+            &[Marker {
+                label: "opened".into(),
+                at_ms: 30_000,
+            }],
+            0,
+            60_000,
+        );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 3, "axes and two lines");
         assert!(svg.contains("trend &lt;fit&gt;"));

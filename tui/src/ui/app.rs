@@ -110,7 +110,9 @@ impl App {
             Intent::Quit => return Flow::Quit,
             Intent::Help => self.help = true,
             Intent::Back if self.details.pop().is_some() => {}
-            Intent::Back if self.tab == Tab::Mesh && self.mesh.has_filter() => self.mesh.clear_filter(),
+            Intent::Back if self.tab == Tab::Mesh && self.mesh.has_filter() => {
+                self.mesh.clear_filter()
+            }
             Intent::Back => return Flow::Quit,
             Intent::ShowMesh => self.show(Tab::Mesh),
             Intent::ShowIncidents => self.show(Tab::Incidents),

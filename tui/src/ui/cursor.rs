@@ -13,7 +13,11 @@ pub fn index(ids: &[&str], selected: Option<&str>) -> Option<usize> {
     if ids.is_empty() {
         return None;
     }
-    Some(selected.and_then(|s| ids.iter().position(|id| *id == s)).unwrap_or(0))
+    Some(
+        selected
+            .and_then(|s| ids.iter().position(|id| *id == s))
+            .unwrap_or(0),
+    )
 }
 
 /// The id of the selected row.

@@ -83,13 +83,23 @@ impl IncidentDetail {
 
     /// Keys shown in the footer.
     pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
-        &[("↑↓", "scroll"), ("+-", "zoom"), ("[]", "pan"), ("L", "live"), ("Esc", "back"), ("?", "help")]
+        &[
+            ("↑↓", "scroll"),
+            ("+-", "zoom"),
+            ("[]", "pan"),
+            ("L", "live"),
+            ("Esc", "back"),
+            ("?", "help"),
+        ]
     }
 
     /// Draws the incident.
     pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
         let Some(incident) = data.incident(&self.id) else {
-            let gone = format!(" incident {} is no longer known to the collector (Esc to go back)", self.id);
+            let gone = format!(
+                " incident {} is no longer known to the collector (Esc to go back)",
+                self.id
+            );
             frame.render_widget(Paragraph::new(Span::styled(gone, theme.dim())), area);
             return;
         };
@@ -104,15 +114,23 @@ impl IncidentDetail {
                 history
             })
             .collect();
-        let chart_height = if histories.is_empty() { 0 } else { (area.height / 3).clamp(6, 12) };
+        let chart_height = if histories.is_empty() {
+            0
+        } else {
+            (area.height / 3).clamp(6, 12)
+        };
         let [head, charts, body] = Layout::vertical([
             Constraint::Length(3),
             Constraint::Length(chart_height),
             Constraint::Fill(1),
         ])
         .areas(area);
-        frame.render_widget(Paragraph::new(header(incident, now_ms, theme)).wrap(Wrap { trim: false }), head);
-        let chart_areas = Layout::horizontal(histories.iter().map(|_| Constraint::Fill(1))).split(charts);
+        frame.render_widget(
+            Paragraph::new(header(incident, now_ms, theme)).wrap(Wrap { trim: false }),
+            head,
+        );
+        let chart_areas =
+            Layout::horizontal(histories.iter().map(|_| Constraint::Fill(1))).split(charts);
         for (history, chart_area) in histories.iter().zip(chart_areas.iter()) {
             widgets::chart(frame, *chart_area, history, now_ms, theme);
         }
@@ -154,7 +172,11 @@ fn header(incident: &Incident, now_ms: i64, theme: Theme) -> Vec<Line<'static>> 
     vec![
         Line::from(vec![
             Span::styled(
-                format!(" ● {} {} ", severity_name(incident.severity), kind_name(incident)),
+                format!(
+                    " ● {} {} ",
+                    severity_name(incident.severity),
+                    kind_name(incident)
+                ),
                 theme.urgency(severity_rank(incident.severity)),
             ),
             Span::styled(format!("{}{instance} ", incident.service), theme.heading()),
@@ -177,16 +199,32 @@ fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
     }
     let mut lines = vec![Line::from(facts.join(" · "))];
     if let Some(spawn) = &evidence.spawn_location {
-        lines.push(Line::from(vec![Span::styled("spawned at ", theme.dim()), Span::raw(spawn.clone())]));
+        lines.push(Line::from(vec![
+            Span::styled("spawned at ", theme.dim()),
+            Span::raw(spawn.clone()),
+        ]));
     }
     if let Some(caveat) = &evidence.caveat {
-        lines.push(Line::from(Span::styled(format!("note: {caveat}"), theme.urgency(2))));
+        lines.push(Line::from(Span::styled(
+            format!("note: {caveat}"),
+            theme.urgency(2),
+        )));
     }
-    lines.push(Line::from(Span::styled("stack, innermost first (▶ hot)", theme.heading())));
+    lines.push(Line::from(Span::styled(
+        "stack, innermost first (▶ hot)",
+        theme.heading(),
+    )));
     if evidence.frames.is_empty() {
-        lines.push(Line::from(Span::styled("  no stack was captured", theme.dim())));
+        lines.push(Line::from(Span::styled(
+            "  no stack was captured",
+            theme.dim(),
+        )));
     }
-    lines.extend(widgets::stack(&evidence.frames, |i| evidence.is_hot(i), theme));
+    lines.extend(widgets::stack(
+        &evidence.frames,
+        |i| evidence.is_hot(i),
+        theme,
+    ));
     if !evidence.hot_frames.is_empty() {
         let hot: Vec<String> = evidence
             .hot_frames
@@ -196,11 +234,17 @@ fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
                 None => h.frame.function.clone(),
             })
             .collect();
-        lines.push(Line::from(vec![Span::styled("hottest leaves: ", theme.dim()), Span::raw(hot.join(", "))]));
+        lines.push(Line::from(vec![
+            Span::styled("hottest leaves: ", theme.dim()),
+            Span::raw(hot.join(", ")),
+        ]));
     }
     if evidence.samples.len() > 1 {
         lines.push(Line::from(Span::styled(
-            format!("{} stack samples; `meshwatch report` draws them as a flame graph", evidence.samples.len()),
+            format!(
+                "{} stack samples; `meshwatch report` draws them as a flame graph",
+                evidence.samples.len()
+            ),
             theme.dim(),
         )));
     }
@@ -214,12 +258,22 @@ fn memory_lines(memory: &MemoryEvidence, theme: Theme) -> Vec<Line<'static>> {
         theme.heading(),
     ))];
     if memory.sites.is_empty() {
-        lines.push(Line::from(Span::styled("  no sampled sites (is the tracking allocator installed?)", theme.dim())));
+        lines.push(Line::from(Span::styled(
+            "  no sampled sites (is the tracking allocator installed?)",
+            theme.dim(),
+        )));
     }
     for (n, site) in memory.sites.iter().enumerate() {
-        let figures: Vec<String> = site.figures.iter().map(|f| format!("{} {}", f.name, f.value)).collect();
+        let figures: Vec<String> = site
+            .figures
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.value))
+            .collect();
         lines.push(Line::from(vec![
-            Span::styled(format!("{:>2}. {}", n + 1, site.label), theme.urgency(if n == 0 { 2 } else { 0 })),
+            Span::styled(
+                format!("{:>2}. {}", n + 1, site.label),
+                theme.urgency(if n == 0 { 2 } else { 0 }),
+            ),
             Span::styled(format!("  {}", figures.join(" · ")), theme.dim()),
         ]));
         lines.extend(widgets::stack(&site.frames, |_| false, theme));
@@ -231,11 +285,7 @@ fn memory_lines(memory: &MemoryEvidence, theme: Theme) -> Vec<Line<'static>> {
 /// The trend line over the allocator's bytes (else RSS): the detector's
 /// slope when it gives one in bytes per time, else a least-squares fit.
 fn trend(history: &History, memory: &MemoryEvidence) -> Option<ChartLine> {
-    let line = history
-        .lines
-        .iter()
-        .rev()
-        .find(|l| !l.points.is_empty())?;
+    let line = history.lines.iter().rev().find(|l| !l.points.is_empty())?;
     let (label, slope) = match memory.slope_bytes_per_ms {
         Some(slope) => ("detector's slope", Some(slope)),
         None => ("least-squares trend", None),

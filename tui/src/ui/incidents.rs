@@ -49,15 +49,22 @@ impl IncidentList {
 
     /// Keys shown in the footer.
     pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
-        &[("↑↓", "move"), ("⏎", "evidence"), ("Tab", "mesh"), ("?", "help"), ("q", "quit")]
+        &[
+            ("↑↓", "move"),
+            ("⏎", "evidence"),
+            ("Tab", "mesh"),
+            ("?", "help"),
+            ("q", "quit"),
+        ]
     }
 
     /// Draws the list.
     pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
         let list = ordered(data);
         let open = list.iter().filter(|i| i.is_open()).count();
-        let header = Row::new(["SEVERITY", "STATE", "KIND", "SERVICE", "SINCE", "SUMMARY"].map(Cell::from))
-            .style(theme.heading());
+        let header =
+            Row::new(["SEVERITY", "STATE", "KIND", "SERVICE", "SINCE", "SUMMARY"].map(Cell::from))
+                .style(theme.heading());
         let rows = list.iter().map(|incident| {
             let state = match incident.resolved_at_ms {
                 None => "open".to_owned(),
@@ -95,14 +102,17 @@ impl IncidentList {
             .block(Block::new().borders(Borders::TOP).title(title))
             .row_highlight_style(theme.selected());
         let ids: Vec<&str> = list.iter().map(|i| i.id.as_str()).collect();
-        let mut state = TableState::default().with_selected(cursor::index(&ids, self.selected.as_deref()));
+        let mut state =
+            TableState::default().with_selected(cursor::index(&ids, self.selected.as_deref()));
         frame.render_stateful_widget(table, area, &mut state);
         if list.is_empty() {
             let hint = ratatui::widgets::Paragraph::new(Span::styled(
                 "  no incidents: the detectors have found nothing wrong",
                 theme.dim(),
             ));
-            let [_, hint_area] = ratatui::layout::Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(area);
+            let [_, hint_area] =
+                ratatui::layout::Layout::vertical([Constraint::Length(2), Constraint::Length(1)])
+                    .areas(area);
             frame.render_widget(hint, hint_area);
         }
     }

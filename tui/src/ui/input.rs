@@ -162,15 +162,27 @@ mod tests {
         }
         assert_eq!(intent(key(KeyCode::Char('x')), Mode::Normal), None);
         assert_eq!(
-            intent(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL), Mode::Filtering),
+            intent(
+                KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
+                Mode::Filtering
+            ),
             Some(Intent::Quit)
         );
     }
 
     #[test]
     fn the_filter_takes_every_character() {
-        assert_eq!(intent(key(KeyCode::Char('q')), Mode::Filtering), Some(Intent::FilterChar('q')));
-        assert_eq!(intent(key(KeyCode::Esc), Mode::Filtering), Some(Intent::FilterCancel));
-        assert_eq!(intent(key(KeyCode::Enter), Mode::Filtering), Some(Intent::FilterDone));
+        assert_eq!(
+            intent(key(KeyCode::Char('q')), Mode::Filtering),
+            Some(Intent::FilterChar('q'))
+        );
+        assert_eq!(
+            intent(key(KeyCode::Esc), Mode::Filtering),
+            Some(Intent::FilterCancel)
+        );
+        assert_eq!(
+            intent(key(KeyCode::Enter), Mode::Filtering),
+            Some(Intent::FilterDone)
+        );
     }
 }

@@ -13,12 +13,12 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
+use super::cursor;
 use super::fetch::{Data, SeriesReq};
 use super::input::Intent;
 use super::theme::Theme;
 use super::widgets::{buckets, spark};
 use super::window::Window;
-use super::cursor;
 use crate::format;
 use crate::model::{Instance, kind_name, severity_rank};
 
@@ -35,7 +35,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn spark(&self, instance: &Instance, metric: &'static str, scale: Option<(f64, f64)>) -> String {
+    fn spark(
+        &self,
+        instance: &Instance,
+        metric: &'static str,
+        scale: Option<(f64, f64)>,
+    ) -> String {
         let req = SeriesReq {
             service: instance.view.service.clone(),
             metric,
@@ -49,7 +54,9 @@ impl Ctx<'_> {
             .map_or(&[][..], |s| s.points.as_slice());
         // A young instance's few points fill the whole sparkline.
         let mut range = SPARK_WINDOW.range(self.data.at_ms);
-        range.from_ms = range.from_ms.max(points.first().map_or(range.from_ms, |p| p.0));
+        range.from_ms = range
+            .from_ms
+            .max(points.first().map_or(range.from_ms, |p| p.0));
         let values = buckets(points, range, SPARK_WIDTH);
         spark(&values, scale.map(|s| s.0), scale.map(|s| s.1))
     }
@@ -65,12 +72,17 @@ struct Column {
 }
 
 fn figure(instance: &Instance, name: &str) -> String {
-    instance.figure(name).map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+    instance
+        .figure(name)
+        .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
 }
 
 fn by_figure(name: &'static str) -> impl Fn(&Instance, &Instance) -> Ordering {
     move |a, b| {
-        let (a, b) = (a.figure(name).unwrap_or(-1.0), b.figure(name).unwrap_or(-1.0));
+        let (a, b) = (
+            a.figure(name).unwrap_or(-1.0),
+            b.figure(name).unwrap_or(-1.0),
+        );
         b.total_cmp(&a)
     }
 }
@@ -100,20 +112,27 @@ const COLUMNS: &[Column] = &[
     Column {
         header: "STATE",
         width: Constraint::Length(5),
-        cell: |i, _| match i.view.state {
-            InstanceState::Up => "up",
-            InstanceState::Down => "down",
-            InstanceState::Restarted => "up↻",
-        }
-        .to_owned(),
+        cell: |i, _| {
+            match i.view.state {
+                InstanceState::Up => "up",
+                InstanceState::Down => "down",
+                InstanceState::Restarted => "up↻",
+            }
+            .to_owned()
+        },
         order: None,
     },
     Column {
         header: "CPU",
         width: Constraint::Length(13),
         cell: |i, ctx| {
-            let value = i.figure("cpu_percent").map_or_else(|| "-".to_owned(), |v| format!("{v:.0}%"));
-            format!("{value:>5} {}", ctx.spark(i, SPARK_METRICS[0], Some((0.0, 100.0))))
+            let value = i
+                .figure("cpu_percent")
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}%"));
+            format!(
+                "{value:>5} {}",
+                ctx.spark(i, SPARK_METRICS[0], Some((0.0, 100.0)))
+            )
         },
         order: Some(|a, b| by_figure("cpu_percent")(a, b)),
     },
@@ -121,7 +140,9 @@ const COLUMNS: &[Column] = &[
         header: "RSS",
         width: Constraint::Length(13),
         cell: |i, ctx| {
-            let value = i.figure("rss_bytes").map_or_else(|| "-".to_owned(), format::bytes_short);
+            let value = i
+                .figure("rss_bytes")
+                .map_or_else(|| "-".to_owned(), format::bytes_short);
             format!("{value:>5} {}", ctx.spark(i, SPARK_METRICS[1], None))
         },
         order: Some(|a, b| by_figure("rss_bytes")(a, b)),
@@ -129,7 +150,10 @@ const COLUMNS: &[Column] = &[
     Column {
         header: "HEAP",
         width: Constraint::Length(6),
-        cell: |i, _| i.figure("heap_live_bytes").map_or_else(|| "-".to_owned(), format::bytes_short),
+        cell: |i, _| {
+            i.figure("heap_live_bytes")
+                .map_or_else(|| "-".to_owned(), format::bytes_short)
+        },
         order: Some(|a, b| by_figure("heap_live_bytes")(a, b)),
     },
     Column {
@@ -170,7 +194,11 @@ const COLUMNS: &[Column] = &[
         cell: |i, _| {
             let mut incidents: Vec<_> = i.view.open_incidents.iter().collect();
             incidents.sort_by_key(|inc| std::cmp::Reverse(severity_rank(inc.severity)));
-            incidents.iter().map(|inc| flag(kind_name(inc))).collect::<Vec<_>>().join(" ")
+            incidents
+                .iter()
+                .map(|inc| flag(kind_name(inc)))
+                .collect::<Vec<_>>()
+                .join(" ")
         },
         order: None,
     },
@@ -218,7 +246,10 @@ impl MeshTable {
                 .then_with(|| a.view.service.cmp(&b.view.service))
                 .then_with(|| b.view.started_at_ms.cmp(&a.view.started_at_ms))
         };
-        let column = SORTS.get(self.sort).and_then(|(_, c)| COLUMNS.get(*c)).and_then(|c| c.order);
+        let column = SORTS
+            .get(self.sort)
+            .and_then(|(_, c)| COLUMNS.get(*c))
+            .and_then(|c| c.order);
         rows.sort_by(|a, b| match column {
             Some(order) => order(a, b).then_with(|| severity(a, b)),
             None => severity(a, b),
@@ -246,7 +277,9 @@ impl MeshTable {
             }
             Intent::NextSort => self.sort = (self.sort + 1) % SORTS.len(),
             Intent::ReverseSort => self.reverse = !self.reverse,
-            Intent::Open => return cursor::current(&ids, self.selected.as_deref()).map(str::to_owned),
+            Intent::Open => {
+                return cursor::current(&ids, self.selected.as_deref()).map(str::to_owned);
+            }
             other => {
                 if let Some(id) = cursor::moved(&ids, self.selected.as_deref(), other) {
                     self.selected = Some(id.to_owned());
@@ -268,7 +301,11 @@ impl MeshTable {
 
     /// The series the sparklines need.
     pub fn wants(data: &Data) -> Vec<SeriesReq> {
-        let mut services: Vec<&str> = data.instances.iter().map(|i| i.view.service.as_str()).collect();
+        let mut services: Vec<&str> = data
+            .instances
+            .iter()
+            .map(|i| i.view.service.as_str())
+            .collect();
         services.sort_unstable();
         services.dedup();
         services
@@ -288,15 +325,26 @@ impl MeshTable {
         if self.filtering {
             &[("Enter", "keep filter"), ("Esc", "clear"), ("↑↓", "move")]
         } else {
-            &[("↑↓", "move"), ("⏎", "service"), ("/", "filter"), ("s", "sort"), ("Tab", "incidents"), ("?", "help"), ("q", "quit")]
+            &[
+                ("↑↓", "move"),
+                ("⏎", "service"),
+                ("/", "filter"),
+                ("s", "sort"),
+                ("Tab", "incidents"),
+                ("?", "help"),
+                ("q", "quit"),
+            ]
         }
     }
 
     /// Draws the open incidents, then the table.
     pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, theme: Theme) {
         let attention = attention(data, theme, 3);
-        let [top, table_area] =
-            Layout::vertical([Constraint::Length(attention.len() as u16), Constraint::Fill(1)]).areas(area);
+        let [top, table_area] = Layout::vertical([
+            Constraint::Length(attention.len() as u16),
+            Constraint::Fill(1),
+        ])
+        .areas(area);
         frame.render_widget(Paragraph::new(attention), top);
 
         let rows = self.rows(data);
@@ -307,7 +355,11 @@ impl MeshTable {
                 .style(theme.urgency(instance.urgency()))
         });
         let mut title = vec![Span::styled(
-            format!(" mesh: {} of {} instances", rows.len(), data.instances.len()),
+            format!(
+                " mesh: {} of {} instances",
+                rows.len(),
+                data.instances.len()
+            ),
             theme.heading(),
         )];
         let (sort_name, _) = SORTS[self.sort % SORTS.len()];
@@ -317,11 +369,18 @@ impl MeshTable {
         ));
         if self.filtering || !self.filter.is_empty() {
             let cursor = if self.filtering { "▏" } else { "" };
-            title.push(Span::styled(format!(" /{}{cursor} ", self.filter), theme.key()));
+            title.push(Span::styled(
+                format!(" /{}{cursor} ", self.filter),
+                theme.key(),
+            ));
         }
         // The service column is as wide as the longest name (within reason);
         // the flags take what is left.
-        let longest = rows.iter().map(|i| i.view.service.chars().count()).max().unwrap_or(0);
+        let longest = rows
+            .iter()
+            .map(|i| i.view.service.chars().count())
+            .max()
+            .unwrap_or(0);
         let service_width = Constraint::Length(u16::try_from(longest.clamp(7, 24)).unwrap_or(24));
         let widths = COLUMNS
             .iter()
@@ -332,14 +391,16 @@ impl MeshTable {
             .block(Block::new().borders(Borders::TOP).title(Line::from(title)))
             .row_highlight_style(theme.selected());
         let ids: Vec<&str> = rows.iter().map(|i| i.view.instance_id.as_str()).collect();
-        let mut state = TableState::default().with_selected(cursor::index(&ids, self.selected.as_deref()));
+        let mut state =
+            TableState::default().with_selected(cursor::index(&ids, self.selected.as_deref()));
         frame.render_stateful_widget(table, table_area, &mut state);
         if data.instances.is_empty() {
             let hint = Paragraph::new(Span::styled(
                 "  no services have reported to this collector yet",
                 theme.dim(),
             ));
-            let [_, hint_area] = Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(table_area);
+            let [_, hint_area] =
+                Layout::vertical([Constraint::Length(2), Constraint::Length(1)]).areas(table_area);
             frame.render_widget(hint, hint_area);
         }
     }
@@ -365,7 +426,12 @@ pub fn attention(data: &Data, theme: Theme, max: usize) -> Vec<Line<'static>> {
     if open.is_empty() {
         return vec![Line::from(Span::styled(" ✓ no open incidents", theme.ok()))];
     }
-    open.sort_by_key(|i| (std::cmp::Reverse(severity_rank(i.severity)), std::cmp::Reverse(i.opened_at_ms)));
+    open.sort_by_key(|i| {
+        (
+            std::cmp::Reverse(severity_rank(i.severity)),
+            std::cmp::Reverse(i.opened_at_ms),
+        )
+    });
     let mut lines: Vec<Line<'static>> = open
         .iter()
         .take(max)

@@ -58,8 +58,10 @@ pub(crate) fn now_ms() -> i64 {
 pub fn run(client: ApiClient, deadline: Option<Instant>) -> anyhow::Result<()> {
     let theme = theme::Theme::from_env();
     let mut app = app::App::new(client.base(), now_ms());
-    let fetcher = fetch::Fetcher::spawn(client, REFRESH).context("cannot start the fetcher thread")?;
-    let mut terminal = ratatui::try_init().context("cannot set up the terminal (is this a TTY?)")?;
+    let fetcher =
+        fetch::Fetcher::spawn(client, REFRESH).context("cannot start the fetcher thread")?;
+    let mut terminal =
+        ratatui::try_init().context("cannot set up the terminal (is this a TTY?)")?;
     let result = event_loop(&mut terminal, &mut app, &fetcher, theme, deadline);
     ratatui::restore();
     result
@@ -83,7 +85,9 @@ fn event_loop(
             fetcher.want(wants.clone());
             wanted = wants;
         }
-        terminal.draw(|frame| view::render(frame, app, theme)).context("cannot draw")?;
+        terminal
+            .draw(|frame| view::render(frame, app, theme))
+            .context("cannot draw")?;
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }

@@ -84,24 +84,42 @@ impl ServiceDetail {
 
     /// Keys shown in the footer.
     pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
-        &[("⏎", "incident"), ("↑↓", "scroll"), ("+-", "zoom"), ("[]", "pan"), ("L", "live"), ("Esc", "back"), ("?", "help")]
+        &[
+            ("⏎", "incident"),
+            ("↑↓", "scroll"),
+            ("+-", "zoom"),
+            ("[]", "pan"),
+            ("L", "live"),
+            ("Esc", "back"),
+            ("?", "help"),
+        ]
     }
 
     /// Draws the instance.
     pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
         let Some(instance) = data.instance(&self.instance_id) else {
-            let gone = format!(" instance {} is no longer known to the collector (Esc to go back)", self.instance_id);
+            let gone = format!(
+                " instance {} is no longer known to the collector (Esc to go back)",
+                self.instance_id
+            );
             frame.render_widget(Paragraph::new(Span::styled(gone, theme.dim())), area);
             return;
         };
         let head = header(instance, theme);
         let width = usize::from(area.width.max(1));
-        let head_height: usize = head.iter().map(|line| line.width().max(1).div_ceil(width)).sum();
+        let head_height: usize = head
+            .iter()
+            .map(|line| line.width().max(1).div_ceil(width))
+            .sum();
         let [head_area, left, right] = {
-            let [head_area, rest] =
-                Layout::vertical([Constraint::Length(u16::try_from(head_height).unwrap_or(u16::MAX)), Constraint::Fill(1)]).areas(area);
+            let [head_area, rest] = Layout::vertical([
+                Constraint::Length(u16::try_from(head_height).unwrap_or(u16::MAX)),
+                Constraint::Fill(1),
+            ])
+            .areas(area);
             let [left, right] =
-                Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(rest);
+                Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
+                    .areas(rest);
             [head_area, left, right]
         };
         frame.render_widget(Paragraph::new(head).wrap(Wrap { trim: false }), head_area);
@@ -115,9 +133,13 @@ impl ServiceDetail {
     }
 
     fn render_charts(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
-        let [label, area] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+        let [label, area] =
+            Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
         frame.render_widget(
-            Paragraph::new(Span::styled(format!("history: {}", self.window.describe(now_ms)), theme.dim())),
+            Paragraph::new(Span::styled(
+                format!("history: {}", self.window.describe(now_ms)),
+                theme.dim(),
+            )),
             label,
         );
         let all: Vec<History> = SERVICE_CHARTS
@@ -142,10 +164,19 @@ impl ServiceDetail {
 
 fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
     let view = &instance.view;
-    let figure = |name: &str, unit: fn(f64) -> String| instance.figure(name).map_or_else(|| "-".to_owned(), unit);
+    let figure = |name: &str, unit: fn(f64) -> String| {
+        instance.figure(name).map_or_else(|| "-".to_owned(), unit)
+    };
     let count = |v: f64| format!("{v:.0}");
-    let limit = match (instance.figure("memory_limit_bytes"), view.headline.as_ref().and_then(|h| h.memory_limit_source.clone())) {
-        (Some(bytes), Some(source)) => format!(" · limit {} ({source})", format::bytes_short(bytes)),
+    let limit = match (
+        instance.figure("memory_limit_bytes"),
+        view.headline
+            .as_ref()
+            .and_then(|h| h.memory_limit_source.clone()),
+    ) {
+        (Some(bytes), Some(source)) => {
+            format!(" · limit {} ({source})", format::bytes_short(bytes))
+        }
         (Some(bytes), None) => format!(" · limit {}", format::bytes_short(bytes)),
         _ => String::new(),
     };
@@ -175,7 +206,10 @@ fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
     ];
     for incident in &view.open_incidents {
         lines.push(Line::from(vec![
-            Span::styled(format!(" ● {} ", kind_name(incident)), theme.urgency(severity_rank(incident.severity))),
+            Span::styled(
+                format!(" ● {} ", kind_name(incident)),
+                theme.urgency(severity_rank(incident.severity)),
+            ),
             Span::raw(incident.summary.clone()),
         ]));
     }
@@ -185,20 +219,38 @@ fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
 /// Threads by CPU, runtimes, the probe's health, then unknown sections.
 fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>> {
     let view = &instance.view;
-    let mut lines = vec![Line::from(Span::styled(" THREAD                TID    CPU", theme.heading()))];
+    let mut lines = vec![Line::from(Span::styled(
+        " THREAD                TID    CPU",
+        theme.heading(),
+    ))];
     let mut threads: Vec<_> = view.threads.iter().collect();
-    threads.sort_by(|a, b| b.cpu_percent.unwrap_or(-1.0).total_cmp(&a.cpu_percent.unwrap_or(-1.0)));
+    threads.sort_by(|a, b| {
+        b.cpu_percent
+            .unwrap_or(-1.0)
+            .total_cmp(&a.cpu_percent.unwrap_or(-1.0))
+    });
     for thread in threads {
         let name: String = thread.name.chars().take(18).collect();
         let cpu = format::percent(thread.cpu_percent);
-        let style = if thread.cpu_percent.unwrap_or(0.0) >= 80.0 { theme.urgency(3) } else { Default::default() };
-        lines.push(Line::from(Span::styled(format!(" {name:<18} {:>7} {cpu:>6}", thread.tid), style)));
+        let style = if thread.cpu_percent.unwrap_or(0.0) >= 80.0 {
+            theme.urgency(3)
+        } else {
+            Default::default()
+        };
+        lines.push(Line::from(Span::styled(
+            format!(" {name:<18} {:>7} {cpu:>6}", thread.tid),
+            style,
+        )));
     }
     lines.push(Line::default());
     for runtime in &view.runtimes {
         lines.push(Line::from(format!(
             " runtime {} ({}): {} workers, {} tasks, queue {}",
-            runtime.runtime_id, runtime.flavor, runtime.workers, runtime.tasks_alive, runtime.global_queue_depth
+            runtime.runtime_id,
+            runtime.flavor,
+            runtime.workers,
+            runtime.tasks_alive,
+            runtime.global_queue_depth
         )));
     }
     if let Some(probe) = &view.probe {
@@ -217,7 +269,10 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
     lines.push(Line::default());
     for (key, value) in &instance.extra {
         let wrapped = serde_json::json!({ key.as_str(): value });
-        lines.extend(widgets::sections(&evidence::generic(&wrapped, &[], now_ms), theme));
+        lines.extend(widgets::sections(
+            &evidence::generic(&wrapped, &[], now_ms),
+            theme,
+        ));
     }
     lines
 }

@@ -19,7 +19,11 @@ fn app() -> App {
     let data = Data {
         at_ms: NOW_MS,
         instances: fixtures::mesh(),
-        incidents: vec![fixtures::socket_leak(), fixtures::runaway(), fixtures::growth()],
+        incidents: vec![
+            fixtures::socket_leak(),
+            fixtures::runaway(),
+            fixtures::growth(),
+        ],
         series: Default::default(),
     };
     app.on_message(Message::Fetched(Box::new(data)));
@@ -50,19 +54,28 @@ fn apply(app: &mut App, intents: &[Intent]) {
 
 fn draw(app: &App, width: u16, height: u16, theme: Theme) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|frame| view::render(frame, app, theme)).unwrap();
+    terminal
+        .draw(|frame| view::render(frame, app, theme))
+        .unwrap();
     terminal
 }
 
 fn screen(app: &App, width: u16, height: u16) -> String {
-    draw(app, width, height, Theme::new(true)).backend().to_string()
+    draw(app, width, height, Theme::new(true))
+        .backend()
+        .to_string()
 }
 
 #[test]
 fn mesh_at_80x24_puts_the_incidents_first() {
     let app = app();
     insta::assert_snapshot!(screen(&app, 80, 24));
-    let rows: Vec<&str> = app.mesh.rows(&app.data).iter().map(|i| i.view.service.as_str()).collect();
+    let rows: Vec<&str> = app
+        .mesh
+        .rows(&app.data)
+        .iter()
+        .map(|i| i.view.service.as_str())
+        .collect();
     assert_eq!(rows, vec!["checkout", "inventory", "billing", "gateway"]);
 }
 
@@ -76,12 +89,24 @@ fn mesh_filtered_and_sorted() {
     let mut app = app();
     apply(&mut app, &[Intent::StartFilter]);
     assert_eq!(app.mode(), Mode::Filtering);
-    apply(&mut app, &[Intent::FilterChar('u'), Intent::FilterChar('p')]);
+    apply(
+        &mut app,
+        &[Intent::FilterChar('u'), Intent::FilterChar('p')],
+    );
     apply(&mut app, &[Intent::FilterDone, Intent::NextSort]);
     assert_eq!(app.mode(), Mode::Normal);
     insta::assert_snapshot!(screen(&app, 80, 12));
-    let rows: Vec<&str> = app.mesh.rows(&app.data).iter().map(|i| i.view.service.as_str()).collect();
-    assert_eq!(rows, vec!["checkout", "gateway", "inventory"], "filtered on 'up', sorted by name");
+    let rows: Vec<&str> = app
+        .mesh
+        .rows(&app.data)
+        .iter()
+        .map(|i| i.view.service.as_str())
+        .collect();
+    assert_eq!(
+        rows,
+        vec!["checkout", "gateway", "inventory"],
+        "filtered on 'up', sorted by name"
+    );
     // Esc clears the filter before it quits.
     assert_eq!(app.apply(Intent::Back), Flow::Continue);
     assert_eq!(app.mesh.rows(&app.data).len(), 4);
@@ -106,12 +131,23 @@ fn runaway_loop_detail_highlights_the_hot_frame() {
         let terminal = draw(&app, 80, 24, Theme::new(color));
         let buffer = terminal.backend().buffer();
         let row = (0..24)
-            .find(|y| (0..80).map(|x| buffer[(x, *y)].symbol()).collect::<String>().contains("▶  1 mesh_service::faults::parse_header"))
+            .find(|y| {
+                (0..80)
+                    .map(|x| buffer[(x, *y)].symbol())
+                    .collect::<String>()
+                    .contains("▶  1 mesh_service::faults::parse_header")
+            })
             .expect("the hot frame is on screen");
         let cell = &buffer[(6, row)];
-        assert!(cell.modifier.contains(Modifier::BOLD), "hot frame is bold (color {color})");
+        assert!(
+            cell.modifier.contains(Modifier::BOLD),
+            "hot frame is bold (color {color})"
+        );
         if !color {
-            assert!(cell.modifier.contains(Modifier::REVERSED), "without colour the hot frame is reversed");
+            assert!(
+                cell.modifier.contains(Modifier::REVERSED),
+                "without colour the hot frame is reversed"
+            );
         }
     }
 }
@@ -119,7 +155,10 @@ fn runaway_loop_detail_highlights_the_hot_frame() {
 #[test]
 fn memory_growth_detail_shows_the_chart_trend_and_sites() {
     let mut app = app();
-    apply(&mut app, &[Intent::ShowIncidents, Intent::Down, Intent::Open]);
+    apply(
+        &mut app,
+        &[Intent::ShowIncidents, Intent::Down, Intent::Open],
+    );
     assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == "8"));
     insta::assert_snapshot!(screen(&app, 100, 34));
 }
@@ -127,7 +166,10 @@ fn memory_growth_detail_shows_the_chart_trend_and_sites() {
 #[test]
 fn unknown_kind_detail_is_generic() {
     let mut app = app();
-    apply(&mut app, &[Intent::ShowIncidents, Intent::Bottom, Intent::Open]);
+    apply(
+        &mut app,
+        &[Intent::ShowIncidents, Intent::Bottom, Intent::Open],
+    );
     assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == "9"));
     insta::assert_snapshot!(screen(&app, 80, 24));
 }
@@ -137,14 +179,24 @@ fn service_detail_with_charts_and_unknown_sections() {
     let mut app = app();
     // gateway sorts last; it has socket figures and a sockets section.
     apply(&mut app, &[Intent::Bottom, Intent::Open]);
-    assert!(matches!(app.details.last(), Some(Detail::Service(d)) if d.instance_id.starts_with("fedcba98")));
+    assert!(
+        matches!(app.details.last(), Some(Detail::Service(d)) if d.instance_id.starts_with("fedcba98"))
+    );
     insta::assert_snapshot!(screen(&app, 100, 30));
 }
 
 #[test]
 fn service_detail_at_80x24_zoomed_and_panned() {
     let mut app = app();
-    apply(&mut app, &[Intent::Open, Intent::ZoomIn, Intent::ZoomIn, Intent::PanBack]);
+    apply(
+        &mut app,
+        &[
+            Intent::Open,
+            Intent::ZoomIn,
+            Intent::ZoomIn,
+            Intent::PanBack,
+        ],
+    );
     insta::assert_snapshot!(screen(&app, 80, 24));
     // Enter opens the instance's incident; Esc walks back.
     apply(&mut app, &[Intent::Live, Intent::Open]);

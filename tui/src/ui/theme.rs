@@ -33,7 +33,10 @@ impl Theme {
         match urgency {
             3 => self.pick(bold.fg(Color::Red), bold),
             2 => self.pick(bold.fg(Color::Yellow), bold),
-            1 => self.pick(Style::new().fg(Color::DarkGray), Style::new().add_modifier(Modifier::DIM)),
+            1 => self.pick(
+                Style::new().fg(Color::DarkGray),
+                Style::new().add_modifier(Modifier::DIM),
+            ),
             _ => Style::new(),
         }
     }
@@ -46,7 +49,10 @@ impl Theme {
     /// Bad news that is not an incident: disconnected.
     pub fn alert(self) -> Style {
         let bold = Style::new().add_modifier(Modifier::BOLD);
-        self.pick(bold.fg(Color::White).bg(Color::Red), bold.add_modifier(Modifier::REVERSED))
+        self.pick(
+            bold.fg(Color::White).bg(Color::Red),
+            bold.add_modifier(Modifier::REVERSED),
+        )
     }
 
     /// Secondary text: file locations, units, hints.
@@ -62,7 +68,10 @@ impl Theme {
     /// The hot frame of a stack.
     pub fn hot(self) -> Style {
         let bold = Style::new().add_modifier(Modifier::BOLD);
-        self.pick(bold.fg(Color::Black).bg(Color::LightRed), bold.add_modifier(Modifier::REVERSED))
+        self.pick(
+            bold.fg(Color::Black).bg(Color::LightRed),
+            bold.add_modifier(Modifier::REVERSED),
+        )
     }
 
     /// Table headers and section titles.
@@ -98,6 +107,9 @@ impl Theme {
 
     /// A fitted trend line.
     pub fn fit(self) -> Style {
-        self.pick(Style::new().fg(Color::Red), Style::new().add_modifier(Modifier::BOLD))
+        self.pick(
+            Style::new().fg(Color::Red),
+            Style::new().add_modifier(Modifier::BOLD),
+        )
     }
 }

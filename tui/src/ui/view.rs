@@ -51,21 +51,37 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         tab(format!(" 2 incidents ({open}) "), app.tab == Tab::Incidents),
     ]);
     let width = u16::try_from(tabs.width()).unwrap_or(u16::MAX);
-    let [left, right] = Layout::horizontal([Constraint::Length(width), Constraint::Fill(1)]).areas(area);
+    let [left, right] =
+        Layout::horizontal([Constraint::Length(width), Constraint::Fill(1)]).areas(area);
     frame.render_widget(Paragraph::new(tabs), left);
     let status = match &app.conn {
-        Connection::Connected => Span::styled(format!("{} · {} ", app.collector, app.conn.status(app.now_ms)), theme.ok()),
+        Connection::Connected => Span::styled(
+            format!("{} · {} ", app.collector, app.conn.status(app.now_ms)),
+            theme.ok(),
+        ),
         other => Span::styled(format!(" {} ", other.status(app.now_ms)), theme.alert()),
     };
     frame.render_widget(Paragraph::new(Line::from(status).right_aligned()), right);
 }
 
 fn render_help(frame: &mut Frame, area: Rect, theme: Theme) {
-    let key_width = KEYS.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
-    let action_width = KEYS.iter().map(|(_, a)| a.chars().count()).max().unwrap_or(0);
+    let key_width = KEYS
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    let action_width = KEYS
+        .iter()
+        .map(|(_, a)| a.chars().count())
+        .max()
+        .unwrap_or(0);
     let width = u16::try_from(key_width + action_width + 6).unwrap_or(u16::MAX);
-    let [popup] = Layout::horizontal([Constraint::Length(width)]).flex(Flex::Center).areas(area);
-    let [popup] = Layout::vertical([Constraint::Length(KEYS.len() as u16 + 4)]).flex(Flex::Center).areas(popup);
+    let [popup] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [popup] = Layout::vertical([Constraint::Length(KEYS.len() as u16 + 4)])
+        .flex(Flex::Center)
+        .areas(popup);
     let mut lines: Vec<Line> = KEYS
         .iter()
         .map(|(key, action)| {
@@ -76,10 +92,14 @@ fn render_help(frame: &mut Frame, area: Rect, theme: Theme) {
         })
         .collect();
     lines.push(Line::default());
-    lines.push(Line::from(Span::styled(" NO_COLOR=1 for no colour; logs: --log-file", theme.dim())));
+    lines.push(Line::from(Span::styled(
+        " NO_COLOR=1 for no colour; logs: --log-file",
+        theme.dim(),
+    )));
     frame.render_widget(Clear, popup);
     frame.render_widget(
-        Paragraph::new(lines).block(Block::bordered().title(Span::styled(" keys ", theme.heading()))),
+        Paragraph::new(lines)
+            .block(Block::bordered().title(Span::styled(" keys ", theme.heading()))),
         popup,
     );
 }

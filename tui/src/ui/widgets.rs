@@ -24,7 +24,10 @@ const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█']
 pub fn buckets(points: &[Point], range: Range, width: usize) -> Vec<Option<f64>> {
     let span = (range.to_ms - range.from_ms).max(1) as f64;
     let mut sums = vec![(0.0, 0u32); width];
-    for &(t, v) in points.iter().filter(|(t, _)| (range.from_ms..=range.to_ms).contains(t)) {
+    for &(t, v) in points
+        .iter()
+        .filter(|(t, _)| (range.from_ms..=range.to_ms).contains(t))
+    {
         let slot = (((t - range.from_ms) as f64 / span) * width as f64) as usize;
         let slot = slot.min(width.saturating_sub(1));
         if let Some(sum) = sums.get_mut(slot) {
@@ -49,7 +52,11 @@ pub fn spark(values: &[Option<f64>], lo: Option<f64>, hi: Option<f64>) -> String
         .map(|value| match value {
             None => ' ',
             Some(v) if hi - lo <= f64::EPSILON => {
-                if *v > 0.0 { BARS[3] } else { BARS[0] }
+                if *v > 0.0 {
+                    BARS[3]
+                } else {
+                    BARS[0]
+                }
             }
             Some(v) => {
                 let level = ((v - lo) / (hi - lo) * (BARS.len() - 1) as f64).round();
@@ -115,7 +122,12 @@ impl History {
 /// Draws a history chart. Time runs left to right and is labelled relative
 /// to `now_ms`.
 pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, theme: Theme) {
-    let History { spec, lines, fit, range } = history;
+    let History {
+        spec,
+        lines,
+        fit,
+        range,
+    } = history;
     let (spec, range, fit) = (*spec, *range, fit.as_ref());
     let to_x = |t: i64| (t - range.to_ms) as f64 / 1000.0;
     let series: Vec<Vec<(f64, f64)>> = lines
@@ -158,18 +170,31 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
         }))
         .collect();
     let x_labels = vec![
-        Span::raw(format!("-{}", format::uptime(((now_ms - range.from_ms) / 1000) as u64))),
+        Span::raw(format!(
+            "-{}",
+            format::uptime(((now_ms - range.from_ms) / 1000) as u64)
+        )),
         Span::raw(if range.to_ms >= now_ms {
             "now".to_owned()
         } else {
-            format!("-{}", format::uptime(((now_ms - range.to_ms) / 1000) as u64))
+            format!(
+                "-{}",
+                format::uptime(((now_ms - range.to_ms) / 1000) as u64)
+            )
         }),
     ];
     // The legend is the title line: it never covers the data.
     let mut title = vec![Span::styled(format!(" {} ", spec.title), theme.heading())];
     for (i, line) in lines.iter().enumerate() {
-        let symbol = if theme.marker(i) == ratatui::symbols::Marker::Dot { "•" } else { "━" };
-        title.push(Span::styled(format!(" {symbol} {}", line.label), theme.line(i)));
+        let symbol = if theme.marker(i) == ratatui::symbols::Marker::Dot {
+            "•"
+        } else {
+            "━"
+        };
+        title.push(Span::styled(
+            format!(" {symbol} {}", line.label),
+            theme.line(i),
+        ));
     }
     if let Some(line) = fit {
         title.push(Span::styled(format!(" ━ {}", line.label), theme.fit()));
@@ -185,16 +210,24 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
         .y_axis(
             Axis::default()
                 .bounds([lo, hi])
-                .labels(vec![Span::raw(spec.unit.format(lo)), Span::raw(spec.unit.format(hi))])
+                .labels(vec![
+                    Span::raw(spec.unit.format(lo)),
+                    Span::raw(spec.unit.format(hi)),
+                ])
                 .style(theme.dim()),
         )
         .legend_position(None);
-    let [title_area, chart_area] =
-        ratatui::layout::Layout::vertical([ratatui::layout::Constraint::Length(1), ratatui::layout::Constraint::Fill(1)])
-            .areas(area);
+    let [title_area, chart_area] = ratatui::layout::Layout::vertical([
+        ratatui::layout::Constraint::Length(1),
+        ratatui::layout::Constraint::Fill(1),
+    ])
+    .areas(area);
     frame.render_widget(Paragraph::new(title), title_area);
     if lines.iter().all(|l| l.points.is_empty()) {
-        frame.render_widget(Paragraph::new(Span::styled("  no data in this window", theme.dim())), chart_area);
+        frame.render_widget(
+            Paragraph::new(Span::styled("  no data in this window", theme.dim())),
+            chart_area,
+        );
     } else {
         frame.render_widget(widget, chart_area);
     }
@@ -207,7 +240,11 @@ pub fn sections(sections: &[Section], theme: Theme) -> Vec<Line<'static>> {
     for section in sections {
         match section {
             Section::Fields(fields) => {
-                let width = fields.iter().map(|f| f.name.chars().count()).max().unwrap_or(0);
+                let width = fields
+                    .iter()
+                    .map(|f| f.name.chars().count())
+                    .max()
+                    .unwrap_or(0);
                 lines.extend(fields.iter().map(|field| {
                     Line::from(vec![
                         Span::styled(format!("  {:<width$}  ", field.name), theme.dim()),
@@ -215,7 +252,11 @@ pub fn sections(sections: &[Section], theme: Theme) -> Vec<Line<'static>> {
                     ])
                 }));
             }
-            Section::Table { title, columns, rows } => {
+            Section::Table {
+                title,
+                columns,
+                rows,
+            } => {
                 lines.push(Line::from(Span::styled(title.clone(), theme.heading())));
                 let widths: Vec<usize> = (0..columns.len())
                     .map(|c| {
@@ -245,13 +286,21 @@ pub fn sections(sections: &[Section], theme: Theme) -> Vec<Line<'static>> {
 
 /// A stack as lines, innermost first, with `is_hot` frames marked and
 /// highlighted.
-pub fn stack(frames: &[StackFrame], is_hot: impl Fn(usize) -> bool, theme: Theme) -> Vec<Line<'static>> {
+pub fn stack(
+    frames: &[StackFrame],
+    is_hot: impl Fn(usize) -> bool,
+    theme: Theme,
+) -> Vec<Line<'static>> {
     frames
         .iter()
         .enumerate()
         .map(|(i, frame)| {
             let hot = is_hot(i);
-            let (marker, style) = if hot { ("▶", theme.hot()) } else { (" ", Style::new()) };
+            let (marker, style) = if hot {
+                ("▶", theme.hot())
+            } else {
+                (" ", Style::new())
+            };
             let mut spans = vec![
                 Span::raw(format!("{marker}{i:>3} ")),
                 Span::styled(frame.function.clone(), style),
@@ -280,17 +329,26 @@ mod tests {
 
     #[test]
     fn buckets_average_and_leave_gaps() {
-        let range = Range { from_ms: 0, to_ms: 4000 };
+        let range = Range {
+            from_ms: 0,
+            to_ms: 4000,
+        };
         let points = [(0, 1.0), (500, 3.0), (3500, 8.0), (9000, 100.0)];
-        assert_eq!(buckets(&points, range, 4), vec![Some(2.0), None, None, Some(8.0)]);
+        assert_eq!(
+            buckets(&points, range, 4),
+            vec![Some(2.0), None, None, Some(8.0)]
+        );
     }
 
     #[test]
     fn sparklines_scale_to_their_range_and_show_gaps() {
         let values = [Some(0.0), Some(50.0), None, Some(100.0)];
         assert_eq!(spark(&values, Some(0.0), Some(100.0)), "▁▅ █");
-        assert_eq!(spark(&[Some(10.0), Some(11.0)], None, None), "▁█", "a climb is visible");
+        assert_eq!(
+            spark(&[Some(10.0), Some(11.0)], None, None),
+            "▁█",
+            "a climb is visible"
+        );
         assert_eq!(spark(&[Some(5.0), Some(5.0)], None, None), "▄▄");
     }
-
 }

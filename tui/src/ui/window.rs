@@ -98,7 +98,11 @@ mod tests {
         let past = live.pan_back(1_000_000);
         assert_eq!(past.end_ms, Some(850_000));
         assert_eq!(past.describe(1_000_000), "5m00s ending 2m30s ago");
-        assert_eq!(past.pan_forward(1_000_000).end_ms, None, "reaching now is live");
+        assert_eq!(
+            past.pan_forward(1_000_000).end_ms,
+            None,
+            "reaching now is live"
+        );
         assert_eq!(past.pan_back(1_000_000).pan_forward(1_000_000), past);
         assert_eq!(past.live_again(), live);
         assert_eq!(live.describe(0), "last 5m00s, live");
