@@ -220,6 +220,16 @@ pub struct HotFrame {
     pub samples: Option<u64>,
 }
 
+impl HotFrame {
+    /// `function (N samples)`.
+    pub fn describe(&self) -> String {
+        match self.samples {
+            Some(n) => format!("{} ({n} samples)", self.frame.function),
+            None => self.frame.function.clone(),
+        }
+    }
+}
+
 /// One stack sample and how many times it was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackSample {
@@ -314,6 +324,23 @@ impl LoopEvidence {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         }
+    }
+
+    /// The headline figures, as `(name, value)`: thread, its CPU, how long
+    /// it has been stuck, where the task was spawned.
+    pub fn facts(&self) -> Vec<(&'static str, String)> {
+        let mut facts = Vec::new();
+        facts.extend(self.thread.clone().map(|t| ("thread", t)));
+        facts.extend(
+            self.cpu_percent
+                .map(|cpu| ("thread CPU", format!("{cpu:.1}%"))),
+        );
+        facts.extend(
+            self.stuck_for_ms
+                .map(|ms| ("stuck for", format::duration_ms(ms))),
+        );
+        facts.extend(self.spawn_location.clone().map(|s| ("spawned at", s)));
+        facts
     }
 
     /// Whether `frame` is one of the hot frames. With no hot frames named,

@@ -103,19 +103,11 @@ fn facts(md: &mut String, incident: &Incident, now_ms: i64) {
 }
 
 fn loop_evidence(md: &mut String, evidence: &LoopEvidence) {
-    let mut bullets = Vec::new();
-    if let Some(thread) = &evidence.thread {
-        bullets.push(format!("thread: {thread}"));
-    }
-    if let Some(cpu) = evidence.cpu_percent {
-        bullets.push(format!("thread CPU while stuck: {cpu:.1}%"));
-    }
-    if let Some(stuck) = evidence.stuck_for_ms {
-        bullets.push(format!("stuck for: {}", format::duration_ms(stuck)));
-    }
-    if let Some(spawn) = &evidence.spawn_location {
-        bullets.push(format!("task spawned at: `{spawn}`"));
-    }
+    let mut bullets: Vec<String> = evidence
+        .facts()
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect();
     if let Some(caveat) = &evidence.caveat {
         bullets.push(format!("note: {caveat}"));
     }
@@ -127,11 +119,7 @@ fn loop_evidence(md: &mut String, evidence: &LoopEvidence) {
     if !evidence.hot_frames.is_empty() {
         let _ = writeln!(md, "Hottest leaf frames:\n");
         for hot in &evidence.hot_frames {
-            let samples = hot
-                .samples
-                .map(|n| format!(" ({n} samples)"))
-                .unwrap_or_default();
-            let _ = writeln!(md, "- `{}`{samples}", hot.frame.function);
+            let _ = writeln!(md, "- {}", hot.describe());
         }
         md.push('\n');
     }
@@ -239,8 +227,9 @@ mod tests {
         assert!(md.starts_with("# Incident 7: `runaway_loop` on checkout\n"));
         assert!(md.contains("| severity | critical |"));
         assert!(md.contains("| resolved | still open when this report was written |"));
-        assert!(md.contains("thread CPU while stuck: 99.2%"));
-        assert!(md.contains("stuck for: 42.0s"));
+        assert!(md.contains("- thread CPU: 99.2%"));
+        assert!(md.contains("- stuck for: 42.0s"));
+        assert!(md.contains("- mesh_service::faults::parse_header (5 samples)"));
         assert!(md.contains("▶  1 mesh_service::faults::parse_header  examples/src/faults.rs:57"));
         assert!(md.contains("![Flame graph of 3 stack samples](flame.svg)"));
         assert!(md.contains("![CPU](cpu.svg)"));

@@ -16,7 +16,7 @@ use super::input::Intent;
 use super::theme::Theme;
 use super::widgets::{self, ChartLine, History};
 use super::window::Window;
-use crate::evidence::{Evidence, LoopEvidence, MemoryEvidence};
+use crate::evidence::{Evidence, HotFrame, LoopEvidence, MemoryEvidence};
 use crate::format;
 use crate::model::{incident_charts, kind_name, severity_name, severity_rank};
 
@@ -52,17 +52,10 @@ impl IncidentDetail {
 
     /// Scrolls and moves the time window.
     pub fn handle(&mut self, intent: Intent, now_ms: i64) {
-        self.window = match intent {
-            Intent::ZoomIn => self.window.zoom_in(),
-            Intent::ZoomOut => self.window.zoom_out(),
-            Intent::PanBack => self.window.pan_back(now_ms),
-            Intent::PanForward => self.window.pan_forward(now_ms),
-            Intent::Live => self.window.live_again(),
-            other => {
-                self.scroll = cursor::scrolled(self.scroll, other);
-                self.window
-            }
-        };
+        match self.window.steer(intent, now_ms) {
+            Some(window) => self.window = window,
+            None => self.scroll = cursor::scrolled(self.scroll, intent),
+        }
     }
 
     /// The series its charts need.
@@ -96,11 +89,7 @@ impl IncidentDetail {
     /// Draws the incident.
     pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
         let Some(incident) = data.incident(&self.id) else {
-            let gone = format!(
-                " incident {} is no longer known to the collector (Esc to go back)",
-                self.id
-            );
-            frame.render_widget(Paragraph::new(Span::styled(gone, theme.dim())), area);
+            widgets::gone(frame, area, &format!("incident {}", self.id), theme);
             return;
         };
         let evidence = Evidence::of(incident);
@@ -187,23 +176,12 @@ fn header(incident: &Incident, now_ms: i64, theme: Theme) -> Vec<Line<'static>> 
 }
 
 fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
-    let mut facts = Vec::new();
-    if let Some(thread) = &evidence.thread {
-        facts.push(format!("thread {thread}"));
-    }
-    if let Some(cpu) = evidence.cpu_percent {
-        facts.push(format!("CPU {cpu:.1}%"));
-    }
-    if let Some(stuck) = evidence.stuck_for_ms {
-        facts.push(format!("stuck {}", format::duration_ms(stuck)));
-    }
+    let facts: Vec<String> = evidence
+        .facts()
+        .into_iter()
+        .map(|(name, value)| format!("{name} {value}"))
+        .collect();
     let mut lines = vec![Line::from(facts.join(" · "))];
-    if let Some(spawn) = &evidence.spawn_location {
-        lines.push(Line::from(vec![
-            Span::styled("spawned at ", theme.dim()),
-            Span::raw(spawn.clone()),
-        ]));
-    }
     if let Some(caveat) = &evidence.caveat {
         lines.push(Line::from(Span::styled(
             format!("note: {caveat}"),
@@ -226,14 +204,7 @@ fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
         theme,
     ));
     if !evidence.hot_frames.is_empty() {
-        let hot: Vec<String> = evidence
-            .hot_frames
-            .iter()
-            .map(|h| match h.samples {
-                Some(n) => format!("{} ({n} samples)", h.frame.function),
-                None => h.frame.function.clone(),
-            })
-            .collect();
+        let hot: Vec<String> = evidence.hot_frames.iter().map(HotFrame::describe).collect();
         lines.push(Line::from(vec![
             Span::styled("hottest leaves: ", theme.dim()),
             Span::raw(hot.join(", ")),

@@ -46,26 +46,19 @@ impl ServiceDetail {
 
     /// Scrolls, moves the window; Enter opens the most severe open incident.
     pub fn handle(&mut self, intent: Intent, data: &Data, now_ms: i64) -> Option<String> {
-        self.window = match intent {
-            Intent::ZoomIn => self.window.zoom_in(),
-            Intent::ZoomOut => self.window.zoom_out(),
-            Intent::PanBack => self.window.pan_back(now_ms),
-            Intent::PanForward => self.window.pan_forward(now_ms),
-            Intent::Live => self.window.live_again(),
-            Intent::Open => {
-                let instance = data.instance(&self.instance_id)?;
-                return instance
-                    .view
-                    .open_incidents
-                    .iter()
-                    .max_by_key(|i| severity_rank(i.severity))
-                    .map(|i| i.id.clone());
-            }
-            other => {
-                self.scroll = cursor::scrolled(self.scroll, other);
-                self.window
-            }
-        };
+        if let Some(window) = self.window.steer(intent, now_ms) {
+            self.window = window;
+        } else if intent == Intent::Open {
+            let instance = data.instance(&self.instance_id)?;
+            return instance
+                .view
+                .open_incidents
+                .iter()
+                .max_by_key(|i| severity_rank(i.severity))
+                .map(|i| i.id.clone());
+        } else {
+            self.scroll = cursor::scrolled(self.scroll, intent);
+        }
         None
     }
 
@@ -98,11 +91,12 @@ impl ServiceDetail {
     /// Draws the instance.
     pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
         let Some(instance) = data.instance(&self.instance_id) else {
-            let gone = format!(
-                " instance {} is no longer known to the collector (Esc to go back)",
-                self.instance_id
+            widgets::gone(
+                frame,
+                area,
+                &format!("instance {}", self.instance_id),
+                theme,
             );
-            frame.render_widget(Paragraph::new(Span::styled(gone, theme.dim())), area);
             return;
         };
         let head = header(instance, theme);

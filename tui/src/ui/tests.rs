@@ -153,25 +153,29 @@ fn runaway_loop_detail_highlights_the_hot_frame() {
 }
 
 #[test]
-fn memory_growth_detail_shows_the_chart_trend_and_sites() {
-    let mut app = app();
-    apply(
-        &mut app,
-        &[Intent::ShowIncidents, Intent::Down, Intent::Open],
-    );
-    assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == "8"));
-    insta::assert_snapshot!(screen(&app, 100, 34));
-}
-
-#[test]
-fn unknown_kind_detail_is_generic() {
-    let mut app = app();
-    apply(
-        &mut app,
-        &[Intent::ShowIncidents, Intent::Bottom, Intent::Open],
-    );
-    assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == "9"));
-    insta::assert_snapshot!(screen(&app, 80, 24));
+fn memory_growth_and_unknown_kind_details() {
+    let cases = [
+        (
+            "memory_growth_detail_shows_the_chart_trend_and_sites",
+            Intent::Down,
+            "8",
+            100,
+            34,
+        ),
+        (
+            "unknown_kind_detail_is_generic",
+            Intent::Bottom,
+            "9",
+            80,
+            24,
+        ),
+    ];
+    for (name, select, id, width, height) in cases {
+        let mut app = app();
+        apply(&mut app, &[Intent::ShowIncidents, select, Intent::Open]);
+        assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == id));
+        insta::assert_snapshot!(name, screen(&app, width, height));
+    }
 }
 
 #[test]

@@ -313,6 +313,13 @@ pub fn stack(
         .collect()
 }
 
+/// Says that what a detail shows (`what`: `incident 7`) is gone from the
+/// collector, in place of the detail.
+pub fn gone(frame: &mut Frame, area: Rect, what: &str, theme: Theme) {
+    let text = format!(" {what} is no longer known to the collector (Esc to go back)");
+    frame.render_widget(Paragraph::new(Span::styled(text, theme.dim())), area);
+}
+
 /// The footer: `key action` pairs.
 pub fn key_hints(keys: &[(&str, &str)], theme: Theme) -> Line<'static> {
     let mut spans = Vec::new();

@@ -1,5 +1,6 @@
 //! The time window of history charts: how much history, ending when.
 
+use super::input::Intent;
 use crate::client::Range;
 use crate::format;
 
@@ -72,6 +73,19 @@ impl Window {
     /// The same span, following now again.
     pub fn live_again(self) -> Self {
         Self::live(self.span_ms)
+    }
+
+    /// The window after `intent`, when it is one of the window's (zoom,
+    /// pan, live); `None` for any other intent.
+    pub fn steer(self, intent: Intent, now_ms: i64) -> Option<Self> {
+        Some(match intent {
+            Intent::ZoomIn => self.zoom_in(),
+            Intent::ZoomOut => self.zoom_out(),
+            Intent::PanBack => self.pan_back(now_ms),
+            Intent::PanForward => self.pan_forward(now_ms),
+            Intent::Live => self.live_again(),
+            _ => return None,
+        })
     }
 
     /// A label for the window: `last 5m00s (live)` or `5m00s ending 2m00s ago`.
