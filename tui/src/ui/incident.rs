@@ -135,7 +135,12 @@ impl IncidentDetail {
                 theme.dim(),
             )));
         }
-        frame.render_widget(Paragraph::new(lines).scroll((self.scroll, 0)), body);
+        frame.render_widget(
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .scroll((self.scroll, 0)),
+            body,
+        );
     }
 }
 
