@@ -17,7 +17,7 @@ use super::cursor;
 use super::fetch::{Data, SeriesReq};
 use super::input::Intent;
 use super::theme::Theme;
-use super::widgets::{buckets, spark};
+use super::widgets::{buckets, spark, trend_scale};
 use super::window::Window;
 use crate::format;
 use crate::model::{Instance, kind_name, severity_rank};
@@ -35,6 +35,8 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A sparkline of `metric`: on `scale` when given, else on the trend
+    /// scale of its own values.
     fn spark(
         &self,
         instance: &Instance,
@@ -58,6 +60,7 @@ impl Ctx<'_> {
             .from_ms
             .max(points.first().map_or(range.from_ms, |p| p.0));
         let values = buckets(points, range, SPARK_WIDTH);
+        let scale = scale.or_else(|| trend_scale(&values));
         spark(&values, scale.map(|s| s.0), scale.map(|s| s.1))
     }
 }

@@ -66,6 +66,15 @@ pub fn spark(values: &[Option<f64>], lo: Option<f64>, hi: Option<f64>) -> String
         .collect()
 }
 
+/// The scale of a trend sparkline: from the lowest value, spanning at least
+/// a tenth of the highest, so a slow climb shows and noise stays flat.
+pub fn trend_scale(values: &[Option<f64>]) -> Option<(f64, f64)> {
+    let known = values.iter().flatten().copied();
+    let lo = known.clone().reduce(f64::min)?;
+    let hi = known.reduce(f64::max)?;
+    Some((lo, hi.max(lo + hi.abs() * 0.1)))
+}
+
 /// One line of a chart: its label and points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChartLine {
@@ -357,5 +366,11 @@ mod tests {
             "a climb is visible"
         );
         assert_eq!(spark(&[Some(5.0), Some(5.0)], None, None), "▄▄");
+        let noisy = [Some(100.0), Some(101.0), Some(100.0)];
+        let (lo, hi) = trend_scale(&noisy).unwrap();
+        assert_eq!(spark(&noisy, Some(lo), Some(hi)), "▁▂▁", "noise stays low");
+        let climb = [Some(100.0), Some(150.0), Some(200.0)];
+        let (lo, hi) = trend_scale(&climb).unwrap();
+        assert_eq!(spark(&climb, Some(lo), Some(hi)), "▁▅█");
     }
 }
