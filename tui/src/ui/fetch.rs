@@ -14,7 +14,7 @@ use meshwatch_collector::incidents::Incident;
 use super::conn::Backoff;
 use super::window::Window;
 use crate::client::ApiClient;
-use crate::model::{Instance, InstanceSeries};
+use crate::model::{ChartSpec, Instance, InstanceSeries};
 
 /// One series a screen shows: a metric of every instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -25,6 +25,21 @@ pub struct SeriesReq {
     pub metric: &'static str,
     /// The history wanted.
     pub window: Window,
+}
+
+impl SeriesReq {
+    /// The series behind `charts` for `service` over `window`.
+    pub fn for_charts(service: &str, charts: &[ChartSpec], window: Window) -> Vec<SeriesReq> {
+        charts
+            .iter()
+            .flat_map(|spec| spec.metrics.iter())
+            .map(|metric| SeriesReq {
+                service: service.to_owned(),
+                metric,
+                window,
+            })
+            .collect()
+    }
 }
 
 /// The mesh as of one round of requests.

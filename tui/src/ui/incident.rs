@@ -15,7 +15,7 @@ use super::fetch::{Data, SeriesReq};
 use super::input::Intent;
 use super::theme::Theme;
 use super::widgets::{self, ChartLine, History};
-use super::window::Window;
+use super::window::{DETAIL_KEYS, Window};
 use crate::evidence::{Evidence, HotFrame, LoopEvidence, MemoryEvidence};
 use crate::format;
 use crate::model::{incident_charts, kind_name, severity_name, severity_rank};
@@ -63,27 +63,12 @@ impl IncidentDetail {
         let Some(incident) = data.incident(&self.id) else {
             return Vec::new();
         };
-        incident_charts(incident)
-            .iter()
-            .flat_map(|spec| spec.metrics.iter())
-            .map(|metric| SeriesReq {
-                service: incident.service.clone(),
-                metric,
-                window: self.window,
-            })
-            .collect()
+        SeriesReq::for_charts(&incident.service, incident_charts(incident), self.window)
     }
 
     /// Keys shown in the footer.
     pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("↑↓", "scroll"),
-            ("+-", "zoom"),
-            ("[]", "pan"),
-            ("L", "live"),
-            ("Esc", "back"),
-            ("?", "help"),
-        ]
+        &DETAIL_KEYS[1..]
     }
 
     /// Draws the incident.

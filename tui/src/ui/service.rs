@@ -13,7 +13,7 @@ use super::fetch::{Data, SeriesReq};
 use super::input::Intent;
 use super::theme::Theme;
 use super::widgets::{self, History};
-use super::window::Window;
+use super::window::{DETAIL_KEYS, Window};
 use crate::evidence;
 use crate::format;
 use crate::model::{Instance, SERVICE_CHARTS, kind_name, severity_rank};
@@ -64,28 +64,12 @@ impl ServiceDetail {
 
     /// The series its charts need.
     pub fn wants(&self) -> Vec<SeriesReq> {
-        SERVICE_CHARTS
-            .iter()
-            .flat_map(|spec| spec.metrics.iter())
-            .map(|metric| SeriesReq {
-                service: self.service.clone(),
-                metric,
-                window: self.window,
-            })
-            .collect()
+        SeriesReq::for_charts(&self.service, SERVICE_CHARTS, self.window)
     }
 
     /// Keys shown in the footer.
     pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("⏎", "incident"),
-            ("↑↓", "scroll"),
-            ("+-", "zoom"),
-            ("[]", "pan"),
-            ("L", "live"),
-            ("Esc", "back"),
-            ("?", "help"),
-        ]
+        DETAIL_KEYS
     }
 
     /// Draws the instance.

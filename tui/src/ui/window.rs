@@ -9,6 +9,18 @@ const MIN_SPAN_MS: i64 = 60_000;
 /// The widest window: an hour.
 const MAX_SPAN_MS: i64 = 3_600_000;
 
+/// The footer of a detail with a time window: Enter (opens what the detail
+/// links to) first, so a detail without a link shows `&DETAIL_KEYS[1..]`.
+pub const DETAIL_KEYS: &[(&str, &str)] = &[
+    ("⏎", "incident"),
+    ("↑↓", "scroll"),
+    ("+-", "zoom"),
+    ("[]", "pan"),
+    ("L", "live"),
+    ("Esc", "back"),
+    ("?", "help"),
+];
+
 /// A span of history ending now (live) or at a fixed instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
