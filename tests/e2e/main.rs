@@ -7,3 +7,4 @@ mod bad_input;
 mod history;
 mod registry;
 mod status_cli;
+mod tui;

@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use meshwatch_collector::incidents::Incident;
 use meshwatch_collector::views::ServicesView;
+use serde::Deserialize;
+
+use crate::model::{Instance, InstanceSeries};
 
 /// How long one API call may take before the CLI gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -13,6 +17,27 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ApiClient {
     base: String,
     agent: ureq::Agent,
+}
+
+/// `GET /api/v1/incidents`.
+#[derive(Debug, Deserialize)]
+struct IncidentsView {
+    incidents: Vec<Incident>,
+}
+
+/// `GET /api/v1/series`: one entry per instance of the service.
+#[derive(Debug, Deserialize)]
+struct SeriesView {
+    series: Vec<InstanceSeries>,
+}
+
+/// A closed time range in milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// The first instant wanted.
+    pub from_ms: i64,
+    /// The last instant wanted.
+    pub to_ms: i64,
 }
 
 impl ApiClient {
@@ -28,9 +53,66 @@ impl ApiClient {
         }
     }
 
+    /// The collector's base URL, to show people where the data comes from.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `GET /api/v1/services`: every instance of the mesh.
     pub fn services(&self) -> anyhow::Result<ServicesView> {
         self.get("/api/v1/services")
+    }
+
+    /// `GET /api/v1/services`, keeping the figures and sections this build
+    /// has no type for, so the views can show them by name.
+    pub fn instances(&self) -> anyhow::Result<Vec<Instance>> {
+        let raw: serde_json::Value = self.get("/api/v1/services")?;
+        let list = raw
+            .get("services")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        list.into_iter()
+            .map(|value| {
+                Instance::from_json(value).with_context(|| {
+                    format!(
+                        "the collector at {} sent an instance this meshwatch cannot read",
+                        self.base
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// `GET /api/v1/incidents`: open and resolved incidents, oldest first.
+    pub fn incidents(&self) -> anyhow::Result<Vec<Incident>> {
+        self.get::<IncidentsView>("/api/v1/incidents")
+            .map(|view| view.incidents)
+    }
+
+    /// `GET /api/v1/series` for every instance of `service` over `range`.
+    ///
+    /// A metric the collector does not know (an older collector) or a
+    /// service it has forgotten is `None`, not an error: the view shows no
+    /// data for it while the rest of the screen stays live.
+    pub fn series(
+        &self,
+        service: &str,
+        metric: &str,
+        range: Range,
+    ) -> anyhow::Result<Option<Vec<InstanceSeries>>> {
+        let path = format!(
+            "/api/v1/series?service={}&metric={}&from={}&to={}",
+            query_escape(service),
+            query_escape(metric),
+            range.from_ms,
+            range.to_ms
+        );
+        match self.get::<SeriesView>(&path) {
+            Ok(view) => Ok(Some(view.series)),
+            Err(err) if is_client_error(&err) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// The raw JSON of `path`, for `--json` output that passes the API through.
@@ -49,5 +131,40 @@ impl ApiClient {
                 self.base
             )
         })
+    }
+}
+
+/// Whether the collector answered 4xx: it is there, but refused the question.
+fn is_client_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ureq::Error>(),
+            Some(ureq::Error::StatusCode(400..=499))
+        )
+    })
+}
+
+/// Percent-encodes everything but unreserved characters, so any service
+/// name survives a query string.
+fn query_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_query_values() {
+        assert_eq!(query_escape("check out&x=1"), "check%20out%26x%3D1");
+        assert_eq!(query_escape("rss_bytes"), "rss_bytes");
     }
 }

@@ -1,15 +1,22 @@
 //! `meshwatch`: the command line of meshwatch.
 //!
+//! - `meshwatch` opens the interactive TUI on a collector;
 //! - `meshwatch status` prints the mesh once, as a table or `--json`;
-//! - `meshwatch demo` runs a collector and a demo mesh and shows it;
-//! - `meshwatch` alone watches the mesh, refreshing every second.
+//! - `meshwatch report INCIDENT` writes a post-mortem of one incident;
+//! - `meshwatch demo` runs a collector, a demo mesh with faults, and the TUI.
 
 mod client;
 mod demo;
+mod evidence;
 mod format;
+mod model;
+mod report;
 mod status;
-mod watch;
+mod ui;
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use client::ApiClient;
@@ -31,6 +38,10 @@ struct Cli {
         default_value = "http://127.0.0.1:6741"
     )]
     collector: String,
+    /// Where the TUI writes its logs (never to the screen); default
+    /// `meshwatch.log` in the temporary directory. Other commands log to stderr.
+    #[arg(long, global = true, env = "MESHWATCH_LOG_FILE", value_name = "PATH")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -43,7 +54,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Start a collector on a temporary data dir and a demo mesh, and watch it.
+    /// Write a post-mortem of one incident: Markdown, SVG charts, flame graph.
+    Report(report::ReportArgs),
+    /// Start a collector on a temporary data dir and a demo mesh whose
+    /// faults fire on a schedule, and open the TUI on it.
     Demo(demo::DemoArgs),
     /// Run one service of the demo mesh (started by `meshwatch demo`).
     #[command(hide = true)]
@@ -52,10 +66,19 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    let tui = match &cli.command {
+        None => true,
+        Some(Command::Demo(args)) => !args.no_tui,
+        Some(_) => false,
+    };
+    init_logging(tui.then(|| {
+        cli.log_file
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("meshwatch.log"))
+    }))?;
+    let client = ApiClient::new(&cli.collector);
     match cli.command {
         Some(Command::Status { json }) => {
-            let client = ApiClient::new(&cli.collector);
             if json {
                 let raw = client.raw("/api/v1/services")?;
                 println!("{}", serde_json::to_string_pretty(&raw)?);
@@ -64,20 +87,38 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Report(args)) => report::run(&client, &args),
         Some(Command::Demo(args)) => demo::run(&args),
         Some(Command::DemoService(args)) => meshwatch_examples::service::run(&args),
-        None => watch::run(&ApiClient::new(&cli.collector)),
+        None => ui::run(client, None),
     }
 }
 
-/// Logs go to stderr, filtered by `MESHWATCH_LOG` (default: warnings), so
-/// they never mix with the tables and JSON on stdout.
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHWATCH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+/// Logs are filtered by `MESHWATCH_LOG` (default: warnings) and go to
+/// `file` when the TUI owns the screen, else to stderr, so they never mix
+/// with the tables and JSON on stdout.
+fn init_logging(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHWATCH_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| {
+                    format!(
+                        "cannot open the log file {} (choose another with --log-file)",
+                        path.display()
+                    )
+                })?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
 }

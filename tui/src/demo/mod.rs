@@ -2,13 +2,17 @@
 //!
 //! It starts a collector in this process on a temporary data dir, then the
 //! demo mesh as child processes of this same binary (`meshwatch
-//! demo-service`, so `cargo run` builds everything the demo needs), and shows
-//! the mesh until Ctrl-C, when it stops the services and removes the data.
+//! demo-service`, so `cargo run` builds everything the demo needs), fires
+//! the faults of [`faults::SCHEDULE`] at them, and opens the TUI on the
+//! mesh (or, with `--no-tui`, prints the mesh every second). On quit or
+//! Ctrl-C it stops the services and removes the data.
+
+mod faults;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use meshwatch_collector::config::{DEFAULT_HTTP, DEFAULT_LISTEN};
@@ -24,9 +28,12 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// Options of `meshwatch demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Stop by itself after this many seconds (default: run until Ctrl-C).
+    /// Stop by itself after this many seconds (default: run until quit).
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,
+    /// Print the mesh every second instead of opening the TUI.
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 /// Child processes killed when dropped, so that an error or Ctrl-C never
@@ -43,11 +50,12 @@ impl Drop for Children {
     }
 }
 
-/// Runs the demo until Ctrl-C or `--duration`.
+/// Runs the demo until quit, Ctrl-C or `--duration`.
 ///
 /// # Errors
 ///
-/// When the collector cannot start or a service cannot be spawned.
+/// When the collector cannot start, a service cannot be spawned, or the
+/// terminal cannot be used.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let data_dir = tempfile::Builder::new()
         .prefix("meshwatch-demo-")
@@ -66,11 +74,43 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         "meshwatch demo: collector ingest={ingest} http={http}, data in {}",
         data_dir.path().display()
     );
-    println!("in another terminal: cargo run --bin meshwatch -- status --collector {http}");
 
-    let children = spawn_mesh(ingest, data_dir.path())?;
+    let addresses = faults::Addresses::default();
+    let children = spawn_mesh(ingest, data_dir.path(), &addresses)?;
+    let started = Instant::now();
+    let no_tui = args.no_tui;
+    let schedule = std::thread::Builder::new()
+        .name("demo-faults".to_owned())
+        .spawn(move || {
+            faults::run_schedule(faults::SCHEDULE, started, &addresses, &mut |outcome| {
+                let line = match outcome {
+                    Ok(line) => {
+                        tracing::info!("{line}");
+                        line
+                    }
+                    Err(line) => {
+                        tracing::warn!("{line}");
+                        line
+                    }
+                };
+                if no_tui {
+                    println!("demo: {line}");
+                }
+            });
+        });
+    if let Err(err) = schedule {
+        tracing::warn!("cannot start the fault schedule: {err}");
+    }
     let client = ApiClient::new(&http);
-    let shown = runtime.block_on(show_until_stopped(&client, args));
+    let deadline = args
+        .duration
+        .map(|secs| started + Duration::from_secs(secs));
+    let shown = if args.no_tui {
+        println!("in another terminal: cargo run -p meshwatch -- --collector {http}");
+        runtime.block_on(print_until_stopped(&client, deadline))
+    } else {
+        crate::ui::run(client, deadline)
+    };
     drop(children);
     runtime
         .block_on(collector.shutdown())
@@ -95,8 +135,13 @@ async fn start_collector(data_dir: &Path) -> anyhow::Result<meshwatch_collector:
 }
 
 /// Spawns each demo service as `meshwatch demo-service`, logging to a file
-/// in the data dir so its output does not scribble over the display.
-fn spawn_mesh(ingest: SocketAddr, data_dir: &Path) -> anyhow::Result<Children> {
+/// in the data dir so its output does not scribble over the display, and
+/// reading its stdout for the HTTP address its fault switches listen on.
+fn spawn_mesh(
+    ingest: SocketAddr,
+    data_dir: &Path,
+    addresses: &faults::Addresses,
+) -> anyhow::Result<Children> {
     let exe =
         std::env::current_exe().context("cannot find this executable to run the demo mesh")?;
     let mut children = Children::default();
@@ -104,7 +149,7 @@ fn spawn_mesh(ingest: SocketAddr, data_dir: &Path) -> anyhow::Result<Children> {
         let log_path = data_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let child = Command::new(&exe)
+        let mut child = Command::new(&exe)
             .args([
                 "demo-service",
                 "--name",
@@ -114,24 +159,27 @@ fn spawn_mesh(ingest: SocketAddr, data_dir: &Path) -> anyhow::Result<Children> {
             ])
             .env("MESHWATCH_COLLECTOR", ingest.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start demo service {name}"))?;
+        if let Some(stdout) = child.stdout.take() {
+            addresses.watch(name, stdout);
+        }
         children.0.push(child);
     }
     Ok(children)
 }
 
-async fn show_until_stopped(client: &ApiClient, args: &DemoArgs) -> anyhow::Result<()> {
+async fn print_until_stopped(client: &ApiClient, deadline: Option<Instant>) -> anyhow::Result<()> {
     let stop_after = async {
-        match args.duration {
-            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+        match deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
             None => std::future::pending().await,
         }
     };
     tokio::pin!(stop_after);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut ticks = tokio::time::interval(REFRESH);
     loop {
         tokio::select! {

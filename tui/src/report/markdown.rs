@@ -1,0 +1,254 @@
+//! The post-mortem's text: a pure function of the incident, its evidence
+//! and the pictures written beside it.
+
+use std::fmt::Write;
+
+use meshwatch_collector::incidents::Incident;
+
+use crate::evidence::{Evidence, Frame, LoopEvidence, MemoryEvidence, Section};
+use crate::format;
+use crate::model::{kind_name, severity_name};
+
+/// A picture written beside the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    /// Its caption.
+    pub title: String,
+    /// Its file name, relative to the report.
+    pub file: String,
+}
+
+/// The post-mortem of `incident` as Markdown, at `now_ms`.
+pub fn render(
+    incident: &Incident,
+    charts: &[Picture],
+    flame: Option<&Picture>,
+    now_ms: i64,
+) -> String {
+    let evidence = Evidence::of(incident);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Incident {}: `{}` on {}\n",
+        incident.id,
+        kind_name(incident),
+        incident.service
+    );
+    let _ = writeln!(md, "> {}\n", incident.summary);
+    facts(&mut md, incident, now_ms);
+    let _ = writeln!(md, "## Evidence\n");
+    match &evidence {
+        Evidence::Loop(l) => loop_evidence(&mut md, l),
+        Evidence::Memory(m) => memory_evidence(&mut md, m),
+        Evidence::Other => {}
+    }
+    if let Some(flame) = flame {
+        let _ = writeln!(
+            md,
+            "### {}\n\n![{}]({})\n",
+            flame.title, flame.title, flame.file
+        );
+    }
+    sections(&mut md, &evidence.rest(incident, now_ms));
+    if !charts.is_empty() {
+        let _ = writeln!(
+            md,
+            "## History\n\nThe dashed lines mark when the incident opened and ended.\n"
+        );
+        for chart in charts {
+            let _ = writeln!(md, "![{}]({})\n", chart.title, chart.file);
+        }
+    }
+    let raw = serde_json::to_string_pretty(&incident.evidence).unwrap_or_default();
+    let _ = writeln!(md, "## Raw evidence\n\n```json\n{raw}\n```");
+    let _ = writeln!(
+        md,
+        "\n_Written by `meshwatch report` at {}._",
+        format::utc(now_ms)
+    );
+    md
+}
+
+fn facts(md: &mut String, incident: &Incident, now_ms: i64) {
+    let end = incident.resolved_at_ms.unwrap_or(now_ms);
+    let rows = [
+        ("severity", severity_name(incident.severity).to_owned()),
+        ("service", incident.service.clone()),
+        (
+            "instance",
+            incident
+                .instance
+                .clone()
+                .unwrap_or_else(|| "(service-wide)".to_owned()),
+        ),
+        ("opened", format::utc(incident.opened_at_ms)),
+        ("last seen", format::utc(incident.last_seen_at_ms)),
+        (
+            "resolved",
+            incident.resolved_at_ms.map_or_else(
+                || "still open when this report was written".to_owned(),
+                format::utc,
+            ),
+        ),
+        (
+            "lasted",
+            format::duration_ms((end - incident.opened_at_ms) as f64),
+        ),
+    ];
+    let _ = writeln!(md, "| | |\n|---|---|");
+    for (name, value) in rows {
+        let _ = writeln!(md, "| {name} | {} |", cell(&value));
+    }
+    md.push('\n');
+}
+
+fn loop_evidence(md: &mut String, evidence: &LoopEvidence) {
+    let mut bullets: Vec<String> = evidence
+        .facts()
+        .into_iter()
+        .map(|(name, value)| format!("{name}: {value}"))
+        .collect();
+    if let Some(caveat) = &evidence.caveat {
+        bullets.push(format!("note: {caveat}"));
+    }
+    for bullet in bullets {
+        let _ = writeln!(md, "- {bullet}");
+    }
+    let _ = writeln!(md, "\n### Stack (innermost first, ▶ marks the hot frame)\n");
+    stack(md, &evidence.frames, |i| evidence.is_hot(i));
+    if !evidence.hot_frames.is_empty() {
+        let _ = writeln!(md, "Hottest leaf frames:\n");
+        for hot in &evidence.hot_frames {
+            let _ = writeln!(md, "- {}", hot.describe());
+        }
+        md.push('\n');
+    }
+    if evidence.samples.len() == 1 {
+        let _ = writeln!(md, "One stack sample:\n");
+        stack(md, &evidence.samples[0].frames, |_| false);
+    }
+}
+
+fn memory_evidence(md: &mut String, evidence: &MemoryEvidence) {
+    let _ = writeln!(md, "### Allocation sites, most suspect first\n");
+    if evidence.sites.is_empty() {
+        let _ = writeln!(md, "No sampled sites were reported.\n");
+    }
+    for (n, site) in evidence.sites.iter().enumerate() {
+        let figures: Vec<String> = site
+            .figures
+            .iter()
+            .map(|f| format!("{} {}", f.name, f.value))
+            .collect();
+        let _ = writeln!(md, "{}. `{}` — {}\n", n + 1, site.label, figures.join(", "));
+        if !site.frames.is_empty() {
+            stack(md, &site.frames, |_| false);
+        }
+    }
+}
+
+fn stack(md: &mut String, frames: &[Frame], is_hot: impl Fn(usize) -> bool) {
+    if frames.is_empty() {
+        let _ = writeln!(md, "No stack was captured.\n");
+        return;
+    }
+    md.push_str("```text\n");
+    for (i, frame) in frames.iter().enumerate() {
+        let marker = if is_hot(i) { "▶" } else { " " };
+        let location = frame
+            .location
+            .as_deref()
+            .map(|l| format!("  {l}"))
+            .unwrap_or_default();
+        let _ = writeln!(md, "{marker}{i:>3} {}{location}", frame.function);
+    }
+    md.push_str("```\n\n");
+}
+
+fn sections(md: &mut String, sections: &[Section]) {
+    for section in sections {
+        match section {
+            Section::Fields(fields) => {
+                let _ = writeln!(md, "| figure | value |\n|---|---|");
+                for field in fields {
+                    let _ = writeln!(md, "| `{}` | {} |", field.name, cell(&field.value));
+                }
+            }
+            Section::Table {
+                title,
+                columns,
+                rows,
+            } => {
+                let _ = writeln!(md, "### {title}\n");
+                let _ = writeln!(
+                    md,
+                    "| {} |",
+                    columns
+                        .iter()
+                        .map(|c| cell(c))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+                let _ = writeln!(md, "|{}", "---|".repeat(columns.len()));
+                for row in rows {
+                    let _ = writeln!(
+                        md,
+                        "| {} |",
+                        row.iter().map(|c| cell(c)).collect::<Vec<_>>().join(" | ")
+                    );
+                }
+            }
+        }
+        md.push('\n');
+    }
+}
+
+/// Text safe inside a Markdown table cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::{self, NOW_MS};
+
+    #[test]
+    fn a_loop_report_has_the_facts_the_stack_and_the_pictures() {
+        let flame = Picture {
+            title: "Flame graph of 3 stack samples".into(),
+            file: "flame.svg".into(),
+        };
+        let charts = [Picture {
+            title: "CPU".into(),
+            file: "cpu.svg".into(),
+        }];
+        let md = render(&fixtures::runaway(), &charts, Some(&flame), NOW_MS);
+        assert!(md.starts_with("# Incident 7: `runaway_loop` on checkout\n"));
+        assert!(md.contains("| severity | critical |"));
+        assert!(md.contains("| resolved | still open when this report was written |"));
+        assert!(md.contains("- thread CPU: 99.2%"));
+        assert!(md.contains("- stuck for: 42.0s"));
+        assert!(md.contains("- mesh_service::faults::parse_header (5 samples)"));
+        assert!(md.contains("▶  1 mesh_service::faults::parse_header  examples/src/faults.rs:57"));
+        assert!(md.contains("![Flame graph of 3 stack samples](flame.svg)"));
+        assert!(md.contains("![CPU](cpu.svg)"));
+        assert!(
+            md.contains("| `worker` | 1 |"),
+            "the rest is shown generically"
+        );
+        assert!(md.contains("```json\n{"));
+    }
+
+    #[test]
+    fn memory_and_unknown_kinds_get_sites_and_tables() {
+        let md = render(&fixtures::growth(), &[], None, NOW_MS);
+        assert!(md.contains("1. `mesh_service::faults::SessionCache::insert` — "));
+        assert!(md.contains("live_bytes 8.0 MiB"));
+        assert!(md.contains("| `time_to_limit_ms` | 2h00m |"));
+        let md = render(&fixtures::socket_leak(), &[], None, NOW_MS);
+        assert!(md.contains("### peers\n\n| peer | count | oldest_age_ms |"));
+        assert!(md.contains("| 10.0.0.7:443 | 100 | 4m50s |"));
+        assert!(md.contains("| lasted | 4m58s |"));
+    }
+}

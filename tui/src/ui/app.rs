@@ -1,0 +1,180 @@
+//! The TUI's state and how intents change it. Each screen keeps its own
+//! state and handles its own intents; this module only routes them and
+//! keeps the navigation (which tab, which details are open).
+
+use super::conn::Connection;
+use super::fetch::{Data, Message, SeriesReq};
+use super::incident::IncidentDetail;
+use super::incidents::IncidentList;
+use super::input::{Intent, Mode};
+use super::mesh::MeshTable;
+use super::service::ServiceDetail;
+
+/// The top-level screens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tab {
+    /// One row per instance.
+    #[default]
+    Mesh,
+    /// Open and recent incidents.
+    Incidents,
+}
+
+/// A detail opened over a tab; Esc closes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// An instance in depth.
+    Service(ServiceDetail),
+    /// An incident and its evidence.
+    Incident(IncidentDetail),
+}
+
+/// Whether the loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep running.
+    Continue,
+    /// Restore the terminal and leave.
+    Quit,
+}
+
+/// Everything the screen shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    /// The collector's URL.
+    pub collector: String,
+    /// Whether the collector answers.
+    pub conn: Connection,
+    /// The latest data.
+    pub data: Data,
+    /// The clock the views use (ms since the Unix epoch).
+    pub now_ms: i64,
+    /// The tab shown when no detail is open.
+    pub tab: Tab,
+    /// The mesh table's state.
+    pub mesh: MeshTable,
+    /// The incident list's state.
+    pub incidents: IncidentList,
+    /// Open details, innermost last.
+    pub details: Vec<Detail>,
+    /// Whether the help is shown over the rest.
+    pub help: bool,
+}
+
+impl App {
+    /// A fresh screen for the collector at `collector`.
+    pub fn new(collector: &str, now_ms: i64) -> Self {
+        Self {
+            collector: collector.to_owned(),
+            conn: Connection::Connecting,
+            data: Data::default(),
+            now_ms,
+            tab: Tab::Mesh,
+            mesh: MeshTable::default(),
+            incidents: IncidentList::default(),
+            details: Vec::new(),
+            help: false,
+        }
+    }
+
+    /// How keys are read now.
+    pub fn mode(&self) -> Mode {
+        if self.details.is_empty() && self.tab == Tab::Mesh && self.mesh.filtering && !self.help {
+            Mode::Filtering
+        } else {
+            Mode::Normal
+        }
+    }
+
+    /// Takes in a report of the fetcher.
+    pub fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Fetched(data) => {
+                self.conn.succeeded();
+                self.data = *data;
+            }
+            Message::Failed { error, retry_in } => self.conn.failed(error, retry_in, self.now_ms),
+        }
+    }
+
+    /// Applies an intent.
+    pub fn apply(&mut self, intent: Intent) -> Flow {
+        if self.help {
+            if intent == Intent::Quit {
+                return Flow::Quit;
+            }
+            self.help = false;
+            return Flow::Continue;
+        }
+        match intent {
+            Intent::Quit => return Flow::Quit,
+            Intent::Help => self.help = true,
+            Intent::Back if self.details.pop().is_some() => {}
+            Intent::Back if self.tab == Tab::Mesh && self.mesh.has_filter() => {
+                self.mesh.clear_filter()
+            }
+            Intent::Back => return Flow::Quit,
+            Intent::ShowMesh => self.show(Tab::Mesh),
+            Intent::ShowIncidents => self.show(Tab::Incidents),
+            Intent::NextTab => self.show(match self.tab {
+                Tab::Mesh => Tab::Incidents,
+                Tab::Incidents => Tab::Mesh,
+            }),
+            other => self.route(other),
+        }
+        Flow::Continue
+    }
+
+    fn show(&mut self, tab: Tab) {
+        self.details.clear();
+        self.tab = tab;
+    }
+
+    /// Hands an intent to the screen in front, and opens what it asks for.
+    fn route(&mut self, intent: Intent) {
+        let (data, now_ms) = (&self.data, self.now_ms);
+        let opened = match (self.details.last_mut(), self.tab) {
+            (Some(Detail::Service(detail)), _) => detail
+                .handle(intent, data, now_ms)
+                .and_then(|id| data.incident(&id))
+                .map(|i| Detail::Incident(IncidentDetail::new(i, now_ms))),
+            (Some(Detail::Incident(detail)), _) => {
+                detail.handle(intent, now_ms);
+                None
+            }
+            (None, Tab::Mesh) => self
+                .mesh
+                .handle(intent, data)
+                .and_then(|id| data.instance(&id))
+                .map(|i| Detail::Service(ServiceDetail::new(i))),
+            (None, Tab::Incidents) => self
+                .incidents
+                .handle(intent, data)
+                .and_then(|id| data.incident(&id))
+                .map(|i| Detail::Incident(IncidentDetail::new(i, now_ms))),
+        };
+        self.details.extend(opened);
+    }
+
+    /// The series the screens in view need.
+    pub fn wants(&self) -> Vec<SeriesReq> {
+        let mut wants = MeshTable::wants(&self.data);
+        match self.details.last() {
+            Some(Detail::Service(detail)) => wants.extend(detail.wants()),
+            Some(Detail::Incident(detail)) => wants.extend(detail.wants(&self.data)),
+            None => {}
+        }
+        wants
+    }
+
+    /// The keys of the screen in front, for the footer.
+    pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
+        match (self.details.last(), self.tab) {
+            _ if self.help => &[("any key", "close the help")],
+            (Some(Detail::Service(d)), _) => d.keys(),
+            (Some(Detail::Incident(d)), _) => d.keys(),
+            (None, Tab::Mesh) => self.mesh.keys(),
+            (None, Tab::Incidents) => self.incidents.keys(),
+        }
+    }
+}

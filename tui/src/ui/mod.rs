@@ -1,0 +1,104 @@
+//! The interactive TUI.
+//!
+//! Four parts kept apart, as in tokio-console:
+//! - **input** ([`input`]): keys become [`input::Intent`]s;
+//! - **connection** ([`fetch`], [`conn`]): a thread fetches what the screens
+//!   want and reports each round; [`conn::Connection`] says whether the
+//!   collector answers;
+//! - **state** ([`app`]): each screen's own state, changed by intents;
+//! - **views** ([`view`] and the screens): drawing is a pure function of
+//!   the state, so every screen is snapshot-tested on fixed data.
+//!
+//! The loop below is the only code that touches the terminal. ratatui's
+//! `init` installs a panic hook that restores the terminal before the
+//! panic message is printed; logs go to a file, never to the screen.
+
+mod app;
+mod conn;
+mod cursor;
+mod fetch;
+mod incident;
+mod incidents;
+mod input;
+mod mesh;
+mod service;
+mod theme;
+mod view;
+mod widgets;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ratatui::crossterm::event::{self, Event};
+
+use crate::client::ApiClient;
+
+/// How often the collector is asked for news.
+const REFRESH: Duration = Duration::from_secs(1);
+/// How long the loop waits for a key before redrawing.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Milliseconds since the Unix epoch, the API's clock.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Runs the TUI against `client` until the person quits or `deadline`
+/// passes.
+///
+/// # Errors
+///
+/// When the terminal cannot be set up or written to.
+pub fn run(client: ApiClient, deadline: Option<Instant>) -> anyhow::Result<()> {
+    let theme = theme::Theme::from_env();
+    let mut app = app::App::new(client.base(), now_ms());
+    let fetcher =
+        fetch::Fetcher::spawn(client, REFRESH).context("cannot start the fetcher thread")?;
+    let mut terminal =
+        ratatui::try_init().context("cannot set up the terminal (is this a TTY?)")?;
+    let result = event_loop(&mut terminal, &mut app, &fetcher, theme, deadline);
+    ratatui::restore();
+    result
+}
+
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut app::App,
+    fetcher: &fetch::Fetcher,
+    theme: theme::Theme,
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
+    let mut wanted = Vec::new();
+    loop {
+        app.now_ms = now_ms();
+        while let Some(message) = fetcher.try_recv() {
+            app.on_message(message);
+        }
+        let wants = app.wants();
+        if wants != wanted {
+            fetcher.want(wants.clone());
+            wanted = wants;
+        }
+        terminal
+            .draw(|frame| view::render(frame, app, theme))
+            .context("cannot draw")?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+        if !event::poll(TICK).context("cannot read the terminal")? {
+            continue;
+        }
+        if let Event::Key(key) = event::read().context("cannot read the terminal")?
+            && let Some(intent) = input::intent(key, app.mode())
+            && app.apply(intent) == app::Flow::Quit
+        {
+            return Ok(());
+        }
+    }
+}

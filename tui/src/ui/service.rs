@@ -1,0 +1,256 @@
+//! One instance in depth: its figures, open incidents, threads with their
+//! CPU, runtimes, whatever else the collector reports about it (sockets,
+//! heap sites, …, shown generically), and history charts over a time window
+//! that zooms, pans and returns to live.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+
+use super::cursor;
+use super::fetch::{Data, SeriesReq};
+use super::input::Intent;
+use super::theme::Theme;
+use super::widgets::{self, History};
+use super::window::{DETAIL_KEYS, Window};
+use crate::evidence;
+use crate::format;
+use crate::model::{Instance, SERVICE_CHARTS, kind_name, severity_rank};
+
+/// History shown by default.
+const SPAN_MS: i64 = 300_000;
+/// The smallest useful chart.
+const MIN_CHART_HEIGHT: u16 = 6;
+
+/// The service detail's own state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDetail {
+    /// The instance shown.
+    pub instance_id: String,
+    service: String,
+    scroll: u16,
+    window: Window,
+}
+
+impl ServiceDetail {
+    /// The detail of `instance`, live.
+    pub fn new(instance: &Instance) -> Self {
+        Self {
+            instance_id: instance.view.instance_id.clone(),
+            service: instance.view.service.clone(),
+            scroll: 0,
+            window: Window::live(SPAN_MS),
+        }
+    }
+
+    /// Scrolls, moves the window; Enter opens the most severe open incident.
+    pub fn handle(&mut self, intent: Intent, data: &Data, now_ms: i64) -> Option<String> {
+        if let Some(window) = self.window.steer(intent, now_ms) {
+            self.window = window;
+        } else if intent == Intent::Open {
+            let instance = data.instance(&self.instance_id)?;
+            return instance
+                .view
+                .open_incidents
+                .iter()
+                .max_by_key(|i| severity_rank(i.severity))
+                .map(|i| i.id.clone());
+        } else {
+            self.scroll = cursor::scrolled(self.scroll, intent);
+        }
+        None
+    }
+
+    /// The series its charts need.
+    pub fn wants(&self) -> Vec<SeriesReq> {
+        SeriesReq::for_charts(&self.service, SERVICE_CHARTS, self.window)
+    }
+
+    /// Keys shown in the footer.
+    pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
+        DETAIL_KEYS
+    }
+
+    /// Draws the instance.
+    pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
+        let Some(instance) = data.instance(&self.instance_id) else {
+            widgets::gone(
+                frame,
+                area,
+                &format!("instance {}", self.instance_id),
+                theme,
+            );
+            return;
+        };
+        let head = header(instance, theme);
+        let width = usize::from(area.width.max(1));
+        let head_height: usize = head
+            .iter()
+            .map(|line| line.width().max(1).div_ceil(width))
+            .sum();
+        let [head_area, left, right] = {
+            let [head_area, rest] = Layout::vertical([
+                Constraint::Length(u16::try_from(head_height).unwrap_or(u16::MAX)),
+                Constraint::Fill(1),
+            ])
+            .areas(area);
+            let [left, right] =
+                Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)])
+                    .areas(rest);
+            [head_area, left, right]
+        };
+        frame.render_widget(Paragraph::new(head).wrap(Wrap { trim: false }), head_area);
+        frame.render_widget(
+            Paragraph::new(details(instance, now_ms, theme))
+                .wrap(Wrap { trim: false })
+                .scroll((self.scroll, 0)),
+            left,
+        );
+        self.render_charts(frame, right, data, now_ms, theme);
+    }
+
+    fn render_charts(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
+        let [label, area] =
+            Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(area);
+        frame.render_widget(
+            Paragraph::new(Span::styled(
+                format!("history: {}", self.window.describe(now_ms)),
+                theme.dim(),
+            )),
+            label,
+        );
+        let all: Vec<History> = SERVICE_CHARTS
+            .iter()
+            .map(|spec| History::of(data, &self.service, *spec, self.window, now_ms))
+            .collect();
+        // Charts of metrics the collector serves; the first two even when
+        // empty, so a quiet window still says "no data".
+        let shown: Vec<&History> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| *i < 2 || h.has_data())
+            .map(|(_, h)| h)
+            .take(usize::from((area.height / MIN_CHART_HEIGHT).max(1)))
+            .collect();
+        let areas = Layout::vertical(shown.iter().map(|_| Constraint::Fill(1))).split(area);
+        for (history, chart_area) in shown.iter().zip(areas.iter()) {
+            widgets::chart(frame, *chart_area, history, now_ms, theme);
+        }
+    }
+}
+
+fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
+    let view = &instance.view;
+    let figure = |name: &str, unit: fn(f64) -> String| {
+        instance.figure(name).map_or_else(|| "-".to_owned(), unit)
+    };
+    let count = |v: f64| format!("{v:.0}");
+    let limit = match (
+        instance.figure("memory_limit_bytes"),
+        view.headline
+            .as_ref()
+            .and_then(|h| h.memory_limit_source.clone()),
+    ) {
+        (Some(bytes), Some(source)) => {
+            format!(" · limit {} ({source})", format::bytes_short(bytes))
+        }
+        (Some(bytes), None) => format!(" · limit {}", format::bytes_short(bytes)),
+        _ => String::new(),
+    };
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!(" {} ", view.service), theme.heading()),
+            Span::raw(format!(
+                "{} · pid {} on {} · {} {} · restarts {}",
+                instance.short_id(),
+                view.pid,
+                view.host,
+                view.state.as_str(),
+                format::uptime(view.uptime_seconds),
+                view.restarts,
+            )),
+        ]),
+        Line::from(format!(
+            " CPU {} · RSS {} · heap {} · threads {} · tasks {} · fds {}/{}{limit}",
+            figure("cpu_percent", |v| format!("{v:.1}%")),
+            figure("rss_bytes", format::bytes_short),
+            figure("heap_live_bytes", format::bytes_short),
+            figure("threads", count),
+            figure("tasks_alive", count),
+            figure("fds_open", count),
+            figure("fds_limit", count),
+        )),
+    ];
+    for incident in &view.open_incidents {
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!(" ● {} ", kind_name(incident)),
+                theme.urgency(severity_rank(incident.severity)),
+            ),
+            Span::raw(incident.summary.clone()),
+        ]));
+    }
+    lines
+}
+
+/// Threads by CPU, runtimes, the probe's health, then unknown sections.
+fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>> {
+    let view = &instance.view;
+    let mut lines = vec![Line::from(Span::styled(
+        " THREAD                TID    CPU",
+        theme.heading(),
+    ))];
+    let mut threads: Vec<_> = view.threads.iter().collect();
+    threads.sort_by(|a, b| {
+        b.cpu_percent
+            .unwrap_or(-1.0)
+            .total_cmp(&a.cpu_percent.unwrap_or(-1.0))
+    });
+    for thread in threads {
+        let name: String = thread.name.chars().take(18).collect();
+        let cpu = format::percent(thread.cpu_percent);
+        let style = if thread.cpu_percent.unwrap_or(0.0) >= 80.0 {
+            theme.urgency(3)
+        } else {
+            Default::default()
+        };
+        lines.push(Line::from(Span::styled(
+            format!(" {name:<18} {:>7} {cpu:>6}", thread.tid),
+            style,
+        )));
+    }
+    lines.push(Line::default());
+    for runtime in &view.runtimes {
+        lines.push(Line::from(format!(
+            " runtime {} ({}): {} workers, {} tasks, queue {}",
+            runtime.runtime_id,
+            runtime.flavor,
+            runtime.workers,
+            runtime.tasks_alive,
+            runtime.global_queue_depth
+        )));
+    }
+    if let Some(probe) = &view.probe {
+        lines.push(Line::from(Span::styled(
+            format!(
+                " {} probe {}: {} snapshots and {} events dropped, {} connects",
+                view.runtime,
+                view.probe_version,
+                probe.snapshots_dropped_total,
+                probe.events_dropped_total,
+                probe.connects_total
+            ),
+            theme.dim(),
+        )));
+    }
+    lines.push(Line::default());
+    for (key, value) in &instance.extra {
+        let wrapped = serde_json::json!({ key.as_str(): value });
+        lines.extend(widgets::sections(
+            &evidence::generic(&wrapped, &[], now_ms),
+            theme,
+        ));
+    }
+    lines
+}

@@ -1,0 +1,238 @@
+//! Snapshots of every screen on fixed data, drawn with ratatui's
+//! `TestBackend`, and the navigation between them driven by intents.
+#![allow(clippy::unwrap_used)]
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::style::Modifier;
+
+use super::app::{App, Detail, Flow, Tab};
+use super::fetch::{Data, Message};
+use super::input::{Intent, Mode};
+use super::theme::Theme;
+use super::view;
+use crate::model::fixtures::{self, NOW_MS};
+
+/// An app showing the fixture mesh, with history for every series it wants.
+fn app() -> App {
+    let mut app = App::new("http://127.0.0.1:6741", NOW_MS);
+    let data = Data {
+        at_ms: NOW_MS,
+        instances: fixtures::mesh(),
+        incidents: vec![
+            fixtures::socket_leak(),
+            fixtures::runaway(),
+            fixtures::growth(),
+        ],
+        series: Default::default(),
+    };
+    app.on_message(Message::Fetched(Box::new(data)));
+    fill_series(&mut app);
+    app
+}
+
+/// Gives every wanted series a minute of history, as the fetcher would.
+fn fill_series(app: &mut App) {
+    for req in app.wants() {
+        let series = app
+            .data
+            .instances
+            .iter()
+            .filter(|i| i.view.service == req.service && i.view.headline.is_some())
+            .flat_map(|i| fixtures::history(&i.view.instance_id, req.metric))
+            .collect();
+        app.data.series.insert(req, series);
+    }
+}
+
+fn apply(app: &mut App, intents: &[Intent]) {
+    for intent in intents {
+        assert_eq!(app.apply(*intent), Flow::Continue, "{intent:?} quit");
+        fill_series(app);
+    }
+}
+
+fn draw(app: &App, width: u16, height: u16, theme: Theme) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|frame| view::render(frame, app, theme))
+        .unwrap();
+    terminal
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    draw(app, width, height, Theme::new(true))
+        .backend()
+        .to_string()
+}
+
+#[test]
+fn mesh_at_80x24_puts_the_incidents_first() {
+    let app = app();
+    insta::assert_snapshot!(screen(&app, 80, 24));
+    let rows: Vec<&str> = app
+        .mesh
+        .rows(&app.data)
+        .iter()
+        .map(|i| i.view.service.as_str())
+        .collect();
+    assert_eq!(rows, vec!["checkout", "inventory", "billing", "gateway"]);
+}
+
+#[test]
+fn mesh_wide() {
+    insta::assert_snapshot!(screen(&app(), 120, 16));
+}
+
+#[test]
+fn mesh_filtered_and_sorted() {
+    let mut app = app();
+    apply(&mut app, &[Intent::StartFilter]);
+    assert_eq!(app.mode(), Mode::Filtering);
+    apply(
+        &mut app,
+        &[Intent::FilterChar('u'), Intent::FilterChar('p')],
+    );
+    apply(&mut app, &[Intent::FilterDone, Intent::NextSort]);
+    assert_eq!(app.mode(), Mode::Normal);
+    insta::assert_snapshot!(screen(&app, 80, 12));
+    let rows: Vec<&str> = app
+        .mesh
+        .rows(&app.data)
+        .iter()
+        .map(|i| i.view.service.as_str())
+        .collect();
+    assert_eq!(
+        rows,
+        vec!["checkout", "gateway", "inventory"],
+        "filtered on 'up', sorted by name"
+    );
+    // Esc clears the filter before it quits.
+    assert_eq!(app.apply(Intent::Back), Flow::Continue);
+    assert_eq!(app.mesh.rows(&app.data).len(), 4);
+    assert_eq!(app.apply(Intent::Back), Flow::Quit);
+}
+
+#[test]
+fn incidents_list() {
+    let mut app = app();
+    apply(&mut app, &[Intent::NextTab]);
+    assert_eq!(app.tab, Tab::Incidents);
+    insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
+fn runaway_loop_detail_highlights_the_hot_frame() {
+    let mut app = app();
+    apply(&mut app, &[Intent::ShowIncidents, Intent::Open]);
+    assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == "7"));
+    insta::assert_snapshot!(screen(&app, 80, 24));
+    for color in [true, false] {
+        let terminal = draw(&app, 80, 24, Theme::new(color));
+        let buffer = terminal.backend().buffer();
+        let row = (0..24)
+            .find(|y| {
+                (0..80)
+                    .map(|x| buffer[(x, *y)].symbol())
+                    .collect::<String>()
+                    .contains("▶  1 mesh_service::faults::parse_header")
+            })
+            .expect("the hot frame is on screen");
+        let cell = &buffer[(6, row)];
+        assert!(
+            cell.modifier.contains(Modifier::BOLD),
+            "hot frame is bold (color {color})"
+        );
+        if !color {
+            assert!(
+                cell.modifier.contains(Modifier::REVERSED),
+                "without colour the hot frame is reversed"
+            );
+        }
+    }
+}
+
+#[test]
+fn memory_growth_and_unknown_kind_details() {
+    let cases = [
+        (
+            "memory_growth_detail_shows_the_chart_trend_and_sites",
+            Intent::Down,
+            "8",
+            100,
+            34,
+        ),
+        (
+            "unknown_kind_detail_is_generic",
+            Intent::Bottom,
+            "9",
+            80,
+            24,
+        ),
+    ];
+    for (name, select, id, width, height) in cases {
+        let mut app = app();
+        apply(&mut app, &[Intent::ShowIncidents, select, Intent::Open]);
+        assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == id));
+        insta::assert_snapshot!(name, screen(&app, width, height));
+    }
+}
+
+#[test]
+fn service_detail_with_charts_and_unknown_sections() {
+    let mut app = app();
+    // gateway sorts last; it has socket figures and a sockets section.
+    apply(&mut app, &[Intent::Bottom, Intent::Open]);
+    assert!(
+        matches!(app.details.last(), Some(Detail::Service(d)) if d.instance_id.starts_with("fedcba98"))
+    );
+    insta::assert_snapshot!(screen(&app, 100, 30));
+}
+
+#[test]
+fn service_detail_at_80x24_zoomed_and_panned() {
+    let mut app = app();
+    apply(
+        &mut app,
+        &[
+            Intent::Open,
+            Intent::ZoomIn,
+            Intent::ZoomIn,
+            Intent::PanBack,
+        ],
+    );
+    insta::assert_snapshot!(screen(&app, 80, 24));
+    // Enter opens the instance's incident; Esc walks back.
+    apply(&mut app, &[Intent::Live, Intent::Open]);
+    assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == "7"));
+    apply(&mut app, &[Intent::Back, Intent::Back]);
+    assert!(app.details.is_empty());
+}
+
+#[test]
+fn help_over_the_mesh() {
+    let mut app = app();
+    apply(&mut app, &[Intent::Help]);
+    insta::assert_snapshot!(screen(&app, 80, 24));
+    apply(&mut app, &[Intent::Down]);
+    assert!(!app.help, "any key closes the help");
+}
+
+#[test]
+fn disconnected_keeps_the_last_data_and_says_it_retries() {
+    let mut app = app();
+    app.on_message(Message::Failed {
+        error: "Connection refused (os error 111)".to_owned(),
+        retry_in: std::time::Duration::from_secs(2),
+    });
+    insta::assert_snapshot!(screen(&app, 80, 8));
+    app.on_message(Message::Fetched(Box::new(app.data.clone())));
+    assert!(screen(&app, 80, 8).contains("connected"));
+}
+
+#[test]
+fn an_empty_collector_says_so() {
+    let mut app = App::new("http://127.0.0.1:6741", NOW_MS);
+    app.on_message(Message::Fetched(Box::default()));
+    insta::assert_snapshot!(screen(&app, 80, 8));
+}
