@@ -29,7 +29,8 @@
 //! [`init`] reads the environment; [`Probe::builder`] gives explicit control.
 //! The variables are `MESHWATCH_COLLECTOR` (default `127.0.0.1:6740`),
 //! `MESHWATCH_TOKEN`, `MESHWATCH_SERVICE` (overrides the name in code),
-//! `MESHWATCH_INTERVAL_MS` (default 1000) and `MESHWATCH_DISABLE=1`.
+//! `MESHWATCH_INTERVAL_MS` (default 1000), `MESHWATCH_STUCK_POLL_MS` (default
+//! 1000) and `MESHWATCH_DISABLE=1`.
 #![warn(missing_docs)]
 
 mod alloc;
@@ -41,6 +42,7 @@ mod outbox;
 mod sampler;
 mod stack;
 mod stats;
+mod watchdog;
 
 pub use alloc::TrackingAllocator;
 pub use config::{DEFAULT_COLLECTOR, Probe, ProbeBuilder};
