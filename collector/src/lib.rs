@@ -10,6 +10,7 @@ mod prom;
 pub mod registry;
 pub mod series;
 mod state;
+mod stuck;
 pub mod views;
 
 use std::net::SocketAddr;

@@ -80,17 +80,6 @@ impl Samples {
     }
 }
 
-/// Whether a frame belongs to the runtime, the standard library or the C
-/// library rather than to the service's code.
-pub(crate) fn is_runtime_frame(frame: &Frame) -> bool {
-    const PREFIXES: &[&str] = &[
-        "std::", "core::", "alloc::", "tokio::", "<tokio::", "<core::", "<alloc::", "<std::", "__",
-    ];
-    const ENTRIES: &[&str] = &["start_thread", "clone", "clone3", "_start", "main"];
-    let name = frame.function.as_str();
-    name.is_empty() || ENTRIES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
 /// What stable signals cannot tell, said once per event.
 pub(crate) const STABLE_RULE_CAVEAT: &str = "tokio publishes a worker's counters only every 61 scheduler ticks, so without --cfg tokio_unstable a run of long polls (up to 244 with LIFO wake-ups) looks like one stuck poll";
 
@@ -100,7 +89,7 @@ pub(crate) fn caveat(samples: &Samples, common: &[Frame], extra: &[String]) -> S
     let mut parts = vec![STABLE_RULE_CAVEAT.to_owned()];
     let kept = samples.stacks.len();
     if kept >= 2 {
-        if common.iter().any(|f| !is_runtime_frame(f)) {
+        if common.iter().any(|f| !f.is_runtime()) {
             parts.push(format!(
                 "all {kept} stack samples share the service's frames below, consistent with one poll"
             ));
