@@ -190,7 +190,9 @@ mod tests {
         let incident = open[0];
         assert_eq!(incident.kind, IncidentKind::RunawayLoop);
         assert!(
-            incident.summary.contains("svc::parse_records (loop_parser.rs:40)"),
+            incident
+                .summary
+                .contains("svc::parse_records (loop_parser.rs:40)"),
             "{}",
             incident.summary
         );
@@ -202,7 +204,11 @@ mod tests {
         assert_eq!(evidence["spawn_location"], Value::Null);
         assert_eq!(evidence["caveat"], "may be a run");
 
-        let mut still = event("k1", StuckPollState::StillStuck, StuckPollClass::RunawayLoop);
+        let mut still = event(
+            "k1",
+            StuckPollState::StillStuck,
+            StuckPollClass::RunawayLoop,
+        );
         still.stuck_for_ms = 2500;
         apply(&mut book, "svc", "i1", &still, 20);
         let open = book.list(StateFilter::Open);
@@ -233,7 +239,11 @@ mod tests {
         );
         let open = book.list(StateFilter::Open);
         assert!(open.iter().all(|i| i.kind == IncidentKind::BlockedWorker));
-        assert!(open[0].summary.ends_with("is blocked at 0% CPU"), "{}", open[0].summary);
+        assert!(
+            open[0].summary.ends_with("is blocked at 0% CPU"),
+            "{}",
+            open[0].summary
+        );
         assert_eq!(resolve_down(&mut book, |i| i == "i1", 20), 1);
         let open = book.list(StateFilter::Open);
         assert_eq!(open.len(), 1);

@@ -42,7 +42,10 @@ mod tests {
         ] {
             assert!(named(runtime).is_runtime(), "{runtime}");
         }
-        for service in ["meshwatch_examples::faults::loop_parser::parse_records", "mainframe::run"] {
+        for service in [
+            "meshwatch_examples::faults::loop_parser::parse_records",
+            "mainframe::run",
+        ] {
             assert!(!named(service).is_runtime(), "{service}");
         }
     }

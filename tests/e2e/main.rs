@@ -6,3 +6,4 @@
 mod bad_input;
 mod registry;
 mod status_cli;
+mod stuck;

@@ -13,6 +13,7 @@
 //! samples), and when its counters move again (`RECOVERED`).
 
 mod census;
+mod namer;
 mod report;
 mod rule;
 
@@ -30,9 +31,10 @@ use crate::config::Config;
 use crate::identity::now_unix_ms;
 use crate::outbox::Outbox;
 use crate::sampler::WatchedRuntimes;
-use crate::stack::{AddressKind, StackSampler, Symbolizer};
+use crate::stack::StackSampler;
 use crate::stats::ProbeCounters;
 use census::Census;
+use namer::Namer;
 use report::Samples;
 use rule::{Class, ThreadTimes, ThreadUse, Verdict, WorkerCounters, WorkerWatch};
 
@@ -76,7 +78,7 @@ struct Period {
     key: String,
     tid: Option<u32>,
     thread_name: String,
-    /// Where the thread's CPU is measured from.
+    /// Where the thread's CPU is measured from, and when it was read.
     start: Option<(ThreadTimes, Instant)>,
     samples: Samples,
     last_sample: Option<Instant>,
@@ -97,7 +99,7 @@ struct Watchdog {
     watches: HashMap<(u32, u32), WorkerWatch>,
     periods: HashMap<(u32, u32), Period>,
     stacks: StackSampler,
-    symbolizer: Symbolizer,
+    namer: Namer,
     process: Option<Process>,
 }
 
@@ -110,7 +112,7 @@ impl Watchdog {
             watches: HashMap::new(),
             periods: HashMap::new(),
             stacks: StackSampler::new(),
-            symbolizer: Symbolizer::default(),
+            namer: Namer::default(),
             process: Process::myself().ok(),
         }
     }
@@ -118,6 +120,11 @@ impl Watchdog {
     /// Looks at every worker once; returns the events to send.
     fn tick(&mut self, now: Instant) -> Vec<StuckPoll> {
         let mut events = Vec::new();
+        for named in self.namer.named() {
+            if let Some(period) = self.periods.values_mut().find(|p| p.key == named.key) {
+                period.samples.push(named.frames);
+            }
+        }
         for (runtime_id, handle) in self.runtimes.handles() {
             self.census.refresh(runtime_id, &handle, now);
             let metrics = handle.metrics();
@@ -137,10 +144,9 @@ impl Watchdog {
                 match verdict {
                     Verdict::Progressing => {
                         if let Some(period) = self.periods.remove(&id)
-                            && let Some(mut last) = period.last_event
+                            && let Some(last) = &period.last_event
                         {
-                            last.state = StuckPollState::Recovered.into();
-                            events.push(last);
+                            events.push(recovered(&period, last));
                         }
                     }
                     Verdict::Frozen { since } => {
@@ -170,7 +176,7 @@ impl Watchdog {
                 ),
                 tid,
                 thread_name: tid.and_then(|t| self.thread_name(t)).unwrap_or_default(),
-                start: tid.and_then(|t| self.thread_times(t)).map(|t| (t, now)),
+                start: tid.and_then(|t| self.thread_times(t)),
                 samples: Samples::default(),
                 last_sample: None,
                 capture_abandoned: false,
@@ -183,20 +189,32 @@ impl Watchdog {
         if frozen_for < self.threshold {
             return None;
         }
-        self.sample_if_due(id, now);
         let times = self
             .periods
             .get(&id)
             .and_then(|p| p.tid)
             .and_then(|t| self.thread_times(t));
         let period = self.periods.get_mut(&id)?;
+        // Report at once, before the first stack sample (naming it can take
+        // a while the first time); again as soon as the first sample is in,
+        // then every REFRESH.
+        let first_stack = period
+            .last_event
+            .as_ref()
+            .is_some_and(|e| e.stack_samples == 0)
+            && period.samples.taken > 0;
         let state = match period.last_report {
             None => StuckPollState::Stuck,
-            Some(at) if now.duration_since(at) >= REFRESH => StuckPollState::StillStuck,
-            Some(_) => return None,
+            Some(at) if first_stack || now.duration_since(at) >= REFRESH => {
+                StuckPollState::StillStuck
+            }
+            Some(_) => {
+                self.sample_if_due(id, now);
+                return None;
+            }
         };
         period.last_report = Some(now);
-        let event = build_event(period, id, state, frozen_for, times, now);
+        let event = build_event(period, id, state, frozen_for, times);
         period.last_event = Some(event.clone());
         Some(event)
     }
@@ -214,8 +232,10 @@ impl Watchdog {
         period.last_sample = Some(now);
         match self.stacks.sample(tid) {
             Ok(addrs) => {
-                let frames = self.symbolizer.stack(&addrs, AddressKind::Exact);
-                period.samples.push(frames);
+                if !self.namer.submit(&period.key, addrs) {
+                    period.samples.last_error =
+                        Some("a stack sample was dropped: the namer is behind".to_owned());
+                }
             }
             Err(err) => {
                 period.capture_abandoned = true;
@@ -224,17 +244,20 @@ impl Watchdog {
         }
     }
 
-    fn thread_times(&self, tid: u32) -> Option<ThreadTimes> {
+    /// The thread's scheduler statistics and the moment they were read
+    /// (not the tick's start: naming a stack can make a tick long).
+    fn thread_times(&self, tid: u32) -> Option<(ThreadTimes, Instant)> {
         let task = self
             .process
             .as_ref()?
             .task_from_tid(i32::try_from(tid).ok()?)
             .ok()?;
         let stat = task.schedstat().ok()?;
-        Some(ThreadTimes {
+        let times = ThreadTimes {
             exec_ns: stat.sum_exec_runtime,
             wait_ns: stat.run_delay,
-        })
+        };
+        Some((times, Instant::now()))
     }
 
     fn thread_name(&self, tid: u32) -> Option<String> {
@@ -247,18 +270,33 @@ impl Watchdog {
     }
 }
 
+/// The last report of a period, marked recovered, with the samples named
+/// since.
+fn recovered(period: &Period, last: &StuckPoll) -> StuckPoll {
+    let common = period.samples.common_frames();
+    StuckPoll {
+        state: StuckPollState::Recovered.into(),
+        caveat: report::caveat(&period.samples, &common, &[]),
+        frames: common,
+        hot_frames: period.samples.hot_frames(),
+        stack_samples: period.samples.taken,
+        ..last.clone()
+    }
+}
+
 /// The event for a period at `now`, classifying it on its first report.
 fn build_event(
     period: &mut Period,
     (runtime_id, worker): (u32, u32),
     state: StuckPollState,
     frozen_for: Duration,
-    end: Option<ThreadTimes>,
-    now: Instant,
+    end: Option<(ThreadTimes, Instant)>,
 ) -> StuckPoll {
     let mut notes = Vec::new();
     let usage = match (period.start, end) {
-        (Some((start, at)), Some(end)) => Some(ThreadUse::between(start, end, now - at)),
+        (Some((start, from)), Some((end, to))) => {
+            Some(ThreadUse::between(start, end, to.duration_since(from)))
+        }
         _ => None,
     };
     if period.tid.is_none() {
