@@ -221,12 +221,8 @@ impl Collector {
 
     /// GETs `path` from the API and parses the JSON body.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        ureq::get(format!("{}{path}", self.http))
-            .call()
-            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
-            .body_mut()
-            .read_json()
-            .unwrap_or_else(|err| panic!("GET {path}: bad JSON: {err}"))
+        let body = http_get(&self.http, path);
+        serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET {path}: bad JSON: {err}"))
     }
 
     /// The instances listed by `/api/v1/services`.
@@ -292,13 +288,18 @@ impl Service {
 
     /// GETs `path` from the service and returns the body.
     pub fn get(&self, path: &str) -> String {
-        ureq::get(format!("http://{}{path}", self.http))
-            .call()
-            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
-            .body_mut()
-            .read_to_string()
-            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+        http_get(&format!("http://{}", self.http), path)
     }
+}
+
+/// GETs `base` + `path` and returns the body; panics on any failure.
+fn http_get(base: &str, path: &str) -> String {
+    ureq::get(format!("{base}{path}"))
+        .call()
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"))
 }
 
 /// Runs `meshwatch status [--json]` against `collector` and returns what it

@@ -153,7 +153,7 @@ fn handler_address() -> libc::sighandler_t {
 }
 
 /// Whether the probe's handler is still the one installed on `sig`.
-fn still_ours(sig: c_int) -> bool {
+pub(super) fn still_ours(sig: c_int) -> bool {
     // SAFETY: a query with a valid out-pointer to plain C data.
     unsafe {
         let mut current: libc::sigaction = std::mem::zeroed();
@@ -226,8 +226,7 @@ extern "C" fn on_signal(_sig: c_int, _info: *mut libc::siginfo_t, context: *mut 
     // SAFETY: `__errno_location` returns this thread's errno; the system calls
     // below may change it and the interrupted code must not notice.
     let errno = unsafe { *libc::__errno_location() };
-    // SAFETY: gettid has no preconditions.
-    let me = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    let me = i32::try_from(crate::identity::current_tid()).unwrap_or(0);
     if SLOT.target.load(Ordering::Relaxed) == me
         && SLOT
             .state
@@ -325,49 +324,5 @@ unsafe fn registers(context: *mut c_void) -> Registers {
         sp: mcontext.sp,
         fp: mcontext.regs[29],
         lr: mcontext.regs[30],
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::{Arc, mpsc};
-
-    fn gettid() -> i32 {
-        // SAFETY: no preconditions.
-        unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-    }
-
-    #[test]
-    fn captures_a_spinning_thread_and_leaves_the_signal_to_the_probe() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel();
-        let spinner = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                tx.send(gettid()).unwrap();
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    n = std::hint::black_box(n.wrapping_add(1));
-                }
-                n
-            })
-        };
-        let tid = rx.recv().unwrap();
-        let mut raw = RawStack::default();
-        capture(tid, &mut raw).unwrap();
-        stop.store(true, Ordering::Relaxed);
-        spinner.join().unwrap();
-        assert_ne!(raw.regs.pc, 0);
-        assert_ne!(raw.regs.sp, 0);
-        assert!(raw.stack.len() >= 1024, "copied {} bytes", raw.stack.len());
-        let sig = signal().unwrap();
-        assert!(sig >= libc::SIGRTMIN() && sig <= libc::SIGRTMAX());
-        assert!(still_ours(sig));
-        assert_eq!(
-            capture(i32::MAX, &mut raw),
-            Err(CaptureError::NoSuchThread(i32::MAX))
-        );
     }
 }

@@ -130,9 +130,7 @@ mod tests {
         let spinner = {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                // SAFETY: no preconditions.
-                tx.send(unsafe { libc::syscall(libc::SYS_gettid) } as u32)
-                    .unwrap();
+                tx.send(crate::identity::current_tid()).unwrap();
                 spin_in_a_distinctively_named_function(&stop)
             })
         };
@@ -150,6 +148,17 @@ mod tests {
                 .iter()
                 .any(|n| n.contains("spin_in_a_distinctively_named_function")),
             "{names:#?}"
+        );
+        // The capture used a real-time signal the probe still owns; a thread
+        // that is gone is an error, not a hang.
+        let sig = capture::signal().unwrap();
+        assert!(sig >= libc::SIGRTMIN() && sig <= libc::SIGRTMAX());
+        assert!(capture::still_ours(sig));
+        assert_eq!(
+            sampler.sample(i32::MAX as u32),
+            Err(StackError::Capture(capture::CaptureError::NoSuchThread(
+                i32::MAX
+            )))
         );
         // The unwinder walked past the leaf into the thread's entry.
         assert!(

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+use crate::identity::current_tid;
+
 /// How often a runtime whose workers are all known is counted again.
 const EVERY: Duration = Duration::from_millis(500);
 /// How often while some worker is still unknown.
@@ -77,12 +79,6 @@ impl Census {
             .load(Ordering::Relaxed);
         (tid != 0).then_some(tid)
     }
-}
-
-fn current_tid() -> u32 {
-    // SAFETY: gettid has no preconditions and cannot fail.
-    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
-    u32::try_from(tid).unwrap_or(0)
 }
 
 #[cfg(test)]
