@@ -14,11 +14,13 @@
 //!
 //! # How it behaves as a guest
 //!
-//! The probe runs on two OS threads of its own, never on the service's
-//! runtime: a sampler that reads `/proc/self`, the watched runtimes' stable
-//! metrics and the allocator's counters once per interval, and an exporter
-//! that sends the snapshots to the collector. When the runtime is stuck, the
-//! probe still reports.
+//! The probe runs on OS threads of its own, never on the service's runtime:
+//! a sampler that reads `/proc/self`, the watched runtimes' stable metrics
+//! and the allocator's counters once per interval; a watchdog that flags a
+//! poll that does not return (`runaway_loop` or `blocked_worker`) and samples
+//! the stuck thread's stack, named on a thread started on first need; and an
+//! exporter that sends snapshots and events to the collector. When the
+//! runtime is stuck, the probe still reports.
 //!
 //! It never fails the service. [`init`] logs a problem through `tracing` and
 //! carries on; a collector that is down means retries with backoff, a bounded

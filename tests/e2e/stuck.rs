@@ -66,20 +66,20 @@ fn loop_is_diagnosed(collector: &Collector, service: &Service, instance: &str) {
     let table = status(collector, false);
     assert!(table.contains("runaway_loop"), "{table}");
     // Naming the first stack loads the debug info, slow in debug builds.
+    // Release builds with line tables only name inlined frames without
+    // their module path, so only the function's own name is required.
     let named = wait_for(
         "the parser among the frames",
         Duration::from_secs(20),
         || {
             find(collector, instance, |i| {
                 i["kind"] == "runaway_loop"
-                    && functions(i)
-                        .iter()
-                        .any(|f| f.contains("loop_parser::parse_records"))
+                    && functions(i).iter().any(|f| f.contains("parse_records"))
             })
         },
     );
     assert!(
-        named["summary"].as_str().unwrap().contains("loop_parser::"),
+        named["summary"].as_str().unwrap().contains("parse_records"),
         "{named:#}"
     );
     assert!(named["evidence"]["stack_samples"].as_u64().unwrap() >= 1);
