@@ -12,6 +12,7 @@ pub mod registry;
 pub mod series;
 mod state;
 mod store;
+mod stuck;
 pub mod views;
 
 use std::net::SocketAddr;

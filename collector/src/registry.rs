@@ -262,15 +262,22 @@ impl Registry {
 
     /// Keeps an event for the detectors, dropping the oldest beyond the
     /// limit. Ignored when `conn` is not the instance's current connection.
-    pub fn event(&mut self, instance_id: &str, conn: ConnId, event: Event, now_ms: i64) {
+    /// Returns the instance when the event was kept.
+    pub fn event(
+        &mut self,
+        instance_id: &str,
+        conn: ConnId,
+        event: Event,
+        now_ms: i64,
+    ) -> Option<&Instance> {
         let max_events = self.limits.max_events;
-        if let Some(instance) = self.current(instance_id, conn) {
-            instance.last_seen_ms = now_ms;
-            if instance.events.len() >= max_events {
-                instance.events.pop_front();
-            }
-            instance.events.push_back(event);
+        let instance = self.current(instance_id, conn)?;
+        instance.last_seen_ms = now_ms;
+        if instance.events.len() >= max_events {
+            instance.events.pop_front();
         }
+        instance.events.push_back(event);
+        Some(instance)
     }
 
     /// Marks an instance down because its connection closed, unless it has

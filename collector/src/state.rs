@@ -7,7 +7,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use meshwatch_proto::v1::{Event, Hello, Snapshot};
+use meshwatch_proto::v1::{Event, Hello, Snapshot, event};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,9 +15,10 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
 use crate::incidents::IncidentBook;
-use crate::registry::{ConnId, Registry, RegistryLimits};
+use crate::registry::{ConnId, InstanceState, Registry, RegistryLimits};
 use crate::series::{Metric, Sample, SeriesStore};
 use crate::store::{HistoryRow, Store};
+use crate::stuck;
 
 /// Down instances kept per service before the oldest are forgotten.
 const MAX_DOWN_PER_SERVICE: usize = 20;
@@ -130,12 +131,28 @@ impl State {
         )
     }
 
+    /// Keeps the event for the instance and lets it open, refresh or
+    /// resolve incidents.
     pub(crate) fn event(&mut self, instance_id: &str, conn: ConnId, event: Event, now_ms: i64) {
-        self.registry.event(instance_id, conn, event, now_ms);
+        let Some(instance) = self.registry.event(instance_id, conn, event, now_ms) else {
+            return;
+        };
+        if let Some(event::Kind::StuckPoll(stuck)) =
+            instance.events.back().and_then(|e| e.kind.as_ref())
+        {
+            stuck::apply(
+                &mut self.incidents,
+                &instance.service,
+                instance_id,
+                stuck,
+                now_ms,
+            );
+        }
     }
 
     pub(crate) fn disconnect(&mut self, instance_id: &str, conn: ConnId) {
         self.registry.disconnect(instance_id, conn);
+        self.resolve_down(now_ms());
     }
 
     /// Applies the passage of time and drops the history of forgotten
@@ -145,6 +162,21 @@ impl State {
             self.series.remove(&forgotten);
             self.last_stored_ms.remove(&forgotten);
         }
+        self.resolve_down(now_ms);
+    }
+
+    /// An instance that is down (or forgotten) has no stuck poll any more.
+    fn resolve_down(&mut self, now_ms: i64) {
+        let registry = &self.registry;
+        stuck::resolve_down(
+            &mut self.incidents,
+            |instance| {
+                registry
+                    .get(instance)
+                    .is_none_or(|i| i.state == InstanceState::Down)
+            },
+            now_ms,
+        );
     }
 }
 

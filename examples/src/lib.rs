@@ -6,4 +6,6 @@
 //! the same code.
 #![warn(missing_docs)]
 
+pub mod faults;
 pub mod service;
+pub mod signals;

@@ -3,7 +3,10 @@
 //! Routes:
 //! - `GET /` answers `hello`: the cheapest request, for saturation tests;
 //! - `GET /work?ms=N` spins the CPU for N milliseconds (at most 1000) inside
-//!   the handler, as a legitimately slow request does.
+//!   the handler, as a legitimately slow request does;
+//! - `GET /fault/NAME` triggers a fault switched on with `--fault NAME`
+//!   (see [`crate::faults`]);
+//! - `GET /signals` with `--own-signal-handlers` (see [`crate::signals`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,6 +15,9 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
+
+use crate::faults::{self, Fault};
+use crate::signals;
 
 /// How an example service is started.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +31,13 @@ pub struct ServiceArgs {
     /// Address of the HTTP server; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Switch on a fault, triggered later by `GET /fault/NAME`; repeatable.
+    #[arg(long = "fault", value_enum)]
+    pub faults: Vec<Fault>,
+    /// Install the service's own signal handlers and a SIGPROF profiler
+    /// before the probe starts, as some services do.
+    #[arg(long)]
+    pub own_signal_handlers: bool,
 }
 
 /// The announcement printed on stdout once the server listens, so a parent
@@ -46,6 +59,14 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
+    let mut app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/work", get(work))
+        .merge(faults::routes(&args.faults));
+    if args.own_signal_handlers {
+        signals::install()?;
+        app = app.merge(signals::routes());
+    }
     let _probe = meshwatch_probe::init(&args.name);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -53,9 +74,6 @@ async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener has no address")?;
     println!("{LISTENING_PREFIX}{addr}");
 
-    let app = Router::new()
-        .route("/", get(|| async { "hello" }))
-        .route("/work", get(work));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -6,6 +6,7 @@
 //! | `MESHWATCH_TOKEN` | the shared token, when the collector requires one | none |
 //! | `MESHWATCH_SERVICE` | overrides the service name given in code | the name in code |
 //! | `MESHWATCH_INTERVAL_MS` | how often to sample and send a snapshot | `1000` |
+//! | `MESHWATCH_STUCK_POLL_MS` | how long a poll may run before the watchdog flags it | `1000` |
 //! | `MESHWATCH_DISABLE` | `1` or `true` turns the probe off entirely | off |
 //!
 //! A variable that does not parse is reported through `tracing` and ignored,
@@ -20,6 +21,11 @@ use crate::handle::ProbeHandle;
 /// loopback, where a per-host collector listens.
 pub const DEFAULT_COLLECTOR: &str = "127.0.0.1:6740";
 
+/// How long a poll may run before the watchdog flags it, by default.
+const DEFAULT_STUCK_POLL_THRESHOLD: Duration = Duration::from_secs(1);
+/// The shortest threshold accepted: the watchdog ticks every 10 ms at best.
+const MIN_STUCK_POLL_THRESHOLD: Duration = Duration::from_millis(10);
+
 /// Everything the probe's threads need to know, fixed at start.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -27,6 +33,7 @@ pub(crate) struct Config {
     pub collector: String,
     pub token: Option<String>,
     pub interval: Duration,
+    pub stuck_poll_threshold: Duration,
     pub buffer_capacity: usize,
     pub max_frame_len: usize,
     pub disabled: bool,
@@ -69,6 +76,7 @@ pub struct ProbeBuilder {
     collector: String,
     token: Option<String>,
     interval: Duration,
+    stuck_poll_threshold: Duration,
     buffer_capacity: usize,
     disabled: bool,
 }
@@ -81,6 +89,7 @@ impl ProbeBuilder {
             collector: DEFAULT_COLLECTOR.to_owned(),
             token: var("MESHWATCH_TOKEN").filter(|t| !t.is_empty()),
             interval: Duration::from_secs(1),
+            stuck_poll_threshold: DEFAULT_STUCK_POLL_THRESHOLD,
             buffer_capacity: 64,
             disabled: false,
         };
@@ -93,6 +102,15 @@ impl ProbeBuilder {
                 _ => tracing::warn!(
                     value = %ms,
                     "meshwatch: ignoring MESHWATCH_INTERVAL_MS: expected a positive number of milliseconds"
+                ),
+            }
+        }
+        if let Some(ms) = var("MESHWATCH_STUCK_POLL_MS") {
+            match ms.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => builder.stuck_poll_threshold = Duration::from_millis(ms),
+                _ => tracing::warn!(
+                    value = %ms,
+                    "meshwatch: ignoring MESHWATCH_STUCK_POLL_MS: expected a positive number of milliseconds"
                 ),
             }
         }
@@ -126,6 +144,15 @@ impl ProbeBuilder {
     /// missed intervals.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
+        self
+    }
+
+    /// How long one poll may run before the watchdog reports it as stuck
+    /// (default 1 s). Below about 0.3 s, a healthy worker running a series
+    /// of long polls can look stuck: tokio publishes its counters only every
+    /// 61 scheduler ticks.
+    pub fn stuck_poll_threshold(mut self, threshold: Duration) -> Self {
+        self.stuck_poll_threshold = threshold;
         self
     }
 
@@ -166,6 +193,11 @@ impl ProbeBuilder {
                 "the snapshot interval must be positive",
             ));
         }
+        if self.stuck_poll_threshold < MIN_STUCK_POLL_THRESHOLD {
+            return Err(ProbeError::InvalidConfig(
+                "the stuck poll threshold must be at least 10 ms",
+            ));
+        }
         if self.buffer_capacity == 0 {
             return Err(ProbeError::InvalidConfig(
                 "the buffer capacity must be at least 1",
@@ -179,6 +211,7 @@ impl ProbeBuilder {
             collector: self.collector,
             token: self.token,
             interval: self.interval,
+            stuck_poll_threshold: self.stuck_poll_threshold,
             buffer_capacity: self.buffer_capacity,
             max_frame_len: meshwatch_proto::DEFAULT_MAX_FRAME_LEN,
             disabled: self.disabled,
@@ -205,6 +238,7 @@ mod tests {
         assert_eq!(config.collector, DEFAULT_COLLECTOR);
         assert_eq!(config.interval, Duration::from_secs(1));
         assert_eq!(config.token, None);
+        assert_eq!(config.stuck_poll_threshold, Duration::from_secs(1));
         assert!(!config.disabled);
     }
 
@@ -214,6 +248,7 @@ mod tests {
             ("MESHWATCH_COLLECTOR", "10.0.0.1:7000"),
             ("MESHWATCH_TOKEN", "s3cret"),
             ("MESHWATCH_INTERVAL_MS", "250"),
+            ("MESHWATCH_STUCK_POLL_MS", "400"),
             ("MESHWATCH_DISABLE", "1"),
         ])
         .service("svc")
@@ -222,6 +257,7 @@ mod tests {
         assert_eq!(config.collector, "10.0.0.1:7000");
         assert_eq!(config.token.as_deref(), Some("s3cret"));
         assert_eq!(config.interval, Duration::from_millis(250));
+        assert_eq!(config.stuck_poll_threshold, Duration::from_millis(400));
         assert!(config.disabled);
     }
 
@@ -241,6 +277,27 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(config.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn builder_sets_the_stuck_poll_threshold_and_refuses_a_tiny_one() {
+        let config = builder_with(&[("MESHWATCH_STUCK_POLL_MS", "0")])
+            .service("svc")
+            .into_config()
+            .unwrap();
+        assert_eq!(config.stuck_poll_threshold, Duration::from_secs(1));
+        let config = builder_with(&[])
+            .service("svc")
+            .stuck_poll_threshold(Duration::from_millis(250))
+            .into_config()
+            .unwrap();
+        assert_eq!(config.stuck_poll_threshold, Duration::from_millis(250));
+        let err = builder_with(&[])
+            .service("svc")
+            .stuck_poll_threshold(Duration::from_millis(1))
+            .into_config()
+            .unwrap_err();
+        assert!(matches!(err, ProbeError::InvalidConfig(_)));
     }
 
     #[test]

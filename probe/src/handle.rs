@@ -62,6 +62,18 @@ impl ProbeHandle {
                 .spawn(move || run_sampler(&config, &outbox, &counters, runtimes))
                 .map_err(ProbeError::Spawn)?
         };
+        let watchdog = match crate::watchdog::spawn(
+            &config,
+            outbox.clone(),
+            counters.clone(),
+            runtimes.clone(),
+        ) {
+            Ok(thread) => thread,
+            Err(err) => {
+                outbox.close();
+                return Err(ProbeError::Spawn(err));
+            }
+        };
         let exporter = Exporter {
             config,
             identity: Identity::of_this_process(),
@@ -82,7 +94,7 @@ impl ProbeHandle {
             running: Some(Running {
                 outbox,
                 runtimes,
-                threads: vec![sampler, exporter],
+                threads: vec![sampler, watchdog, exporter],
             }),
         })
     }

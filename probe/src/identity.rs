@@ -64,6 +64,14 @@ fn process_start_unix_ms() -> Option<i64> {
     i64::try_from(boot_secs.checked_mul(1000)?.checked_add(since_boot_ms)?).ok()
 }
 
+/// The calling thread's kernel id (as in `/proc/self/task/TID`). Only a
+/// system call, so it is safe inside a signal handler too.
+pub(crate) fn current_tid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    u32::try_from(tid).unwrap_or(0)
+}
+
 /// The wall clock in milliseconds since the Unix epoch; 0 if the clock is
 /// before 1970.
 pub(crate) fn now_unix_ms() -> i64 {

@@ -14,11 +14,13 @@
 //!
 //! # How it behaves as a guest
 //!
-//! The probe runs on two OS threads of its own, never on the service's
-//! runtime: a sampler that reads `/proc/self`, the watched runtimes' stable
-//! metrics and the allocator's counters once per interval, and an exporter
-//! that sends the snapshots to the collector. When the runtime is stuck, the
-//! probe still reports.
+//! The probe runs on OS threads of its own, never on the service's runtime:
+//! a sampler that reads `/proc/self`, the watched runtimes' stable metrics
+//! and the allocator's counters once per interval; a watchdog that flags a
+//! poll that does not return (`runaway_loop` or `blocked_worker`) and samples
+//! the stuck thread's stack, named on a thread started on first need; and an
+//! exporter that sends snapshots and events to the collector. When the
+//! runtime is stuck, the probe still reports.
 //!
 //! It never fails the service. [`init`] logs a problem through `tracing` and
 //! carries on; a collector that is down means retries with backoff, a bounded
@@ -29,7 +31,8 @@
 //! [`init`] reads the environment; [`Probe::builder`] gives explicit control.
 //! The variables are `MESHWATCH_COLLECTOR` (default `127.0.0.1:6740`),
 //! `MESHWATCH_TOKEN`, `MESHWATCH_SERVICE` (overrides the name in code),
-//! `MESHWATCH_INTERVAL_MS` (default 1000) and `MESHWATCH_DISABLE=1`.
+//! `MESHWATCH_INTERVAL_MS` (default 1000), `MESHWATCH_STUCK_POLL_MS` (default
+//! 1000) and `MESHWATCH_DISABLE=1`.
 #![warn(missing_docs)]
 
 mod alloc;
@@ -41,6 +44,7 @@ mod outbox;
 mod sampler;
 mod stack;
 mod stats;
+mod watchdog;
 
 pub use alloc::TrackingAllocator;
 pub use config::{DEFAULT_COLLECTOR, Probe, ProbeBuilder};

@@ -7,4 +7,5 @@ mod bad_input;
 mod history;
 mod registry;
 mod status_cli;
+mod stuck;
 mod tui;

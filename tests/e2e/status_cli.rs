@@ -2,22 +2,7 @@
 
 use std::process::Command;
 
-use meshwatch_e2e::{Collector, Service, bin_dir};
-
-fn status(collector: &Collector, json: bool) -> String {
-    let mut cmd = Command::new(bin_dir().join("meshwatch"));
-    cmd.args(["status", "--collector", &collector.http]);
-    if json {
-        cmd.arg("--json");
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "meshwatch status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use meshwatch_e2e::{Collector, Service, bin_dir, status};
 
 #[test]
 fn status_prints_the_mesh_as_a_table_and_as_json() {

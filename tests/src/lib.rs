@@ -6,6 +6,8 @@
 //! leaves nothing running and can print what each process logged.
 #![allow(clippy::expect_used)] // test support: a failed expectation is a failed test
 
+pub mod load;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -239,12 +241,8 @@ impl Collector {
 
     /// GETs `path` from the API and parses the JSON body.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        ureq::get(format!("{}{path}", self.http))
-            .call()
-            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
-            .body_mut()
-            .read_json()
-            .unwrap_or_else(|err| panic!("GET {path}: bad JSON: {err}"))
+        let body = http_get(&self.http, path);
+        serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET {path}: bad JSON: {err}"))
     }
 
     /// The instances listed by `/api/v1/services`.
@@ -280,6 +278,18 @@ impl Service {
     /// Starts `mesh-service --name NAME --workers N` reporting to `collector`
     /// every 200 ms.
     pub fn start(collector: &Collector, name: &str, workers: usize) -> Self {
+        Self::start_with(collector, name, workers, &[], &[])
+    }
+
+    /// Like [`Service::start`], with extra arguments (`--fault loop`, ...)
+    /// and environment variables.
+    pub fn start_with(
+        collector: &Collector,
+        name: &str,
+        workers: usize,
+        extra_args: &[&str],
+        extra_envs: &[(&str, &str)],
+    ) -> Self {
         let workers = workers.to_string();
         let mut envs = vec![
             ("MESHWATCH_COLLECTOR", collector.ingest.as_str()),
@@ -288,14 +298,45 @@ impl Service {
         if let Some(token) = &collector.token {
             envs.push(("MESHWATCH_TOKEN", token));
         }
-        let (process, http) = Process::start(
-            "mesh-service",
-            &["--name", name, "--workers", &workers],
-            &envs,
-            "mesh-service listening http=",
-        );
+        envs.extend_from_slice(extra_envs);
+        let mut args = vec!["--name", name, "--workers", &workers];
+        args.extend_from_slice(extra_args);
+        let (process, http) =
+            Process::start("mesh-service", &args, &envs, "mesh-service listening http=");
         Self { process, http }
     }
+
+    /// GETs `path` from the service and returns the body.
+    pub fn get(&self, path: &str) -> String {
+        http_get(&format!("http://{}", self.http), path)
+    }
+}
+
+/// GETs `base` + `path` and returns the body; panics on any failure.
+fn http_get(base: &str, path: &str) -> String {
+    ureq::get(format!("{base}{path}"))
+        .call()
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+}
+
+/// Runs `meshwatch status [--json]` against `collector` and returns what it
+/// printed.
+pub fn status(collector: &Collector, json: bool) -> String {
+    let mut cmd = Command::new(bin_dir().join("meshwatch"));
+    cmd.args(["status", "--collector", &collector.http]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("run meshwatch status");
+    assert!(
+        out.status.success(),
+        "meshwatch status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 status")
 }
 
 /// Polls `probe` every 100 ms until it returns `Some`, or panics after

@@ -27,14 +27,29 @@ impl WatchedRuntimes {
         true
     }
 
+    /// The watched runtimes with their ids (their order of addition, the
+    /// `runtime_id` of snapshots and events).
+    pub fn handles(&self) -> Vec<(u32, Handle)> {
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        handles
+            .iter()
+            .enumerate()
+            .map(|(id, handle)| (runtime_id(id), handle.clone()))
+            .collect()
+    }
+
     pub fn sample(&self) -> Vec<RuntimeStats> {
         let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
         handles
             .iter()
             .enumerate()
-            .map(|(id, handle)| sample_runtime(u32::try_from(id).unwrap_or(u32::MAX), handle))
+            .map(|(id, handle)| sample_runtime(runtime_id(id), handle))
             .collect()
     }
+}
+
+fn runtime_id(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 fn sample_runtime(runtime_id: u32, handle: &Handle) -> RuntimeStats {

@@ -1,0 +1,252 @@
+//! Stuck polls: turns the probes' `StuckPoll` events into `runaway_loop` and
+//! `blocked_worker` incidents.
+//!
+//! The probe has already decided (it watches the worker from inside the
+//! process); the collector opens the incident on the first event, refreshes
+//! its evidence with each later one, and resolves it when the probe says the
+//! poll returned or the instance goes down. The incident's key carries the
+//! probe's period key, so two stuck workers of one instance are two
+//! incidents, and a worker stuck again later is a new one.
+
+use meshwatch_proto::v1::{Frame, StuckPoll, StuckPollClass, StuckPollState};
+use serde_json::{Value, json};
+
+use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind, Severity};
+
+/// The incident kinds this module owns.
+const KINDS: [IncidentKind; 2] = [IncidentKind::RunawayLoop, IncidentKind::BlockedWorker];
+
+/// Applies one `StuckPoll` event of instance `instance` of `service`.
+pub(crate) fn apply(
+    book: &mut IncidentBook,
+    service: &str,
+    instance: &str,
+    stuck: &StuckPoll,
+    now_ms: i64,
+) {
+    let key = |kind| IncidentKey {
+        kind,
+        service: service.to_owned(),
+        instance: Some(instance.to_owned()),
+        detail: stuck.key.clone(),
+    };
+    match stuck.state() {
+        StuckPollState::Recovered => {
+            for kind in KINDS {
+                book.resolve(&key(kind), now_ms);
+            }
+        }
+        StuckPollState::Stuck | StuckPollState::StillStuck | StuckPollState::Unspecified => {
+            let kind = kind_of(stuck.class());
+            // A period keeps its class in the probe; should a probe change
+            // it, the period is still one open incident.
+            for other in KINDS.into_iter().filter(|k| *k != kind) {
+                book.resolve(&key(other), now_ms);
+            }
+            book.report(&key(kind), finding(kind, stuck), now_ms);
+        }
+    }
+}
+
+/// Resolves the stuck-poll incidents of every instance for which `is_down`
+/// holds: a process that died or went silent is no longer stuck.
+pub(crate) fn resolve_down(
+    book: &mut IncidentBook,
+    is_down: impl Fn(&str) -> bool,
+    now_ms: i64,
+) -> usize {
+    book.resolve_where(
+        |key| KINDS.contains(&key.kind) && key.instance.as_deref().is_some_and(&is_down),
+        now_ms,
+    )
+}
+
+/// A stuck poll of unknown class is still a worker that runs no tasks.
+fn kind_of(class: StuckPollClass) -> IncidentKind {
+    match class {
+        StuckPollClass::RunawayLoop => IncidentKind::RunawayLoop,
+        StuckPollClass::BlockedWorker | StuckPollClass::Unspecified => IncidentKind::BlockedWorker,
+    }
+}
+
+fn finding(kind: IncidentKind, stuck: &StuckPoll) -> Finding {
+    let thread = if stuck.thread_name.is_empty() {
+        format!("thread {}", stuck.tid)
+    } else {
+        format!("thread {} ({})", stuck.tid, stuck.thread_name)
+    };
+    let what = match kind {
+        IncidentKind::RunawayLoop => format!("spins at {:.0}% CPU", stuck.cpu_percent),
+        _ => format!("is blocked at {:.0}% CPU", stuck.cpu_percent),
+    };
+    let place = match top_function(stuck) {
+        Some(frame) => format!(" in {}", describe(frame)),
+        None => String::new(),
+    };
+    let summary = format!(
+        "a poll on worker {} ({thread}) has not returned for {:.1} s and {what}{place}",
+        stuck.worker_index,
+        stuck.stuck_for_ms as f64 / 1000.0,
+    );
+    Finding {
+        severity: Severity::Critical,
+        summary,
+        evidence: evidence(stuck),
+    }
+}
+
+/// The innermost frame of the service's own code: common to every sample
+/// when there is one, else the hottest leaf's.
+fn top_function(stuck: &StuckPoll) -> Option<&Frame> {
+    let hot_leaf = stuck.hot_frames.first().and_then(|h| h.frame.as_ref());
+    stuck
+        .frames
+        .iter()
+        .find(|f| !f.is_runtime())
+        .or(hot_leaf.filter(|f| !f.is_runtime()))
+}
+
+fn describe(frame: &Frame) -> String {
+    let file = frame.file.rsplit('/').next().unwrap_or_default();
+    if file.is_empty() {
+        frame.function.clone()
+    } else {
+        format!("{} ({file}:{})", frame.function, frame.line)
+    }
+}
+
+fn frame_json(frame: &Frame) -> Value {
+    json!({"function": frame.function, "file": frame.file, "line": frame.line})
+}
+
+fn evidence(stuck: &StuckPoll) -> Value {
+    json!({
+        "thread": {"tid": stuck.tid, "name": stuck.thread_name},
+        "runtime_id": stuck.runtime_id,
+        "worker_index": stuck.worker_index,
+        "cpu_percent": stuck.cpu_percent,
+        "stuck_for_ms": stuck.stuck_for_ms,
+        "spawn_location": (!stuck.spawn_location.is_empty()).then_some(&stuck.spawn_location),
+        "frames": stuck.frames.iter().map(frame_json).collect::<Vec<_>>(),
+        "hot_frames": stuck.hot_frames.iter().filter_map(|h| {
+            let mut frame = frame_json(h.frame.as_ref()?);
+            frame["samples"] = json!(h.samples);
+            Some(frame)
+        }).collect::<Vec<_>>(),
+        "stack_samples": stuck.stack_samples,
+        "caveat": stuck.caveat,
+        "key": stuck.key,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::incidents::StateFilter;
+    use meshwatch_proto::v1::HotFrame;
+
+    fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            function: function.to_owned(),
+            file: "/src/examples/src/faults/loop_parser.rs".to_owned(),
+            line,
+            address: 1,
+        }
+    }
+
+    fn event(key: &str, state: StuckPollState, class: StuckPollClass) -> StuckPoll {
+        StuckPoll {
+            key: key.to_owned(),
+            state: state.into(),
+            class: class.into(),
+            worker_index: 1,
+            tid: 42,
+            thread_name: "tokio-rt-worker".to_owned(),
+            stuck_for_ms: 1500,
+            cpu_percent: 99.0,
+            frames: vec![
+                frame("core::str::whatever", 3),
+                frame("svc::parse_records", 40),
+                frame("tokio::runtime::task::poll", 9),
+            ],
+            hot_frames: vec![HotFrame {
+                frame: Some(frame("core::str::whatever", 3)),
+                samples: 4,
+            }],
+            stack_samples: 4,
+            caveat: "may be a run".to_owned(),
+            ..StuckPoll::default()
+        }
+    }
+
+    #[test]
+    fn opens_refreshes_and_resolves_a_runaway_loop() {
+        let mut book = IncidentBook::default();
+        let stuck = event("k1", StuckPollState::Stuck, StuckPollClass::RunawayLoop);
+        apply(&mut book, "svc", "i1", &stuck, 10);
+        let open = book.list(StateFilter::Open);
+        assert_eq!(open.len(), 1);
+        let incident = open[0];
+        assert_eq!(incident.kind, IncidentKind::RunawayLoop);
+        assert!(
+            incident
+                .summary
+                .contains("svc::parse_records (loop_parser.rs:40)"),
+            "{}",
+            incident.summary
+        );
+        assert!(incident.summary.contains("99% CPU"), "{}", incident.summary);
+        let evidence = &incident.evidence;
+        assert_eq!(evidence["thread"]["tid"], 42);
+        assert_eq!(evidence["frames"][1]["function"], "svc::parse_records");
+        assert_eq!(evidence["hot_frames"][0]["samples"], 4);
+        assert_eq!(evidence["spawn_location"], Value::Null);
+        assert_eq!(evidence["caveat"], "may be a run");
+
+        let mut still = event(
+            "k1",
+            StuckPollState::StillStuck,
+            StuckPollClass::RunawayLoop,
+        );
+        still.stuck_for_ms = 2500;
+        apply(&mut book, "svc", "i1", &still, 20);
+        let open = book.list(StateFilter::Open);
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].evidence["stuck_for_ms"], 2500);
+        assert_eq!(open[0].last_seen_at_ms, 20);
+
+        let recovered = event("k1", StuckPollState::Recovered, StuckPollClass::RunawayLoop);
+        apply(&mut book, "svc", "i1", &recovered, 30);
+        assert!(book.list(StateFilter::Open).is_empty());
+        assert_eq!(book.list(StateFilter::Resolved)[0].resolved_at_ms, Some(30));
+    }
+
+    #[test]
+    fn blocked_workers_and_instances_going_down() {
+        let mut book = IncidentBook::default();
+        let mut blocked = event("k2", StuckPollState::Stuck, StuckPollClass::BlockedWorker);
+        blocked.cpu_percent = 0.0;
+        blocked.frames.clear();
+        blocked.hot_frames.clear();
+        apply(&mut book, "svc", "i1", &blocked, 10);
+        apply(
+            &mut book,
+            "svc",
+            "i2",
+            &event("k3", StuckPollState::Stuck, StuckPollClass::Unspecified),
+            10,
+        );
+        let open = book.list(StateFilter::Open);
+        assert!(open.iter().all(|i| i.kind == IncidentKind::BlockedWorker));
+        assert!(
+            open[0].summary.ends_with("is blocked at 0% CPU"),
+            "{}",
+            open[0].summary
+        );
+        assert_eq!(resolve_down(&mut book, |i| i == "i1", 20), 1);
+        let open = book.list(StateFilter::Open);
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].instance.as_deref(), Some("i2"));
+    }
+}

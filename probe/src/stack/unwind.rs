@@ -1,0 +1,325 @@
+//! Unwinds a captured stack into return addresses, with DWARF CFI.
+//!
+//! The unwind tables are the `.eh_frame_hdr` and `.eh_frame` sections every
+//! ELF object loaded in the process already has mapped in memory (Rust keeps
+//! them for panics even in release builds), found through `dl_iterate_phdr`.
+//! `framehop` walks the frames from the captured registers, reading the
+//! stack from the copy the signal handler made; it falls back to frame
+//! pointers where an address has no unwind information. Nothing is read
+//! from disk and no section is copied: the tables are used where the loader
+//! mapped them, and the object list is taken again whenever the loader
+//! reports that objects were added or removed.
+
+use std::ffi::{CStr, c_int, c_void};
+use std::ops::{Deref, Range};
+
+use framehop::{
+    CacheNative, ExplicitModuleSectionInfo, FrameAddress, MayAllocateDuringUnwind, Module,
+    Unwinder, UnwinderNative,
+};
+
+use super::capture::RawStack;
+
+/// Frames kept per stack: deeper stacks are cut, outermost frames last.
+const MAX_FRAMES: usize = 256;
+
+/// Bytes of a loaded object, used in place.
+#[derive(Debug, Clone, Copy)]
+struct Mapped {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl Default for Mapped {
+    fn default() -> Self {
+        Self {
+            ptr: std::ptr::NonNull::dangling().as_ptr(),
+            len: 0,
+        }
+    }
+}
+
+impl Deref for Mapped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` lies inside a readable segment of an object
+        // the loader has mapped (from its program headers). Objects are only
+        // unmapped by `dlclose`, and the unwinder is rebuilt whenever the
+        // loader's add/remove counters change, before every unwind.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// One loaded object's segments, as its program headers describe them.
+#[derive(Debug, Default)]
+struct LoadedObject {
+    name: String,
+    bias: u64,
+    /// `(vaddr, filesz, memsz, executable)` of each PT_LOAD.
+    loads: Vec<(u64, u64, u64, bool)>,
+    /// `(vaddr, memsz)` of PT_GNU_EH_FRAME.
+    eh_frame_hdr: Option<(u64, u64)>,
+}
+
+/// The loaded objects and the loader's add/remove counters when listed.
+#[derive(Debug, Default)]
+struct Listing {
+    generation: (u64, u64),
+    objects: Vec<LoadedObject>,
+}
+
+unsafe extern "C" fn collect(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: `data` is the `Listing` passed by `list_objects`, and `info`
+    // is valid for the duration of the callback.
+    let (listing, info) = unsafe { (&mut *data.cast::<Listing>(), &*info) };
+    listing.generation = (info.dlpi_adds, info.dlpi_subs);
+    let name = if info.dlpi_name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a NUL-terminated string owned by the loader.
+        unsafe { CStr::from_ptr(info.dlpi_name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut object = LoadedObject {
+        name,
+        bias: info.dlpi_addr,
+        ..LoadedObject::default()
+    };
+    // SAFETY: the loader gives `dlpi_phnum` headers at `dlpi_phdr`.
+    let headers =
+        unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+    for header in headers {
+        match header.p_type {
+            libc::PT_LOAD => object.loads.push((
+                header.p_vaddr,
+                header.p_filesz,
+                header.p_memsz,
+                header.p_flags & libc::PF_X != 0,
+            )),
+            libc::PT_GNU_EH_FRAME => object.eh_frame_hdr = Some((header.p_vaddr, header.p_memsz)),
+            _ => {}
+        }
+    }
+    listing.objects.push(object);
+    0
+}
+
+fn list_objects() -> Listing {
+    let mut listing = Listing::default();
+    // SAFETY: `collect` matches the callback signature and only touches the
+    // `Listing` passed through `data`.
+    unsafe { libc::dl_iterate_phdr(Some(collect), (&raw mut listing).cast()) };
+    listing
+}
+
+/// The loader's add/remove counters, to tell whether the listing is stale.
+fn current_generation() -> (u64, u64) {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: as in `collect`.
+        let (out, info) = unsafe { (&mut *data.cast::<(u64, u64)>(), &*info) };
+        *out = (info.dlpi_adds, info.dlpi_subs);
+        1 // stop after the first object
+    }
+    let mut generation = (0, 0);
+    // SAFETY: as in `list_objects`.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut generation).cast()) };
+    generation
+}
+
+/// Decodes the `eh_frame_ptr` field of an `.eh_frame_hdr` at address `hdr`
+/// (its avma): the address of `.eh_frame`. Handles the encodings linkers
+/// emit: absolute or PC-relative, 4 or 8 bytes.
+fn eh_frame_address(hdr: &[u8], hdr_avma: u64) -> Option<u64> {
+    const PCREL: u8 = 0x10;
+    let (&version, rest) = hdr.split_first()?;
+    let &encoding = rest.first()?;
+    if version != 1 {
+        return None;
+    }
+    let field = hdr.get(4..)?;
+    let value = match encoding & 0x0f {
+        0x03 => u64::from(u32::from_ne_bytes(field.get(..4)?.try_into().ok()?)),
+        0x0b => i64::from(i32::from_ne_bytes(field.get(..4)?.try_into().ok()?)) as u64,
+        0x00 | 0x04 | 0x0c => u64::from_ne_bytes(field.get(..8)?.try_into().ok()?),
+        _ => return None,
+    };
+    match encoding & 0x70 {
+        0 => Some(value),
+        PCREL => Some((hdr_avma + 4).wrapping_add(value)),
+        _ => None,
+    }
+}
+
+fn mapped(avma: u64, len: u64) -> Mapped {
+    Mapped {
+        ptr: avma as usize as *const u8,
+        len: usize::try_from(len).unwrap_or(0),
+    }
+}
+
+/// Builds framehop's view of one object; `None` for objects without
+/// loadable segments.
+fn module(object: &LoadedObject) -> Option<Module<Mapped>> {
+    let range = module_range(object)?;
+    let bias = object.bias;
+    let mut info = ExplicitModuleSectionInfo::<Mapped> {
+        base_svma: 0,
+        ..ExplicitModuleSectionInfo::default()
+    };
+    if let Some(&(vaddr, filesz, _, _)) = object.loads.iter().find(|l| l.3) {
+        info.text_svma = Some(vaddr..vaddr + filesz);
+        info.text = Some(mapped(bias + vaddr, filesz));
+    }
+    if let Some((vaddr, memsz)) = object.eh_frame_hdr {
+        let hdr = mapped(bias + vaddr, memsz);
+        info.eh_frame_hdr_svma = Some(vaddr..vaddr + memsz);
+        if let Some(eh_avma) = eh_frame_address(&hdr, bias + vaddr) {
+            let eh_svma = eh_avma.wrapping_sub(bias);
+            // `.eh_frame` has no size of its own here: it runs to the end of
+            // the segment holding it, and the table in the header says where
+            // each entry starts.
+            if let Some(&(seg, filesz, _, _)) = object
+                .loads
+                .iter()
+                .find(|l| (l.0..l.0 + l.1).contains(&eh_svma))
+            {
+                let len = seg + filesz - eh_svma;
+                info.eh_frame_svma = Some(eh_svma..eh_svma + len);
+                info.eh_frame = Some(mapped(eh_avma, len));
+            }
+        }
+        info.eh_frame_hdr = Some(hdr);
+    }
+    let name = if object.name.is_empty() {
+        "main".to_owned()
+    } else {
+        object.name.clone()
+    };
+    Some(Module::new(name, range, bias, info))
+}
+
+/// Walks captured stacks. Lives on the watchdog thread.
+pub(crate) struct StackUnwinder {
+    generation: Option<(u64, u64)>,
+    unwinder: UnwinderNative<Mapped, MayAllocateDuringUnwind>,
+    cache: CacheNative<MayAllocateDuringUnwind>,
+    /// Address ranges of the objects, to tell code addresses from garbage.
+    code: Vec<Range<u64>>,
+}
+
+impl std::fmt::Debug for StackUnwinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StackUnwinder")
+            .field("modules", &self.code.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StackUnwinder {
+    pub fn new() -> Self {
+        Self {
+            generation: None,
+            unwinder: UnwinderNative::new(),
+            cache: CacheNative::new(),
+            code: Vec::new(),
+        }
+    }
+
+    /// Lists the loaded objects again if the loader says they changed.
+    fn refresh(&mut self) {
+        if self.generation == Some(current_generation()) {
+            return;
+        }
+        let listing = list_objects();
+        self.unwinder = UnwinderNative::new();
+        self.cache = CacheNative::new();
+        self.code.clear();
+        for object in &listing.objects {
+            if let (Some(range), Some(module)) = (module_range(object), module(object)) {
+                self.code.push(range);
+                self.unwinder.add_module(module);
+            }
+        }
+        self.generation = Some(listing.generation);
+    }
+
+    /// The code addresses of `raw`, leaf (the program counter) first, every
+    /// other one a return address.
+    pub fn unwind(&mut self, raw: &RawStack) -> Vec<u64> {
+        self.refresh();
+        let regs = raw.regs;
+        let stack = &raw.stack;
+        let mut read = |addr: u64| -> Result<u64, ()> {
+            let offset = usize::try_from(addr.checked_sub(regs.sp).ok_or(())?).map_err(|_| ())?;
+            let bytes = stack.get(offset..offset + 8).ok_or(())?;
+            Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        #[cfg(target_arch = "x86_64")]
+        let unwind_regs = framehop::x86_64::UnwindRegsX86_64::new(regs.pc, regs.sp, regs.fp);
+        #[cfg(target_arch = "aarch64")]
+        let unwind_regs = framehop::aarch64::UnwindRegsAarch64::new(regs.lr, regs.sp, regs.fp);
+        let mut frames =
+            self.unwinder
+                .iter_frames(regs.pc, unwind_regs, &mut self.cache, &mut read);
+        let mut addrs = Vec::new();
+        while addrs.len() < MAX_FRAMES {
+            match frames.next() {
+                Ok(Some(frame)) => {
+                    let addr = frame.address();
+                    if addrs.is_empty() || matches!(frame, FrameAddress::ReturnAddress(_)) {
+                        addrs.push(addr);
+                    }
+                }
+                // The end of the stack, or a frame the tables cannot walk
+                // past: keep what was found.
+                Ok(None) | Err(_) => break,
+            }
+        }
+        addrs.retain(|a| self.code.iter().any(|r| r.contains(a)));
+        addrs
+    }
+}
+
+/// The addresses an object's loadable segments cover; `None` without any.
+fn module_range(object: &LoadedObject) -> Option<Range<u64>> {
+    let start = object.loads.iter().map(|l| l.0).min()?;
+    let end = object.loads.iter().map(|l| l.0 + l.2).max()?;
+    Some((object.bias + start)..(object.bias + end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_pc_relative_and_absolute_eh_frame_pointers() {
+        // version 1, pcrel|sdata4, then -0x100.
+        let mut hdr = vec![1, 0x1b, 0x03, 0x3b];
+        hdr.extend_from_slice(&(-0x100i32).to_ne_bytes());
+        assert_eq!(eh_frame_address(&hdr, 0x5000), Some(0x5004 - 0x100));
+        let mut abs = vec![1, 0x04, 0x03, 0x3b];
+        abs.extend_from_slice(&0x1234u64.to_ne_bytes());
+        assert_eq!(eh_frame_address(&abs, 0x5000), Some(0x1234));
+        assert_eq!(eh_frame_address(&[2, 0x1b, 0, 0, 0, 0, 0, 0], 0), None);
+        assert_eq!(eh_frame_address(&[1], 0), None);
+    }
+
+    #[test]
+    fn lists_this_process_with_unwind_tables() {
+        let listing = list_objects();
+        assert!(listing.objects.len() >= 2, "{listing:?}");
+        let main = &listing.objects[0];
+        assert!(main.eh_frame_hdr.is_some(), "{main:?}");
+        assert!(module(main).is_some());
+    }
+}

@@ -1,0 +1,440 @@
+//! The watchdog: flags a poll that does not return while it is still stuck,
+//! says whether its thread spins or blocks, and shows where.
+//!
+//! It runs on its own OS thread, never on the watched runtimes, so a runtime
+//! whose every worker is stuck is still reported. Every tick it reads each
+//! worker's published counters ([`rule`]); a worker that is active with the
+//! same counters for longer than `stuck_poll_threshold` is stuck. Its OS
+//! thread comes from the [`census`]; the thread's scheduler statistics
+//! since half the threshold classify it ([`rule::classify`]); its stack is
+//! sampled by signal ([`crate::stack`]) at detection and every
+//! [`SAMPLE_EVERY`] after. An event goes out at once (`STUCK`), again every
+//! [`REFRESH`] while the worker stays stuck (`STILL_STUCK`, with more
+//! samples), and when its counters move again (`RECOVERED`).
+
+mod census;
+mod namer;
+mod report;
+mod rule;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use meshwatch_proto::v1::{
+    Event, ProbeMessage, StuckPoll, StuckPollClass, StuckPollState, event, probe_message,
+};
+use procfs::process::Process;
+
+use crate::config::Config;
+use crate::identity::now_unix_ms;
+use crate::outbox::Outbox;
+use crate::sampler::WatchedRuntimes;
+use crate::stack::StackSampler;
+use crate::stats::ProbeCounters;
+use census::Census;
+use namer::Namer;
+use report::Samples;
+use rule::{Class, ThreadTimes, ThreadUse, Verdict, WorkerCounters, WorkerWatch};
+
+/// How often a stuck thread's stack is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// How often a stuck poll is reported again while it lasts.
+const REFRESH: Duration = Duration::from_secs(1);
+/// The longest tick; shorter thresholds tick faster.
+const MAX_TICK: Duration = Duration::from_millis(100);
+
+/// Starts the watchdog thread. It stops when the outbox is closed.
+pub(crate) fn spawn(
+    config: &Config,
+    outbox: Arc<Outbox>,
+    counters: Arc<ProbeCounters>,
+    runtimes: WatchedRuntimes,
+) -> std::io::Result<JoinHandle<()>> {
+    let threshold = config.stuck_poll_threshold;
+    std::thread::Builder::new()
+        .name("meshwatch-watchdog".to_owned())
+        .spawn(move || {
+            let tick = (threshold / 10).clamp(Duration::from_millis(10), MAX_TICK);
+            let mut watchdog = Watchdog::new(threshold, runtimes);
+            while !outbox.wait_closed(tick) {
+                for stuck in watchdog.tick(Instant::now()) {
+                    let message = ProbeMessage {
+                        kind: Some(probe_message::Kind::Event(Event {
+                            time_unix_ms: now_unix_ms(),
+                            kind: Some(event::Kind::StuckPoll(stuck)),
+                        })),
+                    };
+                    outbox.push(message, &counters);
+                }
+            }
+        })
+}
+
+/// One worker that has been frozen for at least half the threshold.
+#[derive(Debug)]
+struct Period {
+    key: String,
+    tid: Option<u32>,
+    thread_name: String,
+    /// Where the thread's CPU is measured from, and when it was read.
+    start: Option<(ThreadTimes, Instant)>,
+    samples: Samples,
+    last_sample: Option<Instant>,
+    /// The thread did not answer a capture: do not queue more signals.
+    capture_abandoned: bool,
+    /// Fixed at the first report, so a period is one incident.
+    class: Option<Class>,
+    last_report: Option<Instant>,
+    last_event: Option<StuckPoll>,
+}
+
+/// The watchdog's state, driven by [`Watchdog::tick`].
+#[derive(Debug)]
+struct Watchdog {
+    threshold: Duration,
+    runtimes: WatchedRuntimes,
+    census: Census,
+    watches: HashMap<(u32, u32), WorkerWatch>,
+    periods: HashMap<(u32, u32), Period>,
+    stacks: StackSampler,
+    namer: Namer,
+    process: Option<Process>,
+}
+
+impl Watchdog {
+    fn new(threshold: Duration, runtimes: WatchedRuntimes) -> Self {
+        Self {
+            threshold,
+            runtimes,
+            census: Census::default(),
+            watches: HashMap::new(),
+            periods: HashMap::new(),
+            stacks: StackSampler::new(),
+            namer: Namer::default(),
+            process: Process::myself().ok(),
+        }
+    }
+
+    /// Looks at every worker once; returns the events to send.
+    fn tick(&mut self, now: Instant) -> Vec<StuckPoll> {
+        let mut events = Vec::new();
+        for named in self.namer.named() {
+            if let Some(period) = self.periods.values_mut().find(|p| p.key == named.key) {
+                period.samples.push(named.frames);
+            }
+        }
+        for (runtime_id, handle) in self.runtimes.handles() {
+            self.census.refresh(runtime_id, &handle, now);
+            let metrics = handle.metrics();
+            for index in 0..metrics.num_workers() {
+                let counters = WorkerCounters {
+                    park_unpark: metrics.worker_park_unpark_count(index),
+                    parks: metrics.worker_park_count(index),
+                    busy: metrics.worker_total_busy_duration(index),
+                };
+                let worker = u32::try_from(index).unwrap_or(u32::MAX);
+                let id = (runtime_id, worker);
+                let verdict = self
+                    .watches
+                    .entry(id)
+                    .or_insert_with(|| WorkerWatch::new(counters, now))
+                    .observe(counters, now);
+                match verdict {
+                    Verdict::Progressing => {
+                        if let Some(period) = self.periods.remove(&id)
+                            && let Some(last) = &period.last_event
+                        {
+                            events.push(recovered(&period, last));
+                        }
+                    }
+                    Verdict::Frozen { since } => {
+                        if let Some(event) = self.frozen(id, since, now) {
+                            events.push(event);
+                        }
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    /// Follows a frozen worker; returns an event when one is due.
+    fn frozen(&mut self, id: (u32, u32), since: Instant, now: Instant) -> Option<StuckPoll> {
+        let frozen_for = now.duration_since(since);
+        if frozen_for < self.threshold / 2 {
+            return None;
+        }
+        let (runtime_id, worker) = id;
+        if !self.periods.contains_key(&id) {
+            let tid = self.census.tid(runtime_id, worker as usize);
+            let period = Period {
+                key: format!(
+                    "rt{runtime_id}-w{worker}-{}",
+                    now_unix_ms() - i64::try_from(frozen_for.as_millis()).unwrap_or(0)
+                ),
+                tid,
+                thread_name: tid.and_then(|t| self.thread_name(t)).unwrap_or_default(),
+                start: tid.and_then(|t| self.thread_times(t)),
+                samples: Samples::default(),
+                last_sample: None,
+                capture_abandoned: false,
+                class: None,
+                last_report: None,
+                last_event: None,
+            };
+            self.periods.insert(id, period);
+        }
+        if frozen_for < self.threshold {
+            return None;
+        }
+        let times = self
+            .periods
+            .get(&id)
+            .and_then(|p| p.tid)
+            .and_then(|t| self.thread_times(t));
+        let period = self.periods.get_mut(&id)?;
+        // Report at once, before the first stack sample (naming it can take
+        // a while the first time); again as soon as the first sample is in,
+        // then every REFRESH.
+        let first_stack = period
+            .last_event
+            .as_ref()
+            .is_some_and(|e| e.stack_samples == 0)
+            && period.samples.taken > 0;
+        let state = match period.last_report {
+            None => StuckPollState::Stuck,
+            Some(at) if first_stack || now.duration_since(at) >= REFRESH => {
+                StuckPollState::StillStuck
+            }
+            Some(_) => {
+                self.sample_if_due(id, now);
+                return None;
+            }
+        };
+        period.last_report = Some(now);
+        let event = build_event(period, id, state, frozen_for, times);
+        period.last_event = Some(event.clone());
+        Some(event)
+    }
+
+    fn sample_if_due(&mut self, id: (u32, u32), now: Instant) {
+        let Some(period) = self.periods.get_mut(&id) else {
+            return;
+        };
+        let due = period
+            .last_sample
+            .is_none_or(|at| now.duration_since(at) >= SAMPLE_EVERY);
+        let Some(tid) = period.tid.filter(|_| due && !period.capture_abandoned) else {
+            return;
+        };
+        period.last_sample = Some(now);
+        match self.stacks.sample(tid) {
+            Ok(addrs) => {
+                if !self.namer.submit(&period.key, addrs) {
+                    period.samples.last_error =
+                        Some("a stack sample was dropped: the namer is behind".to_owned());
+                }
+            }
+            Err(err) => {
+                period.capture_abandoned = true;
+                period.samples.last_error = Some(err.to_string());
+            }
+        }
+    }
+
+    /// The thread's scheduler statistics and the moment they were read
+    /// (not the tick's start: naming a stack can make a tick long).
+    fn thread_times(&self, tid: u32) -> Option<(ThreadTimes, Instant)> {
+        let task = self
+            .process
+            .as_ref()?
+            .task_from_tid(i32::try_from(tid).ok()?)
+            .ok()?;
+        let stat = task.schedstat().ok()?;
+        let times = ThreadTimes {
+            exec_ns: stat.sum_exec_runtime,
+            wait_ns: stat.run_delay,
+        };
+        Some((times, Instant::now()))
+    }
+
+    fn thread_name(&self, tid: u32) -> Option<String> {
+        let task = self
+            .process
+            .as_ref()?
+            .task_from_tid(i32::try_from(tid).ok()?)
+            .ok()?;
+        Some(task.stat().ok()?.comm)
+    }
+}
+
+/// The last report of a period, marked recovered, with the samples named
+/// since.
+fn recovered(period: &Period, last: &StuckPoll) -> StuckPoll {
+    let common = period.samples.common_frames();
+    StuckPoll {
+        state: StuckPollState::Recovered.into(),
+        caveat: report::caveat(&period.samples, &common, &[]),
+        frames: common,
+        hot_frames: period.samples.hot_frames(),
+        stack_samples: period.samples.taken,
+        ..last.clone()
+    }
+}
+
+/// The event for a period at `now`, classifying it on its first report.
+fn build_event(
+    period: &mut Period,
+    (runtime_id, worker): (u32, u32),
+    state: StuckPollState,
+    frozen_for: Duration,
+    end: Option<(ThreadTimes, Instant)>,
+) -> StuckPoll {
+    let mut notes = Vec::new();
+    let usage = match (period.start, end) {
+        (Some((start, from)), Some((end, to))) => {
+            Some(ThreadUse::between(start, end, to.duration_since(from)))
+        }
+        _ => None,
+    };
+    if period.tid.is_none() {
+        notes.push(
+            "the worker's OS thread is not known yet (no census task ran on it before it got stuck), so its CPU and stack are unknown"
+                .to_owned(),
+        );
+    }
+    if let Some(usage) = usage
+        && usage.wait_percent >= 20.0
+    {
+        notes.push(format!(
+            "the thread waited for a CPU {:.0}% of the time: the machine is overloaded",
+            usage.wait_percent
+        ));
+    }
+    // Without the thread's figures the worker is still not running tasks:
+    // blocked, from the runtime's point of view.
+    let class = *period
+        .class
+        .get_or_insert_with(|| usage.map_or(Class::BlockedWorker, rule::classify));
+    let common = period.samples.common_frames();
+    let caveat = report::caveat(&period.samples, &common, &notes);
+    StuckPoll {
+        key: period.key.clone(),
+        state: state.into(),
+        class: match class {
+            Class::RunawayLoop => StuckPollClass::RunawayLoop,
+            Class::BlockedWorker => StuckPollClass::BlockedWorker,
+        }
+        .into(),
+        runtime_id,
+        worker_index: worker,
+        tid: period.tid.unwrap_or(0),
+        thread_name: period.thread_name.clone(),
+        stuck_for_ms: u64::try_from(frozen_for.as_millis()).unwrap_or(u64::MAX),
+        cpu_percent: usage.map_or(0.0, |u| u.cpu_percent),
+        spawn_location: String::new(),
+        frames: common,
+        hot_frames: period.samples.hot_frames(),
+        stack_samples: period.samples.taken,
+        caveat,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[inline(never)]
+    fn spin_until(stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            std::hint::spin_loop();
+        }
+    }
+
+    fn run_watchdog(
+        watchdog: &mut Watchdog,
+        until: impl Fn(&[StuckPoll]) -> bool,
+    ) -> Vec<StuckPoll> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut all = Vec::new();
+        while !until(&all) {
+            assert!(Instant::now() < deadline, "{all:#?}");
+            all.extend(watchdog.tick(Instant::now()));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        all
+    }
+
+    fn flagged(events: &[StuckPoll], state: StuckPollState) -> Option<&StuckPoll> {
+        events.iter().find(|e| e.state() == state)
+    }
+
+    #[test]
+    fn flags_a_spinning_and_a_blocking_poll_and_their_recovery() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let runtimes = WatchedRuntimes::default();
+        runtimes.add(runtime.handle().clone());
+        let mut watchdog = Watchdog::new(Duration::from_millis(300), runtimes);
+        // Let the census find both workers while they are idle.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (0..2).any(|w| watchdog.census.tid(0, w).is_none()) {
+            assert!(Instant::now() < deadline);
+            assert!(watchdog.tick(Instant::now()).is_empty());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let spinner = {
+            let stop = stop.clone();
+            runtime.spawn(async move { spin_until(&stop) })
+        };
+        let events = run_watchdog(&mut watchdog, |e| {
+            flagged(e, StuckPollState::StillStuck).is_some()
+        });
+        let stuck = flagged(&events, StuckPollState::Stuck).unwrap();
+        assert_eq!(stuck.class(), StuckPollClass::RunawayLoop, "{stuck:#?}");
+        assert!(stuck.cpu_percent > 30.0, "{stuck:#?}");
+        assert!(stuck.stuck_for_ms >= 300);
+        assert_ne!(stuck.tid, 0);
+        let still = flagged(&events, StuckPollState::StillStuck).unwrap();
+        assert_eq!(still.key, stuck.key);
+        if cfg!(feature = "stacks") {
+            assert!(
+                still
+                    .frames
+                    .iter()
+                    .any(|f| f.function.contains("spin_until")),
+                "{still:#?}"
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        runtime.block_on(spinner).unwrap();
+        let events = run_watchdog(&mut watchdog, |e| {
+            flagged(e, StuckPollState::Recovered).is_some()
+        });
+        assert_eq!(
+            flagged(&events, StuckPollState::Recovered).unwrap().key,
+            stuck.key
+        );
+
+        let sleeper = runtime.spawn(async { std::thread::sleep(Duration::from_millis(1200)) });
+        let events = run_watchdog(&mut watchdog, |e| {
+            flagged(e, StuckPollState::Stuck).is_some()
+        });
+        let blocked = flagged(&events, StuckPollState::Stuck).unwrap();
+        assert_eq!(
+            blocked.class(),
+            StuckPollClass::BlockedWorker,
+            "{blocked:#?}"
+        );
+        assert_ne!(blocked.key, stuck.key);
+        runtime.block_on(sleeper).unwrap();
+    }
+}

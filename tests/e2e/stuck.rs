@@ -1,0 +1,188 @@
+//! Stuck polls: a runaway loop and a blocking call are flagged with the
+//! function at fault and resolved when they end; a busy healthy service is
+//! not flagged; a service with its own signal handlers keeps them.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use meshwatch_e2e::load::Load;
+use meshwatch_e2e::{Collector, Service, status, wait_for};
+use serde_json::Value;
+
+/// Starts `mesh-service` with both stuck-poll faults and `extra` flags, and
+/// returns it with its instance id once it reports.
+fn faulty(collector: &Collector, name: &str, extra: &[&str]) -> (Service, String) {
+    let mut args = vec!["--fault", "loop", "--fault", "block"];
+    args.extend_from_slice(extra);
+    let service = Service::start_with(collector, name, 2, &args, &[]);
+    let instance = collector.wait_for_instance(&format!("{name} reporting"), |i| {
+        i["service"] == name && i["headline"]["workers"] == 2
+    });
+    // Let the watchdog's census map both workers before the trouble starts.
+    std::thread::sleep(Duration::from_millis(500));
+    let id = instance["instance_id"].as_str().unwrap().to_owned();
+    (service, id)
+}
+
+fn incidents(collector: &Collector, instance: &str) -> Vec<Value> {
+    collector.get_json("/api/v1/incidents")["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["instance"] == instance)
+        .cloned()
+        .collect()
+}
+
+fn find(collector: &Collector, instance: &str, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    incidents(collector, instance).into_iter().find(|i| pred(i))
+}
+
+fn functions(incident: &Value) -> Vec<String> {
+    incident["evidence"]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["function"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Triggers the loop fault and checks it is flagged within 3 s, with the
+/// parser among the frames, shown by `meshwatch status`, then resolved.
+fn loop_is_diagnosed(collector: &Collector, service: &Service, instance: &str) {
+    let triggered = Instant::now();
+    service.get("/fault/loop?secs=6");
+    let opened = wait_for("a runaway_loop incident", Duration::from_secs(10), || {
+        find(collector, instance, |i| i["kind"] == "runaway_loop")
+    });
+    let flagged_after = triggered.elapsed();
+    assert!(
+        flagged_after <= Duration::from_secs(3),
+        "flagged after {flagged_after:?}"
+    );
+    assert!(opened["resolved_at_ms"].is_null(), "{opened:#}");
+    assert_ne!(opened["evidence"]["thread"]["tid"], 0, "{opened:#}");
+    assert!(opened["evidence"]["stuck_for_ms"].as_u64().unwrap() >= 1000);
+    let table = status(collector, false);
+    assert!(table.contains("runaway_loop"), "{table}");
+    // Naming the first stack loads the debug info, slow in debug builds.
+    // Release builds with line tables only name inlined frames without
+    // their module path, so only the function's own name is required.
+    let named = wait_for(
+        "the parser among the frames",
+        Duration::from_secs(20),
+        || {
+            find(collector, instance, |i| {
+                i["kind"] == "runaway_loop"
+                    && functions(i).iter().any(|f| f.contains("parse_records"))
+            })
+        },
+    );
+    assert!(
+        named["summary"].as_str().unwrap().contains("parse_records"),
+        "{named:#}"
+    );
+    assert!(named["evidence"]["stack_samples"].as_u64().unwrap() >= 1);
+    assert!(!named["evidence"]["caveat"].as_str().unwrap().is_empty());
+    wait_for(
+        "the loop incident resolved",
+        Duration::from_secs(20),
+        || {
+            find(collector, instance, |i| {
+                i["kind"] == "runaway_loop" && !i["resolved_at_ms"].is_null()
+            })
+        },
+    );
+}
+
+#[test]
+fn runaway_loop_is_flagged_with_the_looping_function_and_resolves() {
+    let collector = Collector::start();
+    let (service, instance) = faulty(&collector, "looping", &[]);
+    loop_is_diagnosed(&collector, &service, &instance);
+}
+
+#[test]
+fn blocking_call_is_flagged_as_a_blocked_worker_and_resolves() {
+    let collector = Collector::start();
+    let (service, instance) = faulty(&collector, "blocking", &[]);
+    service.get("/fault/block?secs=5");
+    let opened = wait_for("a blocked_worker incident", Duration::from_secs(10), || {
+        find(&collector, &instance, |i| i["kind"] == "blocked_worker")
+    });
+    assert!(
+        opened["evidence"]["cpu_percent"].as_f64().unwrap() < 50.0,
+        "{opened:#}"
+    );
+    assert!(
+        find(&collector, &instance, |i| i["kind"] == "runaway_loop").is_none(),
+        "a sleeping thread is not a loop"
+    );
+    wait_for(
+        "the blocked worker resolved",
+        Duration::from_secs(20),
+        || {
+            find(&collector, &instance, |i| {
+                i["kind"] == "blocked_worker" && !i["resolved_at_ms"].is_null()
+            })
+        },
+    );
+}
+
+#[test]
+fn saturated_healthy_service_opens_no_incident() {
+    let collector = Collector::start();
+    let service = Service::start(&collector, "busy", 2);
+    let instance = collector.wait_for_instance("busy reporting", |i| {
+        i["service"] == "busy" && i["headline"]["workers"] == 2
+    });
+    let instance = instance["instance_id"].as_str().unwrap();
+    // Six keep-alive clients; one request in ten is a 5-10 ms poll.
+    let load = Load::start(&service.http, 6, 10);
+    std::thread::sleep(Duration::from_secs(20));
+    let report = load.stop();
+    assert!(
+        report.ok > 1000,
+        "the load generator barely ran: {report:?}"
+    );
+    let found = incidents(&collector, instance);
+    assert!(found.is_empty(), "false flags: {found:#?}");
+}
+
+#[test]
+fn own_signal_handlers_and_a_sigprof_profiler_keep_working() {
+    let collector = Collector::start();
+    let (service, instance) = faulty(&collector, "signals", &["--own-signal-handlers"]);
+    let counts =
+        |service: &Service| -> Value { serde_json::from_str(&service.get("/signals")).unwrap() };
+    let pid = service.process.pid().to_string();
+    for sig in ["-USR1", "-64"] {
+        let sent = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(sent.success(), "kill {sig}");
+    }
+    let before = wait_for(
+        "the service's handlers to run",
+        Duration::from_secs(10),
+        || {
+            let c = counts(&service);
+            (c["usr1"] == 1 && c["rtmax"] == 1 && c["prof"].as_u64() > Some(0)).then_some(c)
+        },
+    );
+
+    loop_is_diagnosed(&collector, &service, &instance);
+
+    let after = counts(&service);
+    assert_eq!(
+        after["usr1"], 1,
+        "the probe's signal is not SIGUSR1: {after}"
+    );
+    assert_eq!(
+        after["rtmax"], 1,
+        "the probe's signal is not SIGRTMAX: {after}"
+    );
+    assert!(
+        after["prof"].as_u64() > before["prof"].as_u64(),
+        "the profiler kept ticking: {before} then {after}"
+    );
+    assert_eq!(service.get("/"), "hello");
+}
