@@ -196,27 +196,23 @@ fn tui_shows_the_mesh_opens_details_and_survives_the_collector_going_away() {
     });
 }
 
-/// Arguments that make `mesh-service` spin in a runaway loop. To align at
-/// merge with the example's fault switch (issue 3).
-const LOOP_FAULT_ARGS: &[&str] = &["--fault", "loop"];
-
-/// The function the watchdog names for the loop: the hottest frame, else
-/// the first frame of the example's own code, else the innermost frame.
+/// The function the watchdog names for the loop: the first frame of the
+/// example's own code among the frames common to every sample, else the
+/// innermost common frame.
 fn looping_function(incident: &serde_json::Value) -> String {
-    let evidence = &incident["evidence"];
-    let function = |f: &serde_json::Value| f["function"].as_str().or(f.as_str()).map(str::to_owned);
-    let frames = evidence["frames"].as_array().cloned().unwrap_or_default();
-    evidence["hot_frames"]
+    let frames = incident["evidence"]["frames"]
         .as_array()
-        .and_then(|hot| hot.first())
-        .and_then(function)
-        .or_else(|| {
-            frames
-                .iter()
-                .filter_map(function)
-                .find(|f| f.contains("mesh_service") || f.contains("examples"))
-        })
-        .or_else(|| frames.first().and_then(function))
+        .cloned()
+        .unwrap_or_default();
+    let functions: Vec<String> = frames
+        .iter()
+        .filter_map(|f| f["function"].as_str().map(str::to_owned))
+        .collect();
+    functions
+        .iter()
+        .find(|f| f.contains("meshwatch_examples"))
+        .or_else(|| functions.first())
+        .cloned()
         .expect("the runaway loop's evidence has a stack")
 }
 
@@ -225,23 +221,27 @@ fn looping_function(incident: &serde_json::Value) -> String {
 /// stack on Enter.
 fn assert_runaway_loop_is_flagged_and_opens_its_stack() {
     let collector = Collector::start();
-    let args = [&["--name", "checkout", "--workers", "2"], LOOP_FAULT_ARGS].concat();
-    let (_service, _) = Process::start(
-        "mesh-service",
-        &args,
-        &[
-            ("MESHWATCH_COLLECTOR", collector.ingest.as_str()),
-            ("MESHWATCH_INTERVAL_MS", "200"),
-        ],
-        "mesh-service listening http=",
+    let service = Service::start_with(&collector, "checkout", 2, &["--fault", "loop"], &[]);
+    // The parser spins until the service is killed.
+    service.get("/fault/loop");
+    // The incident opens at once and gains its stack when the first sample
+    // is named.
+    let incident = wait_for(
+        "a runaway_loop incident with a stack",
+        SCREEN_TIMEOUT,
+        || {
+            collector.get_json("/api/v1/incidents?state=open")["incidents"]
+                .as_array()?
+                .iter()
+                .find(|i| {
+                    i["kind"] == "runaway_loop"
+                        && i["evidence"]["frames"]
+                            .as_array()
+                            .is_some_and(|f| !f.is_empty())
+                })
+                .cloned()
+        },
     );
-    let incident = wait_for("a runaway_loop incident", SCREEN_TIMEOUT, || {
-        collector.get_json("/api/v1/incidents?state=open")["incidents"]
-            .as_array()?
-            .iter()
-            .find(|i| i["kind"] == "runaway_loop")
-            .cloned()
-    });
     let function = looping_function(&incident);
     let tmux = Tmux::start(&collector.http, 160, 40);
     let screen = tmux.wait_for_text(&["LOOP", "checkout"]);
@@ -255,7 +255,6 @@ fn assert_runaway_loop_is_flagged_and_opens_its_stack() {
 }
 
 #[test]
-#[ignore = "needs the runaway-loop watchdog and mesh-service's loop switch (issue 3); enable at merge"]
 fn tui_flags_a_runaway_loop_and_opens_its_stack() {
     assert_runaway_loop_is_flagged_and_opens_its_stack();
 }

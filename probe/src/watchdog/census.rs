@@ -69,6 +69,14 @@ impl Census {
         }
     }
 
+    /// Every thread the census has seen running a worker, in any runtime.
+    pub fn known_tids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.tables
+            .values()
+            .flat_map(|t| t.tids.iter().map(|tid| tid.load(Ordering::Relaxed)))
+            .filter(|&tid| tid != 0)
+    }
+
     /// The thread that last ran worker `worker` of runtime `runtime_id`.
     pub fn tid(&self, runtime_id: u32, worker: usize) -> Option<u32> {
         let tid = self

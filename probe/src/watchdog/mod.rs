@@ -44,6 +44,15 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 const REFRESH: Duration = Duration::from_secs(1);
 /// The longest tick; shorter thresholds tick faster.
 const MAX_TICK: Duration = Duration::from_millis(100);
+/// The longest that unmapped worker threads are watched before the hottest
+/// is taken for a stuck worker the census never saw; at most a quarter of
+/// the threshold, so the thread is known before the first report.
+const INFER_OVER: Duration = Duration::from_millis(200);
+/// The share of a core an unmapped thread must have used over
+/// [`INFER_OVER`] to be taken for the stuck worker's thread.
+const INFER_MIN_SHARE: f64 = 0.5;
+/// The name tokio gives worker (and blocking) threads unless told otherwise.
+const DEFAULT_WORKER_NAME: &str = "tokio-rt-worker";
 
 /// Starts the watchdog thread. It stops when the outbox is closed.
 pub(crate) fn spawn(
@@ -84,6 +93,12 @@ struct Period {
     last_sample: Option<Instant>,
     /// The thread did not answer a capture: do not queue more signals.
     capture_abandoned: bool,
+    /// While the census does not know the worker's thread: the unmapped
+    /// worker-named threads and their times, to find the one that spins.
+    candidates: Option<(Instant, Vec<(u32, ThreadTimes)>)>,
+    /// The thread was inferred (the hottest unmapped worker thread), not
+    /// seen by the census.
+    inferred: bool,
     /// Fixed at the first report, so a period is one incident.
     class: Option<Class>,
     last_report: Option<Instant>,
@@ -180,11 +195,16 @@ impl Watchdog {
                 samples: Samples::default(),
                 last_sample: None,
                 capture_abandoned: false,
+                candidates: None,
+                inferred: false,
                 class: None,
                 last_report: None,
                 last_event: None,
             };
             self.periods.insert(id, period);
+        }
+        if self.periods.get(&id).is_some_and(|p| p.tid.is_none()) {
+            self.infer_thread(id, now);
         }
         if frozen_for < self.threshold {
             return None;
@@ -244,6 +264,76 @@ impl Watchdog {
         }
     }
 
+    /// For a stuck worker whose thread the census never saw (it got stuck
+    /// before its first census task ran): watches the worker-named threads
+    /// no other worker is known to run on, and takes the one that used at
+    /// least half a core over [`INFER_OVER`]. A blocked worker's thread uses
+    /// none, so it stays unknown, and the event says so.
+    fn infer_thread(&mut self, id: (u32, u32), now: Instant) {
+        let Some(process) = self.process.as_ref() else {
+            return;
+        };
+        let known: Vec<u32> = self.census.known_tids().collect();
+        let names: Vec<String> = known
+            .iter()
+            .filter_map(|&tid| self.thread_name(tid))
+            .chain([DEFAULT_WORKER_NAME.to_owned()])
+            .collect();
+        let Ok(tasks) = process.tasks() else {
+            return;
+        };
+        let mut thread_names = HashMap::new();
+        let unmapped: Vec<(u32, ThreadTimes)> = tasks
+            .flatten()
+            .filter_map(|task| {
+                let tid = u32::try_from(task.tid).ok()?;
+                let name = task.stat().ok()?.comm;
+                if known.contains(&tid) || !names.contains(&name) {
+                    return None;
+                }
+                thread_names.insert(tid, name);
+                let stat = task.schedstat().ok()?;
+                Some((
+                    tid,
+                    ThreadTimes {
+                        exec_ns: stat.sum_exec_runtime,
+                        wait_ns: stat.run_delay,
+                    },
+                ))
+            })
+            .collect();
+        let Some(period) = self.periods.get_mut(&id) else {
+            return;
+        };
+        let Some((since, before)) = &period.candidates else {
+            period.candidates = Some((now, unmapped));
+            return;
+        };
+        let elapsed = now.duration_since(*since);
+        if elapsed < INFER_OVER.min(self.threshold / 4) {
+            return;
+        }
+        let hottest = unmapped
+            .iter()
+            .filter_map(|(tid, times)| {
+                let (_, start) = before.iter().find(|(t, _)| t == tid)?;
+                Some((*tid, *start, times.exec_ns.saturating_sub(start.exec_ns)))
+            })
+            .max_by_key(|&(_, _, ran)| ran);
+        match hottest {
+            Some((tid, start, ran))
+                if ran as f64 >= INFER_MIN_SHARE * elapsed.as_nanos() as f64 =>
+            {
+                period.tid = Some(tid);
+                period.start = Some((start, *since));
+                period.inferred = true;
+                period.thread_name = thread_names.remove(&tid).unwrap_or_default();
+            }
+            // Nothing spins: watch afresh, in case the loop is yet to heat up.
+            _ => period.candidates = Some((now, unmapped)),
+        }
+    }
+
     /// The thread's scheduler statistics and the moment they were read
     /// (not the tick's start: naming a stack can make a tick long).
     fn thread_times(&self, tid: u32) -> Option<(ThreadTimes, Instant)> {
@@ -299,6 +389,12 @@ fn build_event(
         }
         _ => None,
     };
+    if period.inferred {
+        notes.push(
+            "the worker got stuck before the probe mapped it to its OS thread; the thread shown is the hottest unmapped worker-named thread, which could in rare cases be a blocking-pool thread"
+                .to_owned(),
+        );
+    }
     if period.tid.is_none() {
         notes.push(
             "the worker's OS thread is not known yet (no census task ran on it before it got stuck), so its CPU and stack are unknown"
@@ -372,6 +468,44 @@ mod tests {
         events.iter().find(|e| e.state() == state)
     }
 
+    struct StopOnDrop(Arc<AtomicBool>);
+
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn infers_the_thread_of_a_worker_stuck_before_the_census_saw_it() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Ends the spin even if an assertion fails, or dropping the runtime
+        // would wait for it forever.
+        let _unblock = StopOnDrop(stop.clone());
+        // The loop starts before the watchdog exists: no census task has run.
+        let spinner = {
+            let stop = stop.clone();
+            runtime.spawn(async move { spin_until(&stop) })
+        };
+        let runtimes = WatchedRuntimes::default();
+        runtimes.add(runtime.handle().clone());
+        let mut watchdog = Watchdog::new(Duration::from_millis(300), runtimes);
+        let events = run_watchdog(&mut watchdog, |e| {
+            flagged(e, StuckPollState::Stuck).is_some()
+        });
+        let stuck = flagged(&events, StuckPollState::Stuck).unwrap();
+        assert_eq!(stuck.class(), StuckPollClass::RunawayLoop, "{stuck:#?}");
+        assert_ne!(stuck.tid, 0, "{stuck:#?}");
+        assert!(stuck.caveat.contains("hottest unmapped"), "{stuck:#?}");
+        stop.store(true, Ordering::Relaxed);
+        runtime.block_on(spinner).unwrap();
+    }
+
     #[test]
     fn flags_a_spinning_and_a_blocking_poll_and_their_recovery() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -391,6 +525,7 @@ mod tests {
         }
 
         let stop = Arc::new(AtomicBool::new(false));
+        let _unblock = StopOnDrop(stop.clone());
         let spinner = {
             let stop = stop.clone();
             runtime.spawn(async move { spin_until(&stop) })
