@@ -7,9 +7,9 @@
 //! unwinder is thread-safe. Without the `stacks` feature, nothing is
 //! captured and every sample falls into one anonymous site.
 
-use super::table::{MAX_DEPTH, Stack};
+use super::table::Stack;
 
-/// The calling thread's stack, innermost first, at most [`MAX_DEPTH`]
+/// The calling thread's stack, innermost first, at most [`MAX_DEPTH`](super::table::MAX_DEPTH)
 /// frames. The first few are the profiler's and the allocator's own; the
 /// report trims them when it names the frames.
 #[cfg(feature = "stacks")]
@@ -22,7 +22,7 @@ pub(crate) fn capture() -> Stack {
         backtrace::trace_unsynchronized(|frame| {
             stack.frames[stack.depth] = frame.ip() as usize;
             stack.depth += 1;
-            stack.depth < MAX_DEPTH
+            stack.depth < super::table::MAX_DEPTH
         });
     }
     stack
