@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use meshwatch_proto::DEFAULT_MAX_FRAME_LEN;
 
+use crate::detect::memory::MemorySettings;
+
 /// The default address for probes: loopback, so nothing is exposed unless asked.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6740);
@@ -60,6 +62,11 @@ pub struct Config {
     /// The most probe connections served at once; more are refused, so a
     /// connection flood cannot exhaust the collector's file descriptors.
     pub max_connections: usize,
+    /// How often the detectors run over every service. Not on every
+    /// snapshot: their cost is then bounded by the number of services.
+    pub detect_interval: Duration,
+    /// The `memory_growth` detector's window and thresholds.
+    pub memory: MemorySettings,
 }
 
 impl Config {
@@ -78,6 +85,8 @@ impl Config {
             down_after_missed: 3,
             restarted_display: Duration::from_secs(5 * 60),
             max_connections: 4096,
+            detect_interval: Duration::from_secs(5),
+            memory: MemorySettings::default(),
         }
     }
 

@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
+use crate::detect::{DetectorSet, Stores};
+use crate::heap_sites::HeapSiteStore;
 use crate::incidents::IncidentBook;
 use crate::registry::{ConnId, Registry, RegistryLimits};
 use crate::series::{Sample, SeriesStore};
@@ -36,8 +38,13 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct State {
     pub(crate) registry: Registry,
     pub(crate) series: SeriesStore,
+    pub(crate) heap_sites: HeapSiteStore,
     pub(crate) incidents: IncidentBook,
+    detectors: DetectorSet,
 }
+
+/// Points kept per allocation site per window of the memory detector.
+const SITE_POINTS_PER_WINDOW: u32 = 32;
 
 impl State {
     pub(crate) fn new(config: &Config) -> Self {
@@ -50,7 +57,12 @@ impl State {
                 max_events: MAX_EVENTS_PER_INSTANCE,
             }),
             series: SeriesStore::new(config.series_capacity),
+            heap_sites: HeapSiteStore::new(
+                i64::try_from((config.memory.window / SITE_POINTS_PER_WINDOW).as_millis())
+                    .unwrap_or(i64::MAX),
+            ),
             incidents: IncidentBook::default(),
+            detectors: DetectorSet::new(config),
         }
     }
 
@@ -80,6 +92,8 @@ impl State {
                 cpu_percent: instance.cpu_percent,
             };
             self.series.record(instance_id, t_ms, &sample);
+            self.heap_sites
+                .record(instance_id, t_ms, &snapshot.heap_sites);
         }
     }
 
@@ -91,12 +105,19 @@ impl State {
         self.registry.disconnect(instance_id, conn);
     }
 
-    /// Applies the passage of time and drops the history of forgotten
-    /// instances.
+    /// Applies the passage of time, drops the history of forgotten
+    /// instances, and runs the detectors when they are due.
     pub(crate) fn tick(&mut self, now_ms: i64) {
         for forgotten in self.registry.tick(now_ms) {
             self.series.remove(&forgotten);
+            self.heap_sites.remove(&forgotten);
         }
+        let stores = Stores {
+            registry: &self.registry,
+            series: &self.series,
+            heap_sites: &self.heap_sites,
+        };
+        self.detectors.tick(now_ms, stores, &mut self.incidents);
     }
 }
 
