@@ -6,4 +6,5 @@
 //! the same code.
 #![warn(missing_docs)]
 
+pub mod faults;
 pub mod service;

@@ -4,6 +4,10 @@
 //! - `GET /` answers `hello`: the cheapest request, for saturation tests;
 //! - `GET /work?ms=N` spins the CPU for N milliseconds (at most 1000) inside
 //!   the handler, as a legitimately slow request does.
+//!
+//! With `--sessions-per-sec N` it also plays a proxy that clients hold
+//! connections to (see [`crate::faults::session_leak`]); `--fault leak`
+//! makes its session cache keep every closed session.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,6 +16,9 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
+
+use crate::faults::Fault;
+use crate::faults::session_leak::{self, SessionTraffic};
 
 /// How an example service is started.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,6 +32,38 @@ pub struct ServiceArgs {
     /// Address of the HTTP server; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// A fault to inject.
+    #[arg(long, value_enum)]
+    pub fault: Option<Fault>,
+    /// Simulated proxy sessions opened per second, each held for
+    /// --session-hold-ms; 0 for none, except with --fault leak, which
+    /// defaults to 4 (about 1 MB/min with 4 KiB sessions).
+    #[arg(long, default_value_t = 0)]
+    pub sessions_per_sec: u32,
+    /// Bytes each session buffers.
+    #[arg(long, default_value_t = 4096)]
+    pub session_bytes: usize,
+    /// How long a simulated client holds its connection, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub session_hold_ms: u64,
+}
+
+impl ServiceArgs {
+    /// The simulated proxy traffic to run, if any.
+    fn session_traffic(&self) -> Option<SessionTraffic> {
+        let leak = self.fault == Some(Fault::Leak);
+        let sessions_per_sec = match self.sessions_per_sec {
+            0 if leak => 4,
+            0 => return None,
+            n => n,
+        };
+        Some(SessionTraffic {
+            sessions_per_sec,
+            session_bytes: self.session_bytes,
+            hold: Duration::from_millis(self.session_hold_ms),
+            leak,
+        })
+    }
 }
 
 /// The announcement printed on stdout once the server listens, so a parent
@@ -52,6 +91,9 @@ async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind {}", args.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     println!("{LISTENING_PREFIX}{addr}");
+    if let Some(traffic) = args.session_traffic() {
+        tokio::spawn(session_leak::run(traffic));
+    }
 
     let app = Router::new()
         .route("/", get(|| async { "hello" }))

@@ -176,6 +176,12 @@ impl Collector {
 
     /// Starts a collector that requires `token` (from a token file), if given.
     pub fn start_with_token(token: Option<&str>) -> Self {
+        Self::start_with(token, &[])
+    }
+
+    /// Starts a collector with `extra` flags (a short `--memory-window-secs`,
+    /// say) and, if given, a required `token`.
+    pub fn start_with(token: Option<&str>, extra: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("data dir");
         let data = data_dir.path().join("store");
         let token_file = data_dir.path().join("token");
@@ -193,6 +199,7 @@ impl Collector {
             std::fs::write(token_file, format!("{token}\n")).expect("write token file");
             args.extend(["--token-file", token_file]);
         }
+        args.extend_from_slice(extra);
         let (process, line) = Process::start(
             "meshwatch-collector",
             &args,
@@ -260,6 +267,18 @@ impl Service {
     /// Starts `mesh-service --name NAME --workers N` reporting to `collector`
     /// every 200 ms.
     pub fn start(collector: &Collector, name: &str, workers: usize) -> Self {
+        Self::start_with(collector, name, workers, &[], &[])
+    }
+
+    /// Like [`Service::start`], with `extra` arguments (a `--fault`, say)
+    /// and `extra_envs` (which override the defaults above).
+    pub fn start_with(
+        collector: &Collector,
+        name: &str,
+        workers: usize,
+        extra: &[&str],
+        extra_envs: &[(&str, &str)],
+    ) -> Self {
         let workers = workers.to_string();
         let mut envs = vec![
             ("MESHWATCH_COLLECTOR", collector.ingest.as_str()),
@@ -268,12 +287,11 @@ impl Service {
         if let Some(token) = &collector.token {
             envs.push(("MESHWATCH_TOKEN", token));
         }
-        let (process, http) = Process::start(
-            "mesh-service",
-            &["--name", name, "--workers", &workers],
-            &envs,
-            "mesh-service listening http=",
-        );
+        envs.extend_from_slice(extra_envs);
+        let mut args = vec!["--name", name, "--workers", &workers];
+        args.extend_from_slice(extra);
+        let (process, http) =
+            Process::start("mesh-service", &args, &envs, "mesh-service listening http=");
         Self { process, http }
     }
 }

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use super::trend::{SignTest, cox_stuart, lower_envelope, theil_sen};
 use super::{Detector, InstanceWindow, Needs, Problem, Verdict, Window};
-use crate::heap_sites::SiteHistory;
+use crate::heap_sites::{SiteFrame, SiteHistory};
 use crate::incidents::{Finding, IncidentKind, Severity};
 use crate::series::{Metric, Point};
 
@@ -287,8 +287,12 @@ impl MemoryGrowth {
                 duration(s)
             ));
         }
-        if let Some(first) = suspects.first().and_then(|s| s.site.frames.first()) {
-            summary.push_str(&format!("; top growing site: {}", first.function));
+        if let Some(function) = suspects
+            .first()
+            .filter(|s| s.growing)
+            .and_then(Suspect::function)
+        {
+            summary.push_str(&format!("; top growing site: {function}"));
         }
         let restarts: Vec<Value> = window
             .instances
@@ -352,9 +356,33 @@ struct Suspect<'a> {
 }
 
 impl Suspect<'_> {
+    /// The first frame that is the service's own code rather than the
+    /// standard library's or a dependency's: the name a person looks for.
+    /// Told by the file when known (the toolchain's sources are under
+    /// `/rustc/`, dependencies under cargo's registry), else by the name.
+    fn function(&self) -> Option<&str> {
+        const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/"];
+        const LIBRARY: &[&str] = &["alloc::", "core::", "std::", "hashbrown::"];
+        let own = |f: &&SiteFrame| {
+            if f.file.is_empty() {
+                let name = f.function.trim_start_matches('<');
+                !name.is_empty() && !LIBRARY.iter().any(|lib| name.starts_with(lib))
+            } else {
+                !FOREIGN_FILES.iter().any(|dir| f.file.contains(dir))
+            }
+        };
+        let frames = &self.site.frames;
+        frames
+            .iter()
+            .find(own)
+            .or(frames.first())
+            .map(|f| f.function.as_str())
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "site": format!("{:016x}", self.site.id),
+            "function": self.function(),
             "growing": self.growing,
             "growth_bytes_per_hour": self.slope * 3600.0,
             "live_bytes": self.site.points.back().map(|p| p.live_bytes),

@@ -101,6 +101,14 @@ fn heap_and_rss(f: impl FnMut(f64) -> f64) -> Fixture {
     Fixture::new(Some(heap), rss)
 }
 
+fn frame(function: &str, file: &str) -> SiteFrame {
+    SiteFrame {
+        function: function.to_owned(),
+        file: file.to_owned(),
+        line: 1,
+    }
+}
+
 fn site(id: u64, function: &str, live: impl Fn(f64) -> f64) -> SiteHistory {
     let points: VecDeque<SitePoint> = (0..32)
         .map(|i| {
@@ -114,11 +122,14 @@ fn site(id: u64, function: &str, live: impl Fn(f64) -> f64) -> SiteHistory {
         .collect();
     SiteHistory {
         id,
-        frames: vec![SiteFrame {
-            function: function.to_owned(),
-            file: "src/lib.rs".to_owned(),
-            line: 1,
-        }],
+        frames: vec![
+            frame("<alloc::raw_vec::RawVecInner>::try_allocate_in", ""),
+            frame(
+                "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+                "/rustc/17067e9/library/alloc/src/vec/spec_from_elem.rs",
+            ),
+            frame(function, "/src/proxy/src/lib.rs"),
+        ],
         points,
         live_objects: 10,
         live_samples: 10,
@@ -149,7 +160,11 @@ fn flags_a_linear_leak_with_noise_and_names_the_growing_site_first() {
     let rate = evidence["growth_bytes_per_hour"].as_f64().unwrap();
     assert!((rate - 60.0 * MB).abs() < 15.0 * MB, "{rate}");
     assert_eq!(
-        evidence["suspects"][0]["frames"][0]["function"],
+        evidence["suspects"][0]["function"],
+        "proxy::remember_session"
+    );
+    assert_eq!(
+        evidence["suspects"][0]["frames"][2]["function"],
         "proxy::remember_session"
     );
     assert_eq!(evidence["suspects"][0]["growing"], true);
