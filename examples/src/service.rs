@@ -66,6 +66,34 @@ impl ServiceArgs {
     }
 }
 
+/// An instrumented example HTTP service for meshwatch's demo and tests.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mesh-service", version)]
+struct Cli {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// The whole of a `mesh-service` binary: logs to stderr (filter in
+/// `MESHWATCH_LOG`), reads the command line, runs the service. Shared by
+/// `mesh-service` and `mesh-service-untracked`, which differ only in their
+/// global allocator.
+///
+/// # Errors
+///
+/// When the service cannot start.
+pub fn main() -> anyhow::Result<()> {
+    use clap::Parser as _;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHWATCH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    run(&Cli::parse().service)
+}
+
 /// The announcement printed on stdout once the server listens, so a parent
 /// process (the demo, a test) learns the port it picked.
 pub const LISTENING_PREFIX: &str = "mesh-service listening http=";
