@@ -10,17 +10,10 @@
 
 use std::time::Duration;
 
-use meshwatch_benches::{median, usage};
+use meshwatch_benches::{env_or, median, usage};
 use meshwatch_e2e::{Collector, Process};
 
 const INTERVAL_MS: u64 = 100;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Runs one `mesh-service` for `seconds` and returns its CPU time and final
 /// RSS, measured from just after startup.

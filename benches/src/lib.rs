@@ -1,7 +1,9 @@
 //! Shared helpers for meshwatch's benchmarks: medians and process CPU/RSS
 //! readings. The benchmarks themselves are in `benches/`.
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// The median of `values` (the mean of the middle two for an even count);
 /// `None` when empty. Benchmarks quote medians because this machine is noisy.
@@ -17,6 +19,15 @@ pub fn median(values: &[f64]) -> Option<f64> {
     } else {
         sorted[mid]
     })
+}
+
+/// The number in environment variable `name`, else `default`: how the
+/// benchmarks take their settings (`ROUNDS=3 cargo bench ...`).
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// CPU time (user + system) and resident memory of process `pid`.
@@ -48,6 +59,63 @@ pub fn usage(pid: u32) -> procfs::ProcResult<Usage> {
         cpu: Duration::from_nanos(cpu_ns),
         rss_bytes: process.stat()?.rss * procfs::page_size(),
     })
+}
+
+/// Drives `GET /` at `addr` (`host:port`) from `connections` threads, each
+/// on one keep-alive HTTP/1.1 connection, for `duration`; returns the
+/// responses received. A minimal client on purpose: it costs little CPU,
+/// which matters when client and server share two cores.
+///
+/// # Errors
+///
+/// When a connection fails or a response is malformed.
+pub fn http_load(addr: &str, connections: usize, duration: Duration) -> std::io::Result<u64> {
+    let deadline = Instant::now() + duration;
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..connections.max(1))
+            .map(|_| scope.spawn(|| keep_alive_client(addr, deadline)))
+            .collect();
+        let mut total = 0;
+        for worker in workers {
+            total += worker
+                .join()
+                .map_err(|_| std::io::Error::other("a load thread panicked"))??;
+        }
+        Ok(total)
+    })
+}
+
+fn keep_alive_client(addr: &str, deadline: Instant) -> std::io::Result<u64> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut body = Vec::new();
+    let mut done = 0;
+    while Instant::now() < deadline {
+        writer.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().map_err(std::io::Error::other)?;
+            }
+        }
+        body.resize(length, 0);
+        reader.read_exact(&mut body)?;
+        done += 1;
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -546,6 +546,8 @@ mod tests {
             let sent = !matches!(
                 metric,
                 Metric::HeapLiveBytes
+                    | Metric::HeapAllocatedBytesTotal
+                    | Metric::HeapSamplesDroppedTotal
                     | Metric::ProbeSnapshotsDroppedTotal
                     | Metric::ProbeEventsDroppedTotal
             );

@@ -7,6 +7,9 @@
 //! - `GET /fault/NAME` triggers a fault switched on with `--fault NAME`
 //!   (see [`crate::faults`]);
 //! - `GET /signals` with `--own-signal-handlers` (see [`crate::signals`]).
+//!
+//! With `--sessions-per-sec N` (or `--fault leak`) it also plays a proxy
+//! that clients hold connections to (see [`crate::faults::session_leak`]).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -16,7 +19,8 @@ use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
 
-use crate::faults::{self, Fault};
+use crate::faults::session_leak::{self, SessionTraffic};
+use crate::faults::{self, Fault, FaultState};
 use crate::signals;
 
 /// How an example service is started.
@@ -38,6 +42,61 @@ pub struct ServiceArgs {
     /// before the probe starts, as some services do.
     #[arg(long)]
     pub own_signal_handlers: bool,
+    /// Simulated proxy sessions opened per second, each held for
+    /// --session-hold-ms; 0 for none, except with --fault leak, which
+    /// defaults to 4 (about 1 MB/min with 4 KiB sessions once leaking).
+    #[arg(long, default_value_t = 0)]
+    pub sessions_per_sec: u32,
+    /// Bytes each session buffers.
+    #[arg(long, default_value_t = 4096)]
+    pub session_bytes: usize,
+    /// How long a simulated client holds its connection, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub session_hold_ms: u64,
+}
+
+impl ServiceArgs {
+    /// The simulated proxy traffic to run, if any.
+    fn session_traffic(&self) -> Option<SessionTraffic> {
+        let sessions_per_sec = match self.sessions_per_sec {
+            0 if self.faults.contains(&Fault::Leak) => 4,
+            0 => return None,
+            n => n,
+        };
+        Some(SessionTraffic {
+            sessions_per_sec,
+            session_bytes: self.session_bytes,
+            hold: Duration::from_millis(self.session_hold_ms),
+        })
+    }
+}
+
+/// An instrumented example HTTP service for meshwatch's demo and tests.
+#[derive(Debug, clap::Parser)]
+#[command(name = "mesh-service", version)]
+struct Cli {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// The whole of a `mesh-service` binary: logs to stderr (filter in
+/// `MESHWATCH_LOG`), reads the command line, runs the service. Shared by
+/// `mesh-service` and `mesh-service-untracked`, which differ only in their
+/// global allocator.
+///
+/// # Errors
+///
+/// When the service cannot start.
+pub fn main() -> anyhow::Result<()> {
+    use clap::Parser as _;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHWATCH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    run(&Cli::parse().service)
 }
 
 /// The announcement printed on stdout once the server listens, so a parent
@@ -59,10 +118,11 @@ pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
+    let fault_state = FaultState::default();
     let mut app = Router::new()
         .route("/", get(|| async { "hello" }))
         .route("/work", get(work))
-        .merge(faults::routes(&args.faults));
+        .merge(faults::routes(&args.faults, &fault_state));
     if args.own_signal_handlers {
         signals::install()?;
         app = app.merge(signals::routes());
@@ -73,6 +133,9 @@ async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind {}", args.listen))?;
     let addr = listener.local_addr().context("listener has no address")?;
     println!("{LISTENING_PREFIX}{addr}");
+    if let Some(traffic) = args.session_traffic() {
+        tokio::spawn(session_leak::run(traffic, fault_state.leak.clone()));
+    }
 
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

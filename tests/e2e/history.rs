@@ -29,7 +29,7 @@ fn rss_points(collector: &Collector, service: &str) -> Vec<(String, usize)> {
 
 #[test]
 fn history_survives_a_collector_killed_with_sigkill() {
-    let collector = Collector::start_with_args(FINE);
+    let collector = Collector::start_with(None, FINE);
     let mut service = Service::start(&collector, "durable", 1);
     let before = collector.wait_for_instance("durable up", |i| i["service"] == "durable");
     let instance = before["instance_id"].as_str().unwrap().to_owned();

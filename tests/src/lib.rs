@@ -181,9 +181,10 @@ impl Collector {
         Self::launch(tempfile::tempdir().expect("data dir"), token, &[])
     }
 
-    /// Starts a collector with extra command-line flags.
-    pub fn start_with_args(args: &[&str]) -> Self {
-        Self::launch(tempfile::tempdir().expect("data dir"), None, args)
+    /// Starts a collector with `extra` flags (a short `--memory-window-secs`,
+    /// say) and, if given, a required `token`.
+    pub fn start_with(token: Option<&str>, extra: &[&str]) -> Self {
+        Self::launch(tempfile::tempdir().expect("data dir"), token, extra)
     }
 
     /// Kills this collector with SIGKILL and starts a new one on the same

@@ -14,7 +14,7 @@ use axum::routing::get;
 const DEFAULT_BLOCK: Duration = Duration::from_secs(5);
 
 pub(super) fn routes() -> Router {
-    Router::new().route("/fault/block", get(trigger))
+    Router::new().route("/fault/block", get(trigger).post(trigger))
 }
 
 async fn trigger(Query(params): Query<super::Duration>) -> String {

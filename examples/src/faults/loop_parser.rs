@@ -16,7 +16,7 @@ use axum::routing::get;
 const BATCH: &str = "id=7;name=widget;colour;size=9;";
 
 pub(super) fn routes() -> Router {
-    Router::new().route("/fault/loop", get(trigger))
+    Router::new().route("/fault/loop", get(trigger).post(trigger))
 }
 
 async fn trigger(Query(params): Query<super::Duration>) -> String {

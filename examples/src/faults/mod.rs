@@ -1,41 +1,56 @@
-//! Faults an example service can be started with, each switched on by
-//! `--fault NAME` and triggered over HTTP (`GET /fault/NAME`), so a demo or
-//! a test decides when the trouble starts.
+//! Faults an example service can be started with. `--fault NAME` switches
+//! one on; `GET /fault/NAME` (or `POST`) triggers it, so a demo or a test
+//! decides when the trouble starts.
 //!
 //! Each fault is a realistic bug in a module of its own; this module only
 //! lists them and mounts their routes.
 
 mod blocking;
 mod loop_parser;
+pub mod session_leak;
 
 use axum::Router;
+
+use session_leak::LeakSwitch;
 
 /// A fault the service can be started with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Fault {
-    /// `GET /fault/loop[?secs=N]`: a parser whose cursor does not advance on
+    /// `/fault/loop[?secs=N]`: a parser whose cursor does not advance on
     /// malformed input spins a worker (forever, or for N seconds).
     Loop,
-    /// `GET /fault/block[?secs=N]`: a blocking sleep inside async code holds
+    /// `/fault/block[?secs=N]`: a blocking sleep inside async code holds
     /// a worker for N seconds (default 5).
     Block,
+    /// `/fault/leak`: the proxy's session cache stops evicting closed
+    /// sessions, so memory climbs at `--sessions-per-sec` ×
+    /// `--session-bytes` (the simulated traffic runs from the start).
+    Leak,
+}
+
+/// What the faults' routes act on.
+#[derive(Debug, Clone, Default)]
+pub struct FaultState {
+    /// Turns the session cache's leak on.
+    pub leak: LeakSwitch,
 }
 
 impl Fault {
     /// The routes that trigger this fault.
-    fn routes(self) -> Router {
+    fn routes(self, state: &FaultState) -> Router {
         match self {
             Fault::Loop => loop_parser::routes(),
             Fault::Block => blocking::routes(),
+            Fault::Leak => session_leak::routes(state.leak.clone()),
         }
     }
 }
 
 /// The trigger routes of every fault switched on.
-pub fn routes(faults: &[Fault]) -> Router {
-    faults
-        .iter()
-        .fold(Router::new(), |router, fault| router.merge(fault.routes()))
+pub fn routes(faults: &[Fault], state: &FaultState) -> Router {
+    faults.iter().fold(Router::new(), |router, fault| {
+        router.merge(fault.routes(state))
+    })
 }
 
 /// The `?secs=N` of a trigger.

@@ -9,6 +9,7 @@ use std::time::Instant;
 use meshwatch_proto::v1::{HeapStats, ProbeStats, Snapshot};
 
 use crate::alloc::heap_totals;
+use crate::heap::{self, HeapReporter};
 use crate::identity::now_unix_ms;
 use crate::stats::ProbeCounters;
 use process::ProcessSampler;
@@ -19,6 +20,7 @@ pub(crate) use runtime::WatchedRuntimes;
 pub(crate) struct Sampler {
     process: Option<ProcessSampler>,
     runtimes: WatchedRuntimes,
+    heap: HeapReporter,
     seq: u64,
 }
 
@@ -34,6 +36,7 @@ impl Sampler {
         Self {
             process,
             runtimes,
+            heap: HeapReporter::default(),
             seq: 0,
         }
     }
@@ -58,15 +61,24 @@ impl Sampler {
             None => counters.add_sample_errors(1),
         }
         snapshot.runtimes = self.runtimes.sample();
-        let heap = heap_totals();
-        snapshot.heap = Some(HeapStats {
-            tracked: heap.installed,
-            live_bytes: heap.live_bytes(),
-            allocated_bytes_total: heap.allocated_bytes,
-            freed_bytes_total: heap.freed_bytes,
-            allocations_total: heap.allocations,
-            frees_total: heap.frees,
-        });
+        let totals = heap_totals();
+        let mut stats = HeapStats {
+            tracked: totals.installed,
+            live_bytes: totals.live_bytes(),
+            allocated_bytes_total: totals.allocated_bytes,
+            freed_bytes_total: totals.freed_bytes,
+            allocations_total: totals.allocations,
+            frees_total: totals.frees,
+            ..HeapStats::default()
+        };
+        if totals.installed {
+            let report = self.heap.report();
+            stats.sample_interval_bytes = heap::sample_interval();
+            stats.live_samples = report.live_samples;
+            stats.samples_dropped_total = report.samples_dropped;
+            snapshot.heap_sites = report.sites;
+        }
+        snapshot.heap = Some(stats);
         counters.set_sample_duration(started.elapsed());
         snapshot.probe = Some(counters.to_stats());
         snapshot

@@ -20,8 +20,45 @@ use meshwatch_collector::config::{DEFAULT_HTTP, DEFAULT_LISTEN};
 use crate::client::ApiClient;
 use crate::status;
 
-/// The demo mesh: service names and their runtime's worker count.
-const MESH: &[(&str, usize)] = &[("checkout", 2), ("inventory", 2), ("gateway", 4)];
+/// One service of the demo mesh.
+struct DemoService {
+    name: &'static str,
+    workers: usize,
+    /// Fault switches and traffic; the faults fire on [`faults::SCHEDULE`].
+    args: &'static [&'static str],
+}
+
+/// The demo mesh. `inventory` is a proxy whose session cache will stop
+/// evicting (1 MiB/s once triggered, so the climb shows within a minute);
+/// `checkout` has a parser that will spin; `gateway` stays healthy.
+const MESH: &[DemoService] = &[
+    DemoService {
+        name: "checkout",
+        workers: 2,
+        args: &["--fault", "loop"],
+    },
+    DemoService {
+        name: "inventory",
+        workers: 2,
+        args: &[
+            "--fault",
+            "leak",
+            "--sessions-per-sec",
+            "64",
+            "--session-bytes",
+            "16384",
+        ],
+    },
+    DemoService {
+        name: "gateway",
+        workers: 4,
+        args: &[],
+    },
+];
+
+/// The demo's memory detector window: short, so a newcomer sees the leak
+/// flagged within a minute (a real collector looks back 8 minutes).
+const DEMO_MEMORY_WINDOW: Duration = Duration::from_secs(30);
 
 const REFRESH: Duration = Duration::from_secs(1);
 
@@ -122,6 +159,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
 /// without flags; if they are taken (a collector already runs), on free ones.
 async fn start_collector(data_dir: &Path) -> anyhow::Result<meshwatch_collector::RunningCollector> {
     let mut config = meshwatch_collector::Config::new(data_dir.join("store"));
+    config.memory.window = DEMO_MEMORY_WINDOW;
+    config.detect_interval = Duration::from_secs(2);
     config.listen = DEFAULT_LISTEN;
     config.http = DEFAULT_HTTP;
     if let Ok(running) = meshwatch_collector::start(config.clone()).await {
@@ -145,7 +184,12 @@ fn spawn_mesh(
     let exe =
         std::env::current_exe().context("cannot find this executable to run the demo mesh")?;
     let mut children = Children::default();
-    for (name, workers) in MESH {
+    for DemoService {
+        name,
+        workers,
+        args,
+    } in MESH
+    {
         let log_path = data_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
@@ -157,6 +201,7 @@ fn spawn_mesh(
                 "--workers",
                 &workers.to_string(),
             ])
+            .args(*args)
             .env("MESHWATCH_COLLECTOR", ingest.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
