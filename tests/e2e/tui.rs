@@ -222,6 +222,9 @@ fn looping_function(incident: &serde_json::Value) -> String {
 fn assert_runaway_loop_is_flagged_and_opens_its_stack() {
     let collector = Collector::start();
     let service = Service::start_with(&collector, "checkout", 2, &["--fault", "loop"], &[]);
+    collector.wait_for_instance("checkout reporting", |i| {
+        i["service"] == "checkout" && !i["headline"].is_null()
+    });
     // The parser spins until the service is killed.
     service.get("/fault/loop");
     // The incident opens at once and gains its stack when the first sample

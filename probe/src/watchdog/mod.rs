@@ -48,8 +48,9 @@ const MAX_TICK: Duration = Duration::from_millis(100);
 /// is taken for a stuck worker the census never saw; at most a quarter of
 /// the threshold, so the thread is known before the first report.
 const INFER_OVER: Duration = Duration::from_millis(200);
-/// The share of a core an unmapped thread must have used over
-/// [`INFER_OVER`] to be taken for the stuck worker's thread.
+/// The share of [`INFER_OVER`] an unmapped thread must have spent running
+/// or runnable (waiting for a CPU: on an overloaded machine a spinning
+/// thread waits much of the time) to be taken for the stuck worker's thread.
 const INFER_MIN_SHARE: f64 = 0.5;
 /// The name tokio gives worker (and blocking) threads unless told otherwise.
 const DEFAULT_WORKER_NAME: &str = "tokio-rt-worker";
@@ -99,7 +100,7 @@ struct Period {
     /// The thread was inferred (the hottest unmapped worker thread), not
     /// seen by the census.
     inferred: bool,
-    /// Fixed at the first report, so a period is one incident.
+    /// Fixed by the first report that measured the thread, so a period is one incident.
     class: Option<Class>,
     last_report: Option<Instant>,
     last_event: Option<StuckPoll>,
@@ -317,9 +318,11 @@ impl Watchdog {
             .iter()
             .filter_map(|(tid, times)| {
                 let (_, start) = before.iter().find(|(t, _)| t == tid)?;
-                Some((*tid, *start, times.exec_ns.saturating_sub(start.exec_ns)))
+                let busy =
+                    (times.exec_ns + times.wait_ns).saturating_sub(start.exec_ns + start.wait_ns);
+                Some((*tid, *start, busy))
             })
-            .max_by_key(|&(_, _, ran)| ran);
+            .max_by_key(|&(_, _, busy)| busy);
         match hottest {
             Some((tid, start, ran))
                 if ran as f64 >= INFER_MIN_SHARE * elapsed.as_nanos() as f64 =>
@@ -409,11 +412,14 @@ fn build_event(
             usage.wait_percent
         ));
     }
-    // Without the thread's figures the worker is still not running tasks:
-    // blocked, from the runtime's point of view.
-    let class = *period
-        .class
-        .get_or_insert_with(|| usage.map_or(Class::BlockedWorker, rule::classify));
+    // Fixed once measured, so a period is one incident. Without the
+    // thread's figures the worker is still not running tasks: blocked, from
+    // the runtime's point of view, until its thread is found.
+    let class = match (period.class, usage) {
+        (Some(class), _) => class,
+        (None, Some(usage)) => *period.class.insert(rule::classify(usage)),
+        (None, None) => Class::BlockedWorker,
+    };
     let common = period.samples.common_frames();
     let caveat = report::caveat(&period.samples, &common, &notes);
     StuckPoll {
