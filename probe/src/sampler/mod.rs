@@ -1,8 +1,9 @@
-//! Builds a `Snapshot` from every source: the process, its threads, the
-//! watched runtimes, the tracking allocator and the probe's own counters.
+//! Builds a `Snapshot` from every source: the process, its threads, its TCP
+//! sockets, the watched runtimes, the tracking allocator and the probe's own counters.
 
 mod process;
 mod runtime;
+mod sockets;
 
 use std::time::Instant;
 
@@ -12,12 +13,14 @@ use crate::alloc::heap_totals;
 use crate::identity::now_unix_ms;
 use crate::stats::ProbeCounters;
 use process::ProcessSampler;
+use sockets::SocketSampler;
 pub(crate) use runtime::WatchedRuntimes;
 
 /// Takes snapshots; lives on the probe's sampler thread.
 #[derive(Debug)]
 pub(crate) struct Sampler {
     process: Option<ProcessSampler>,
+    sockets: Option<SocketSampler>,
     runtimes: WatchedRuntimes,
     seq: u64,
 }
@@ -31,8 +34,12 @@ impl Sampler {
                 None
             }
         };
+        let sockets = procfs::process::Process::myself()
+            .ok()
+            .map(SocketSampler::new);
         Self {
             process,
+            sockets,
             runtimes,
             seq: 0,
         }
@@ -56,6 +63,11 @@ impl Sampler {
                 counters.add_sample_errors(sample.errors);
             }
             None => counters.add_sample_errors(1),
+        }
+        if let Some(sockets) = &mut self.sockets {
+            let mut errors = 0;
+            snapshot.sockets = Some(sockets.sample(&mut errors));
+            counters.add_sample_errors(errors);
         }
         snapshot.runtimes = self.runtimes.sample();
         let heap = heap_totals();
