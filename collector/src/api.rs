@@ -490,6 +490,10 @@ mod tests {
             let sent = !matches!(
                 metric,
                 Metric::HeapLiveBytes
+                    | Metric::TcpSockets
+                    | Metric::TcpEstablished
+                    | Metric::TcpCloseWait
+                    | Metric::TcpTimeWait
                     | Metric::ProbeSnapshotsDroppedTotal
                     | Metric::ProbeEventsDroppedTotal
             );

@@ -104,7 +104,7 @@ metrics! {
         |s| s.snapshot.process.map(|p| p.fds_open as f64);
     FdsLimit => "fds_limit", Gauge, "count", "The soft limit on open file descriptors; 0 when unlimited.",
         |s| s.snapshot.process.map(|p| p.fds_limit as f64);
-    TcpTotal => "tcp_total", Gauge, "count", "TCP sockets held by the process, in every state.",
+    TcpSockets => "tcp_sockets", Gauge, "count", "TCP sockets held by the process, in every state.",
         |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.total));
     TcpEstablished => "tcp_established", Gauge, "count", "TCP connections of the process in ESTABLISHED.",
         |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.established));
