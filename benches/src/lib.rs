@@ -28,17 +28,25 @@ pub struct Usage {
     pub rss_bytes: u64,
 }
 
-/// Reads `/proc/PID/stat`.
+/// Reads the CPU time of every thread of `pid` from its `schedstat`
+/// (nanoseconds, where `/proc/PID/stat` counts 10 ms ticks) and the RSS.
+/// Threads that exited are not counted: measure windows in which the
+/// process's threads live throughout.
 ///
 /// # Errors
 ///
 /// When the process is gone or `/proc` is unreadable.
 pub fn usage(pid: u32) -> procfs::ProcResult<Usage> {
-    let stat = procfs::process::Process::new(i32::try_from(pid).unwrap_or(i32::MAX))?.stat()?;
-    let ticks = procfs::ticks_per_second().max(1);
+    let process = procfs::process::Process::new(i32::try_from(pid).unwrap_or(i32::MAX))?;
+    let mut cpu_ns = 0;
+    for task in process.tasks()?.flatten() {
+        if let Ok(sched) = task.schedstat() {
+            cpu_ns += sched.sum_exec_runtime;
+        }
+    }
     Ok(Usage {
-        cpu: Duration::from_nanos((stat.utime + stat.stime) * 1_000_000_000 / ticks),
-        rss_bytes: stat.rss * procfs::page_size(),
+        cpu: Duration::from_nanos(cpu_ns),
+        rss_bytes: process.stat()?.rss * procfs::page_size(),
     })
 }
 

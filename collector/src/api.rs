@@ -7,7 +7,7 @@
 //! what is accepted, so a person with `curl` can correct themselves. It is a
 //! GET-only API, so request bodies are capped at a few bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::Router;
@@ -60,6 +60,14 @@ impl ApiError {
     fn not_found(message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
+    /// The collector's own failure (the store), not the request's.
+    fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
             message: message.into(),
         }
     }
@@ -209,58 +217,104 @@ impl SeriesQuery {
 struct SeriesView<'a> {
     service: &'a str,
     metric: &'static str,
-    series: Vec<InstanceSeries<'a>>,
+    series: Vec<InstanceSeries>,
 }
 
 #[derive(Debug, Serialize)]
-struct InstanceSeries<'a> {
-    instance_id: &'a str,
+struct InstanceSeries {
+    instance_id: String,
     points: Vec<Point>,
 }
 
+/// History of one metric of one service: the persistent store (every
+/// instance the service ever had, across collector restarts, at the store's
+/// resolution) completed with the in-memory series (every sample of the
+/// recent past) where they overlap.
 async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Response, ApiError> {
     let query = SeriesQuery::parse(&params(query)?)?;
-    let state = shared.lock();
-    let instances: Vec<_> = state
-        .registry
-        .sorted()
-        .into_iter()
-        .filter(|i| i.service == query.service)
-        .collect();
-    if instances.is_empty() {
-        return Err(ApiError::not_found(format!(
-            "unknown service {:?}: GET /api/v1/services lists the services this collector knows",
-            query.service
-        )));
+    let recent: BTreeMap<String, Vec<Point>> = {
+        let state = shared.lock();
+        state
+            .registry
+            .sorted()
+            .into_iter()
+            .filter(|i| i.service == query.service)
+            .filter(|i| query.instance.as_ref().is_none_or(|w| &i.instance_id == w))
+            .map(|i| {
+                let points =
+                    state
+                        .series
+                        .range(&i.instance_id, query.metric, query.from_ms, query.to_ms);
+                (i.instance_id.clone(), points)
+            })
+            .collect()
+    };
+    let store = Arc::clone(&shared.store);
+    let (service, metric, instance) = (query.service.clone(), query.metric, query.instance.clone());
+    let (from, to) = (
+        query.from_ms.unwrap_or(i64::MIN),
+        query.to_ms.unwrap_or(i64::MAX),
+    );
+    let stored = tokio::task::spawn_blocking(move || {
+        store.range(&service, metric, instance.as_deref(), from, to)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("history read failed: {e}")))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+
+    let series = merge_history(stored, recent);
+    if series.is_empty() {
+        let what = match &query.instance {
+            Some(wanted) => format!(
+                "service {:?} has no instance {wanted:?}: GET /api/v1/services lists its instances",
+                query.service
+            ),
+            None => format!(
+                "unknown service {:?}: GET /api/v1/services lists the services this collector knows",
+                query.service
+            ),
+        };
+        return Err(ApiError::not_found(what));
     }
-    if let Some(wanted) = &query.instance
-        && !instances.iter().any(|i| &i.instance_id == wanted)
-    {
-        return Err(ApiError::not_found(format!(
-            "service {:?} has no instance {wanted:?}: GET /api/v1/services lists its instances",
-            query.service
-        )));
-    }
-    let series = instances
-        .into_iter()
-        .filter(|i| {
-            query
-                .instance
-                .as_ref()
-                .is_none_or(|wanted| &i.instance_id == wanted)
-        })
-        .map(|i| InstanceSeries {
-            instance_id: &i.instance_id,
-            points: state
-                .series
-                .range(&i.instance_id, query.metric, query.from_ms, query.to_ms),
-        })
-        .collect();
     Ok(json(&SeriesView {
         service: &query.service,
         metric: query.metric.name(),
         series,
     }))
+}
+
+/// Joins stored and recent points per instance: stored points before the
+/// first recent one, then the recent ones. Instances sorted by their first
+/// point, so restarts read in order.
+fn merge_history(
+    stored: BTreeMap<String, Vec<Point>>,
+    mut recent: BTreeMap<String, Vec<Point>>,
+) -> Vec<InstanceSeries> {
+    let mut merged: Vec<InstanceSeries> = stored
+        .into_iter()
+        .map(|(instance_id, mut points)| {
+            if let Some(live) = recent.remove(&instance_id) {
+                if let Some(&(first_live, _)) = live.first() {
+                    points.retain(|&(t, _)| t < first_live);
+                }
+                points.extend(live);
+            }
+            InstanceSeries {
+                instance_id,
+                points,
+            }
+        })
+        .collect();
+    merged.extend(
+        recent
+            .into_iter()
+            .map(|(instance_id, points)| InstanceSeries {
+                instance_id,
+                points,
+            }),
+    );
+    merged.sort_by_key(|s| s.points.first().map_or(i64::MAX, |p| p.0));
+    merged
 }
 
 #[cfg(test)]
@@ -275,7 +329,9 @@ mod tests {
     use tower::ServiceExt;
 
     fn shared() -> Arc<Shared> {
-        let shared = Arc::new(Shared::new(Config::new("/nonexistent")));
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let shared = Arc::new(Shared::new(Config::new(dir.path()), store));
         {
             let mut state = shared.lock();
             let conn = state.hello(

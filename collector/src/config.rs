@@ -60,6 +60,12 @@ pub struct Config {
     /// The most probe connections served at once; more are refused, so a
     /// connection flood cannot exhaust the collector's file descriptors.
     pub max_connections: usize,
+    /// The finest time step of the persistent history: at most one stored
+    /// sample per instance per step. The in-memory series keep every sample
+    /// of the recent past; the store keeps days at this resolution.
+    pub history_resolution: Duration,
+    /// How long the persistent history keeps a sample.
+    pub history_retention: Duration,
 }
 
 impl Config {
@@ -78,6 +84,8 @@ impl Config {
             down_after_missed: 3,
             restarted_display: Duration::from_secs(5 * 60),
             max_connections: 4096,
+            history_resolution: Duration::from_secs(10),
+            history_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 

@@ -4,12 +4,14 @@
 mod api;
 pub mod config;
 mod datadir;
+mod history;
 pub mod incidents;
 mod ingest;
 mod prom;
 pub mod registry;
 pub mod series;
 mod state;
+mod store;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -59,6 +61,9 @@ pub enum StartError {
         /// The non-loopback ingest address.
         listen: SocketAddr,
     },
+    /// The persistent history in the data directory could not be opened.
+    #[error("{0}; move the damaged file aside or give another --data-dir")]
+    Store(#[source] store::StoreError),
     /// A listening socket could not be bound.
     #[error("cannot listen for {what} on {addr}: {source}; is another process using the port?")]
     Bind {
@@ -95,6 +100,7 @@ pub struct RunningCollector {
     ingest: JoinHandle<()>,
     http: JoinHandle<std::io::Result<()>>,
     ticker: JoinHandle<()>,
+    flusher: JoinHandle<()>,
     _lock: DataDirLock,
 }
 
@@ -122,6 +128,7 @@ impl RunningCollector {
         let _ = self.shutdown.send(true);
         self.ingest.await.map_err(StopError::Task)?;
         self.ticker.await.map_err(StopError::Task)?;
+        self.flusher.await.map_err(StopError::Task)?;
         self.http
             .await
             .map_err(StopError::Task)?
@@ -158,7 +165,8 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
     let (ingest_listener, ingest_addr) = bind("probes", config.listen).await?;
     let (http_listener, http_addr) = bind("HTTP", config.http).await?;
 
-    let shared = Arc::new(Shared::new(config));
+    let store = store::Store::open(&config.data_dir).map_err(StartError::Store)?;
+    let shared = Arc::new(Shared::new(config, store));
     let (shutdown, stop) = watch::channel(false);
 
     let ingest = tokio::spawn(ingest::serve(
@@ -176,6 +184,11 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
             })
             .await
     });
+
+    let flusher = tokio::spawn(history::flush_until_stopped(
+        Arc::clone(&shared),
+        stop.clone(),
+    ));
 
     let mut tick_stop = stop;
     let ticker = tokio::spawn(async move {
@@ -197,6 +210,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         ingest,
         http,
         ticker,
+        flusher,
         _lock: lock,
     })
 }

@@ -5,6 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -41,6 +42,15 @@ struct Cli {
     /// who can reach --listen can then feed this collector.
     #[arg(long)]
     allow_no_token: bool,
+
+    /// Keep one stored sample per instance per this many seconds in the
+    /// persistent history (recent samples are all kept in memory).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    history_resolution: u64,
+
+    /// Delete stored history older than this many hours.
+    #[arg(long, value_name = "HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
+    retention_hours: u64,
 }
 
 /// The environment variable holding the token when no --token-file is given;
@@ -122,6 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.http = cli.http;
     config.token = token(&cli)?;
     config.allow_no_token = cli.allow_no_token;
+    config.history_resolution = Duration::from_secs(cli.history_resolution);
+    config.history_retention = Duration::from_secs(cli.retention_hours.saturating_mul(3600));
 
     let mut signals = StopSignals::install()?;
     let collector = meshwatch_collector::start(config).await?;

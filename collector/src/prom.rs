@@ -121,6 +121,11 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         "Probe connections closed for bad input or refused at Hello, by reason",
         stats.frames_rejected.clone(),
     );
+    registry.register(
+        "collector_history_rows_dropped",
+        "History rows lost because the persistent store failed or fell behind",
+        stats.history_rows_dropped.clone(),
+    );
 
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;

@@ -16,12 +16,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use crate::config::Config;
 use crate::incidents::IncidentBook;
 use crate::registry::{ConnId, Registry, RegistryLimits};
-use crate::series::{Sample, SeriesStore};
+use crate::series::{Metric, Sample, SeriesStore};
+use crate::store::{HistoryRow, Store};
 
 /// Down instances kept per service before the oldest are forgotten.
 const MAX_DOWN_PER_SERVICE: usize = 20;
 /// Events kept per instance for the detectors.
 const MAX_EVENTS_PER_INSTANCE: usize = 64;
+/// History rows waiting for the store. If the store fails for long, the
+/// oldest are dropped (and counted) rather than growing memory.
+const MAX_PENDING_ROWS: usize = 100_000;
 
 /// Milliseconds since the Unix epoch by the wall clock: the time base the
 /// probes use too, so that series from both line up.
@@ -37,6 +41,14 @@ pub(crate) struct State {
     pub(crate) registry: Registry,
     pub(crate) series: SeriesStore,
     pub(crate) incidents: IncidentBook,
+    /// Rows for the persistent history, written by the flusher task.
+    pending_history: Vec<HistoryRow>,
+    /// When each instance last had a row queued, for the store's resolution.
+    last_stored_ms: std::collections::HashMap<String, i64>,
+    history_resolution_ms: i64,
+    /// History rows dropped because the store could not keep up; added to
+    /// the collector's counter at the next flush.
+    pub(crate) history_rows_overflowed: u64,
 }
 
 impl State {
@@ -51,6 +63,11 @@ impl State {
             }),
             series: SeriesStore::new(config.series_capacity),
             incidents: IncidentBook::default(),
+            pending_history: Vec::new(),
+            last_stored_ms: std::collections::HashMap::new(),
+            history_resolution_ms: i64::try_from(config.history_resolution.as_millis())
+                .unwrap_or(i64::MAX),
+            history_rows_overflowed: 0,
         }
     }
 
@@ -80,7 +97,37 @@ impl State {
                 cpu_percent: instance.cpu_percent,
             };
             self.series.record(instance_id, t_ms, &sample);
+            let due = self
+                .last_stored_ms
+                .get(instance_id)
+                .is_none_or(|&last| t_ms - last >= self.history_resolution_ms);
+            if due {
+                self.last_stored_ms.insert(instance_id.to_owned(), t_ms);
+                let row = HistoryRow {
+                    service: instance.service.clone(),
+                    instance: instance_id.to_owned(),
+                    t_ms,
+                    values: Metric::ALL
+                        .iter()
+                        .filter_map(|&m| m.read(&sample).map(|v| (m, v)))
+                        .collect(),
+                };
+                if self.pending_history.len() >= MAX_PENDING_ROWS {
+                    self.pending_history.remove(0);
+                    self.history_rows_overflowed += 1;
+                }
+                self.pending_history.push(row);
+            }
         }
+    }
+
+    /// Hands the queued history rows to the flusher, with the count of rows
+    /// dropped since the last call because the queue was full.
+    pub(crate) fn take_history(&mut self) -> (Vec<HistoryRow>, u64) {
+        (
+            std::mem::take(&mut self.pending_history),
+            std::mem::take(&mut self.history_rows_overflowed),
+        )
     }
 
     pub(crate) fn event(&mut self, instance_id: &str, conn: ConnId, event: Event, now_ms: i64) {
@@ -96,6 +143,7 @@ impl State {
     pub(crate) fn tick(&mut self, now_ms: i64) {
         for forgotten in self.registry.tick(now_ms) {
             self.series.remove(&forgotten);
+            self.last_stored_ms.remove(&forgotten);
         }
     }
 }
@@ -116,6 +164,8 @@ pub(crate) struct CollectorStats {
     pub(crate) connections_refused: Counter,
     /// Frames or connections refused, by reason.
     pub(crate) frames_rejected: Family<RejectLabels, Counter>,
+    /// History rows lost because the store failed or could not keep up.
+    pub(crate) history_rows_dropped: Counter,
 }
 
 impl CollectorStats {
@@ -130,14 +180,17 @@ impl CollectorStats {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// The persistent history; its calls block, so run them off the runtime.
+    pub(crate) store: std::sync::Arc<Store>,
     pub(crate) stats: CollectorStats,
     state: Mutex<State>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config, store: Store) -> Self {
         Self {
             state: Mutex::new(State::new(&config)),
+            store: std::sync::Arc::new(store),
             stats: CollectorStats::default(),
             config,
         }

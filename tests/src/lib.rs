@@ -176,7 +176,26 @@ impl Collector {
 
     /// Starts a collector that requires `token` (from a token file), if given.
     pub fn start_with_token(token: Option<&str>) -> Self {
-        let data_dir = tempfile::tempdir().expect("data dir");
+        Self::launch(tempfile::tempdir().expect("data dir"), token, &[])
+    }
+
+    /// Starts a collector with extra command-line flags.
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::launch(tempfile::tempdir().expect("data dir"), None, args)
+    }
+
+    /// Kills this collector with SIGKILL and starts a new one on the same
+    /// data directory (on new ports), as an operator's restart after a crash.
+    pub fn crash_and_restart(mut self, args: &[&str]) -> Self {
+        self.process.kill();
+        let token = self.token.take();
+        // `self` drops after the new process has the directory; the old
+        // process is dead already, so dropping it only cleans up.
+        let data_dir = std::mem::replace(&mut self._data_dir, tempfile::tempdir().expect("dir"));
+        Self::launch(data_dir, token.as_deref(), args)
+    }
+
+    fn launch(data_dir: tempfile::TempDir, token: Option<&str>, extra: &[&str]) -> Self {
         let data = data_dir.path().join("store");
         let token_file = data_dir.path().join("token");
         let data = data.to_str().expect("utf-8 temp path");
@@ -193,6 +212,7 @@ impl Collector {
             std::fs::write(token_file, format!("{token}\n")).expect("write token file");
             args.extend(["--token-file", token_file]);
         }
+        args.extend_from_slice(extra);
         let (process, line) = Process::start(
             "meshwatch-collector",
             &args,

@@ -1,0 +1,72 @@
+//! The flusher: moves queued history rows from memory into the store, and
+//! deletes what is past retention.
+//!
+//! It runs as a task, but every store call runs on the blocking pool, since
+//! a commit waits for the disk. Rows are written once a second, so a
+//! collector killed with SIGKILL loses at most the last second of history
+//! (the store itself stays consistent: redb commits are atomic).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::state::{Shared, now_ms};
+use crate::store::HistoryRow;
+
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Flushes every second and prunes every hour until `stop` fires, then
+/// flushes one last time.
+pub(crate) async fn flush_until_stopped(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(PRUNE_EVERY);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = flush.tick() => flush_once(&shared).await,
+            _ = prune.tick() => prune_once(&shared).await,
+        }
+    }
+    flush_once(&shared).await;
+}
+
+async fn flush_once(shared: &Arc<Shared>) {
+    let (rows, overflowed): (Vec<HistoryRow>, u64) = shared.lock().take_history();
+    if overflowed > 0 {
+        shared.stats.history_rows_dropped.inc_by(overflowed);
+        tracing::warn!(
+            overflowed,
+            "history queue overflowed: the store is not keeping up"
+        );
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let store = Arc::clone(&shared.store);
+    let count = rows.len();
+    match tokio::task::spawn_blocking(move || store.append(&rows)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            shared.stats.history_rows_dropped.inc_by(count as u64);
+            tracing::warn!("dropping {count} history rows: {err}");
+        }
+        Err(err) => tracing::error!("history flush task failed: {err}"),
+    }
+}
+
+async fn prune_once(shared: &Arc<Shared>) {
+    let retention_ms =
+        i64::try_from(shared.config.history_retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = now_ms().saturating_sub(retention_ms);
+    let store = Arc::clone(&shared.store);
+    match tokio::task::spawn_blocking(move || store.prune_before(cutoff)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(removed)) => tracing::info!(removed, "pruned history past retention"),
+        Ok(Err(err)) => tracing::warn!("cannot prune history: {err}"),
+        Err(err) => tracing::error!("history prune task failed: {err}"),
+    }
+}

@@ -1,0 +1,239 @@
+//! The persistent history: what the collector keeps across its own restarts.
+//!
+//! An embedded `redb` database in the data directory (`history.redb`). redb
+//! commits are atomic and crash-safe (copy-on-write pages with checksums), so
+//! a collector killed with SIGKILL reopens its store at the last commit,
+//! never half-written.
+//!
+//! One row per instance per stored sample, keyed `(service, t_ms, instance)`
+//! so a service's history, across its restarts, is one range scan. The value
+//! holds every metric of the sample as JSON (`{"rss_bytes": 1.0, ...}`), by
+//! name rather than by position so that adding a metric never misreads old
+//! rows. Rows are written at most once per instance per `resolution` (the
+//! in-memory rings keep the full rate for the recent past), in one
+//! transaction per flush.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::series::{Metric, Point};
+
+/// `(service, t_ms, instance)` → JSON object of metric values.
+const HISTORY: TableDefinition<(&str, i64, &str), &[u8]> = TableDefinition::new("history_v1");
+
+/// The page cache redb may use: the collector's memory budget is small, and
+/// reads are mostly of recent pages.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Why the store failed. The collector keeps serving from memory when it does.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be opened or created.
+    #[error("cannot open the history store {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        source: redb::DatabaseError,
+    },
+    /// A read or write failed.
+    #[error("history store failed: {0}")]
+    Io(String),
+}
+
+macro_rules! io_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(err: $t) -> Self {
+                StoreError::Io(err.to_string())
+            }
+        }
+    )*};
+}
+io_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// One instance's sample, ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct HistoryRow {
+    pub service: String,
+    pub instance: String,
+    pub t_ms: i64,
+    pub values: Vec<(Metric, f64)>,
+}
+
+/// The points of one series of one instance, from the store.
+pub(crate) type StoredSeries = BTreeMap<String, Vec<Point>>;
+
+/// The history database.
+#[derive(Debug)]
+pub(crate) struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) `history.redb` in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("history.redb");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| StoreError::Open { path, source })?;
+        // Create the table so that readers never meet a missing one.
+        let txn = db.begin_write()?;
+        txn.open_table(HISTORY)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Writes `rows` in one transaction: all of them or, on a crash, none.
+    pub fn append(&self, rows: &[HistoryRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(HISTORY)?;
+            for row in rows {
+                let values: serde_json::Map<String, serde_json::Value> = row
+                    .values
+                    .iter()
+                    .map(|(metric, value)| (metric.name().to_owned(), (*value).into()))
+                    .collect();
+                let bytes =
+                    serde_json::to_vec(&values).map_err(|e| StoreError::Io(e.to_string()))?;
+                table.insert(
+                    (row.service.as_str(), row.t_ms, row.instance.as_str()),
+                    bytes.as_slice(),
+                )?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The points of `metric` for `service` within `[from_ms, to_ms]`, by
+    /// instance, oldest first; only `instance` when given.
+    pub fn range(
+        &self,
+        service: &str,
+        metric: Metric,
+        instance: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<StoredSeries, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        let mut series = StoredSeries::new();
+        for entry in table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))? {
+            let (key, value) = entry?;
+            let (_, t_ms, row_instance) = key.value();
+            if instance.is_some_and(|wanted| wanted != row_instance) {
+                continue;
+            }
+            // A row that does not decode (written by a future version, say)
+            // is skipped, not fatal.
+            let Ok(values) =
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value.value())
+            else {
+                continue;
+            };
+            if let Some(v) = values
+                .get(metric.name())
+                .and_then(serde_json::Value::as_f64)
+            {
+                series
+                    .entry(row_instance.to_owned())
+                    .or_default()
+                    .push((t_ms, v));
+            }
+        }
+        Ok(series)
+    }
+
+    /// Deletes every row older than `t_ms`. Returns how many went.
+    pub fn prune_before(&self, t_ms: i64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut table = txn.open_table(HISTORY)?;
+            table.retain(|(_, row_t, _), _| {
+                let keep = row_t >= t_ms;
+                if !keep {
+                    removed += 1;
+                }
+                keep
+            })?;
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(service: &str, instance: &str, t_ms: i64, rss: f64) -> HistoryRow {
+        HistoryRow {
+            service: service.to_owned(),
+            instance: instance.to_owned(),
+            t_ms,
+            values: vec![(Metric::RssBytes, rss), (Metric::Threads, 4.0)],
+        }
+    }
+
+    #[test]
+    fn appends_reads_by_service_and_instance_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .append(&[
+                    row("checkout", "a", 1000, 1.0),
+                    row("checkout", "b", 1500, 2.0),
+                    row("checkout", "a", 2000, 3.0),
+                    row("inventory", "c", 1500, 9.0),
+                ])
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let all = store
+            .range("checkout", Metric::RssBytes, None, 0, i64::MAX)
+            .unwrap();
+        assert_eq!(all["a"], vec![(1000, 1.0), (2000, 3.0)]);
+        assert_eq!(all["b"], vec![(1500, 2.0)]);
+        assert_eq!(all.len(), 2, "inventory is another service");
+        let some = store
+            .range("checkout", Metric::RssBytes, Some("a"), 1500, 2500)
+            .unwrap();
+        assert_eq!(
+            some.into_iter().collect::<Vec<_>>(),
+            vec![("a".to_owned(), vec![(2000, 3.0)])]
+        );
+        let absent = store
+            .range("checkout", Metric::FdsOpen, None, 0, i64::MAX)
+            .unwrap();
+        assert!(absent.is_empty(), "a metric the rows lack has no points");
+    }
+
+    #[test]
+    fn prunes_old_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append(&[row("s", "a", 1000, 1.0), row("s", "a", 5000, 2.0)])
+            .unwrap();
+        assert_eq!(store.prune_before(3000).unwrap(), 1);
+        let left = store
+            .range("s", Metric::RssBytes, None, 0, i64::MAX)
+            .unwrap();
+        assert_eq!(left["a"], vec![(5000, 2.0)]);
+    }
+}
