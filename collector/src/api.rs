@@ -550,6 +550,8 @@ mod tests {
                     | Metric::TcpEstablished
                     | Metric::TcpCloseWait
                     | Metric::TcpTimeWait
+                    | Metric::HeapAllocatedBytesTotal
+                    | Metric::HeapSamplesDroppedTotal
                     | Metric::ProbeSnapshotsDroppedTotal
                     | Metric::ProbeEventsDroppedTotal
             );

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use meshwatch_proto::DEFAULT_MAX_FRAME_LEN;
 
+use crate::detect::memory::MemorySettings;
+
 /// The default address for probes: loopback, so nothing is exposed unless asked.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6740);
@@ -66,6 +68,11 @@ pub struct Config {
     pub history_resolution: Duration,
     /// How long the persistent history keeps a sample.
     pub history_retention: Duration,
+    /// How often the detectors run over every service. Not on every
+    /// snapshot: their cost is then bounded by the number of services.
+    pub detect_interval: Duration,
+    /// The `memory_growth` detector's window and thresholds.
+    pub memory: MemorySettings,
 }
 
 impl Config {
@@ -86,6 +93,8 @@ impl Config {
             max_connections: 4096,
             history_resolution: Duration::from_secs(10),
             history_retention: Duration::from_secs(7 * 24 * 3600),
+            detect_interval: Duration::from_secs(5),
+            memory: MemorySettings::default(),
         }
     }
 

@@ -232,6 +232,11 @@ impl IncidentBook {
         keys.iter().filter(|key| self.resolve(key, now_ms)).count()
     }
 
+    /// Whether some open incident's key passes `pred`.
+    pub fn any_open(&self, pred: impl Fn(&IncidentKey) -> bool) -> bool {
+        self.open.keys().any(pred)
+    }
+
     /// The open incident for `key`, if any.
     pub fn open_incident(&self, key: &IncidentKey) -> Option<&Incident> {
         let id = self.open.get(key)?;

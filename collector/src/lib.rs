@@ -4,6 +4,8 @@
 mod api;
 pub mod config;
 mod datadir;
+pub mod detect;
+pub mod heap_sites;
 mod history;
 pub mod incidents;
 mod ingest;

@@ -51,6 +51,11 @@ struct Cli {
     /// Delete stored history older than this many hours.
     #[arg(long, value_name = "HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
     retention_hours: u64,
+    /// How far back the memory_growth detector looks, in seconds. An
+    /// instance is judged once its history covers 80 % of it; shorter
+    /// windows react faster to smaller samples. Default 480 (8 minutes).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..))]
+    memory_window_secs: Option<u64>,
 }
 
 /// The environment variable holding the token when no --token-file is given;
@@ -134,6 +139,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.allow_no_token = cli.allow_no_token;
     config.history_resolution = Duration::from_secs(cli.history_resolution);
     config.history_retention = Duration::from_secs(cli.retention_hours.saturating_mul(3600));
+    if let Some(secs) = cli.memory_window_secs {
+        config.memory.window = std::time::Duration::from_secs(secs);
+        // Judge at least a dozen times per window.
+        config.detect_interval = config.detect_interval.min(config.memory.window / 12);
+    }
 
     let mut signals = StopSignals::install()?;
     let collector = meshwatch_collector::start(config).await?;

@@ -88,6 +88,10 @@ metrics! {
         |s| s.snapshot.process.map(|p| p.virtual_bytes as f64);
     HeapLiveBytes => "heap_live_bytes", Gauge, "bytes", "Bytes live in the probe's tracking allocator (only when the service installed it).",
         |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.live_bytes as f64);
+    HeapAllocatedBytesTotal => "heap_allocated_bytes_total", Counter, "bytes", "Bytes allocated through the probe's tracking allocator since the process started.",
+        |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.allocated_bytes_total as f64);
+    HeapSamplesDroppedTotal => "heap_samples_dropped_total", Counter, "count", "Heap samples the probe could not record because its fixed-size tables were full.",
+        |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.samples_dropped_total as f64);
     CpuSecondsTotal => "cpu_seconds_total", Counter, "seconds", "User plus system CPU time of the process since it started.",
         |s| s.snapshot.process.map(|p| p.cpu_seconds_total);
     CpuPercent => "cpu_percent", Gauge, "percent", "Process CPU use between the last two snapshots, in percent of one core.",

@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
+use crate::detect::{DetectorSet, Stores};
+use crate::heap_sites::HeapSiteStore;
 use crate::incidents::IncidentBook;
 use crate::registry::{ConnId, Registry, RegistryLimits};
 use crate::series::{Metric, Sample, SeriesStore};
@@ -40,6 +42,7 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) struct State {
     pub(crate) registry: Registry,
     pub(crate) series: SeriesStore,
+    pub(crate) heap_sites: HeapSiteStore,
     pub(crate) incidents: IncidentBook,
     /// Rows for the persistent history, written by the flusher task.
     pending_history: Vec<HistoryRow>,
@@ -49,7 +52,11 @@ pub(crate) struct State {
     /// History rows dropped because the store could not keep up; added to
     /// the collector's counter at the next flush.
     pub(crate) history_rows_overflowed: u64,
+    detectors: DetectorSet,
 }
+
+/// Points kept per allocation site per window of the memory detector.
+const SITE_POINTS_PER_WINDOW: u32 = 32;
 
 impl State {
     pub(crate) fn new(config: &Config) -> Self {
@@ -62,12 +69,17 @@ impl State {
                 max_events: MAX_EVENTS_PER_INSTANCE,
             }),
             series: SeriesStore::new(config.series_capacity),
+            heap_sites: HeapSiteStore::new(
+                i64::try_from((config.memory.window / SITE_POINTS_PER_WINDOW).as_millis())
+                    .unwrap_or(i64::MAX),
+            ),
             incidents: IncidentBook::default(),
             pending_history: Vec::new(),
             last_stored_ms: std::collections::HashMap::new(),
             history_resolution_ms: i64::try_from(config.history_resolution.as_millis())
                 .unwrap_or(i64::MAX),
             history_rows_overflowed: 0,
+            detectors: DetectorSet::new(config),
         }
     }
 
@@ -118,6 +130,8 @@ impl State {
                 }
                 self.pending_history.push(row);
             }
+            self.heap_sites
+                .record(instance_id, t_ms, &snapshot.heap_sites);
         }
     }
 
@@ -138,13 +152,20 @@ impl State {
         self.registry.disconnect(instance_id, conn);
     }
 
-    /// Applies the passage of time and drops the history of forgotten
-    /// instances.
+    /// Applies the passage of time, drops the history of forgotten
+    /// instances, and runs the detectors when they are due.
     pub(crate) fn tick(&mut self, now_ms: i64) {
         for forgotten in self.registry.tick(now_ms) {
             self.series.remove(&forgotten);
             self.last_stored_ms.remove(&forgotten);
+            self.heap_sites.remove(&forgotten);
         }
+        let stores = Stores {
+            registry: &self.registry,
+            series: &self.series,
+            heap_sites: &self.heap_sites,
+        };
+        self.detectors.tick(now_ms, stores, &mut self.incidents);
     }
 }
 

@@ -7,6 +7,11 @@
 //! the totals sums the shards; that happens once per snapshot, off the hot
 //! path.
 //!
+//! Every allocation also counts down this thread's bytes until the heap
+//! profiler's next sample (see `heap`); the rare allocation that reaches
+//! zero has its stack captured, and every free tells the profiler, which
+//! forgets the pointer if it was sampled.
+//!
 //! The counters are process-wide statics rather than fields of the allocator,
 //! because the probe reads them without access to the service's
 //! `#[global_allocator]` static, and because a process has only one global
@@ -15,6 +20,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crate::heap;
 
 /// Number of counter shards; a power of two so picking one is a mask.
 const SHARDS: usize = 32;
@@ -54,8 +61,10 @@ impl<A> TrackingAllocator<A> {
 
 // SAFETY: every method forwards to the inner allocator with the caller's
 // arguments unchanged and returns its result; the bookkeeping around the calls
-// touches only atomics and a const-initialized thread-local without a
-// destructor, so it neither allocates nor unwinds.
+// touches only atomics and const-initialized thread-locals without a
+// destructor, and the heap profiler's sampled path runs under a reentrancy
+// guard with preallocated tables, so it neither allocates through this
+// allocator recursively nor unwinds.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -63,6 +72,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         let ptr = unsafe { self.inner.alloc(layout) };
         if !ptr.is_null() {
             record_alloc(layout.size());
+            heap::on_alloc(ptr, layout.size());
         }
         ptr
     }
@@ -73,12 +83,15 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
         if !ptr.is_null() {
             record_alloc(layout.size());
+            heap::on_alloc(ptr, layout.size());
         }
         ptr
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // Forget a sample before the address can be handed out again.
+        heap::on_free(ptr);
         // SAFETY: forwarded unchanged; the caller upholds the contract.
         unsafe { self.inner.dealloc(ptr, layout) };
         record_free(layout.size());
@@ -86,11 +99,16 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // Forgotten first: once the inner allocator moved the block, another
+        // thread may be handed the old address. (A failed realloc thus loses
+        // one sample; it only happens when memory is exhausted.)
+        heap::on_free(ptr);
         // SAFETY: forwarded unchanged; the caller upholds the contract.
         let new_ptr = unsafe { self.inner.realloc(ptr, layout, new_size) };
         if !new_ptr.is_null() {
             record_free(layout.size());
             record_alloc(new_size);
+            heap::on_alloc(new_ptr, new_size);
         }
         new_ptr
     }

@@ -6,6 +6,7 @@
 //! | `MESHWATCH_TOKEN` | the shared token, when the collector requires one | none |
 //! | `MESHWATCH_SERVICE` | overrides the service name given in code | the name in code |
 //! | `MESHWATCH_INTERVAL_MS` | how often to sample and send a snapshot | `1000` |
+//! | `MESHWATCH_HEAP_SAMPLE_BYTES` | mean bytes allocated between two heap samples (stack captured); `0` turns heap sampling off | `524288` (512 KiB) |
 //! | `MESHWATCH_DISABLE` | `1` or `true` turns the probe off entirely | off |
 //!
 //! A variable that does not parse is reported through `tracing` and ignored,
@@ -30,6 +31,8 @@ pub(crate) struct Config {
     pub buffer_capacity: usize,
     pub max_frame_len: usize,
     pub disabled: bool,
+    /// Mean bytes between heap samples; 0 turns sampling off.
+    pub heap_sample_interval: u64,
 }
 
 /// Entry point of the explicit configuration: `Probe::builder()`.
@@ -71,6 +74,7 @@ pub struct ProbeBuilder {
     interval: Duration,
     buffer_capacity: usize,
     disabled: bool,
+    heap_sample_interval: u64,
 }
 
 impl ProbeBuilder {
@@ -83,6 +87,7 @@ impl ProbeBuilder {
             interval: Duration::from_secs(1),
             buffer_capacity: 64,
             disabled: false,
+            heap_sample_interval: crate::heap::DEFAULT_SAMPLE_INTERVAL,
         };
         if let Some(addr) = var("MESHWATCH_COLLECTOR").filter(|a| !a.trim().is_empty()) {
             builder.collector = addr.trim().to_owned();
@@ -93,6 +98,15 @@ impl ProbeBuilder {
                 _ => tracing::warn!(
                     value = %ms,
                     "meshwatch: ignoring MESHWATCH_INTERVAL_MS: expected a positive number of milliseconds"
+                ),
+            }
+        }
+        if let Some(bytes) = var("MESHWATCH_HEAP_SAMPLE_BYTES") {
+            match bytes.trim().parse::<u64>() {
+                Ok(bytes) => builder.heap_sample_interval = bytes,
+                Err(_) => tracing::warn!(
+                    value = %bytes,
+                    "meshwatch: ignoring MESHWATCH_HEAP_SAMPLE_BYTES: expected a number of bytes (0 turns heap sampling off)"
                 ),
             }
         }
@@ -133,6 +147,20 @@ impl ProbeBuilder {
     /// When full, the oldest snapshot is dropped and counted.
     pub fn buffer_capacity(mut self, messages: usize) -> Self {
         self.buffer_capacity = messages;
+        self
+    }
+
+    /// The mean number of bytes allocated between two heap samples (default
+    /// 512 KiB, as jemalloc's profiler); 0 turns heap sampling off.
+    ///
+    /// Sampling is Poisson on bytes: each byte is equally likely to be
+    /// picked, and an allocation holding a picked byte has its stack
+    /// captured and is followed until it is freed. Smaller means more
+    /// precise per-site figures at more cost; the unsampled path costs the
+    /// same either way. Needs the [`TrackingAllocator`](crate::TrackingAllocator)
+    /// as the global allocator; stacks are named with the `stacks` feature.
+    pub fn heap_sample_interval(mut self, bytes: u64) -> Self {
+        self.heap_sample_interval = bytes;
         self
     }
 
@@ -182,6 +210,7 @@ impl ProbeBuilder {
             buffer_capacity: self.buffer_capacity,
             max_frame_len: meshwatch_proto::DEFAULT_MAX_FRAME_LEN,
             disabled: self.disabled,
+            heap_sample_interval: self.heap_sample_interval,
         })
     }
 }
@@ -206,6 +235,27 @@ mod tests {
         assert_eq!(config.interval, Duration::from_secs(1));
         assert_eq!(config.token, None);
         assert!(!config.disabled);
+        assert_eq!(config.heap_sample_interval, 512 * 1024);
+    }
+
+    #[test]
+    fn heap_sample_interval_from_environment_and_builder() {
+        let config = builder_with(&[("MESHWATCH_HEAP_SAMPLE_BYTES", "0")])
+            .service("svc")
+            .into_config()
+            .unwrap();
+        assert_eq!(config.heap_sample_interval, 0);
+        let config = builder_with(&[("MESHWATCH_HEAP_SAMPLE_BYTES", "lots")])
+            .service("svc")
+            .heap_sample_interval(4096)
+            .into_config()
+            .unwrap();
+        assert_eq!(config.heap_sample_interval, 4096);
+        let config = builder_with(&[("MESHWATCH_HEAP_SAMPLE_BYTES", "lots")])
+            .service("svc")
+            .into_config()
+            .unwrap();
+        assert_eq!(config.heap_sample_interval, 512 * 1024);
     }
 
     #[test]

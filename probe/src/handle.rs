@@ -42,6 +42,7 @@ impl ProbeHandle {
             tracing::info!("meshwatch: probe disabled by MESHWATCH_DISABLE");
             return Ok(Self::inert());
         }
+        let heap_sample_interval = config.heap_sample_interval;
         let config = Arc::new(config);
         let outbox = Arc::new(Outbox::new(config.buffer_capacity));
         let counters = Arc::new(ProbeCounters::default());
@@ -70,14 +71,17 @@ impl ProbeHandle {
         };
         let exporter = match std::thread::Builder::new()
             .name("meshwatch-exporter".to_owned())
-            .spawn(move || exporter.run())
-        {
+            .spawn(move || {
+                crate::heap::exclude_this_thread();
+                exporter.run();
+            }) {
             Ok(thread) => thread,
             Err(err) => {
                 outbox.close();
                 return Err(ProbeError::Spawn(err));
             }
         };
+        crate::heap::set_sample_interval(heap_sample_interval);
         Ok(Self {
             running: Some(Running {
                 outbox,
@@ -104,7 +108,7 @@ impl ProbeHandle {
     /// handle stops them too, without waiting.
     pub fn shutdown(mut self) {
         if let Some(running) = self.running.take() {
-            running.outbox.close();
+            running.stop();
             for thread in running.threads {
                 // A probe thread that panicked has nothing left to clean up.
                 let _ = thread.join();
@@ -116,8 +120,17 @@ impl ProbeHandle {
 impl Drop for ProbeHandle {
     fn drop(&mut self) {
         if let Some(running) = &self.running {
-            running.outbox.close();
+            running.stop();
         }
+    }
+}
+
+impl Running {
+    /// Tells the threads to stop, and stops heap sampling: nothing would
+    /// report the samples any more.
+    fn stop(&self) {
+        crate::heap::set_sample_interval(0);
+        self.outbox.close();
     }
 }
 
@@ -129,6 +142,7 @@ fn run_sampler(
     counters: &ProbeCounters,
     runtimes: WatchedRuntimes,
 ) {
+    crate::heap::exclude_this_thread();
     let mut sampler = Sampler::new(runtimes);
     let mut next = Instant::now();
     loop {

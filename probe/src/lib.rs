@@ -29,13 +29,15 @@
 //! [`init`] reads the environment; [`Probe::builder`] gives explicit control.
 //! The variables are `MESHWATCH_COLLECTOR` (default `127.0.0.1:6740`),
 //! `MESHWATCH_TOKEN`, `MESHWATCH_SERVICE` (overrides the name in code),
-//! `MESHWATCH_INTERVAL_MS` (default 1000) and `MESHWATCH_DISABLE=1`.
+//! `MESHWATCH_INTERVAL_MS` (default 1000), `MESHWATCH_HEAP_SAMPLE_BYTES`
+//! (default 524288; 0 turns heap sampling off) and `MESHWATCH_DISABLE=1`.
 #![warn(missing_docs)]
 
 mod alloc;
 mod config;
 mod exporter;
 mod handle;
+mod heap;
 mod identity;
 mod outbox;
 mod sampler;

@@ -10,11 +10,12 @@ use std::time::Instant;
 use meshwatch_proto::v1::{HeapStats, ProbeStats, Snapshot};
 
 use crate::alloc::heap_totals;
+use crate::heap::{self, HeapReporter};
 use crate::identity::now_unix_ms;
 use crate::stats::ProbeCounters;
 use process::ProcessSampler;
-use sockets::SocketSampler;
 pub(crate) use runtime::WatchedRuntimes;
+use sockets::SocketSampler;
 
 /// Takes snapshots; lives on the probe's sampler thread.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ pub(crate) struct Sampler {
     process: Option<ProcessSampler>,
     sockets: Option<SocketSampler>,
     runtimes: WatchedRuntimes,
+    heap: HeapReporter,
     seq: u64,
 }
 
@@ -41,6 +43,7 @@ impl Sampler {
             process,
             sockets,
             runtimes,
+            heap: HeapReporter::default(),
             seq: 0,
         }
     }
@@ -70,15 +73,24 @@ impl Sampler {
             counters.add_sample_errors(errors);
         }
         snapshot.runtimes = self.runtimes.sample();
-        let heap = heap_totals();
-        snapshot.heap = Some(HeapStats {
-            tracked: heap.installed,
-            live_bytes: heap.live_bytes(),
-            allocated_bytes_total: heap.allocated_bytes,
-            freed_bytes_total: heap.freed_bytes,
-            allocations_total: heap.allocations,
-            frees_total: heap.frees,
-        });
+        let totals = heap_totals();
+        let mut stats = HeapStats {
+            tracked: totals.installed,
+            live_bytes: totals.live_bytes(),
+            allocated_bytes_total: totals.allocated_bytes,
+            freed_bytes_total: totals.freed_bytes,
+            allocations_total: totals.allocations,
+            frees_total: totals.frees,
+            ..HeapStats::default()
+        };
+        if totals.installed {
+            let report = self.heap.report();
+            stats.sample_interval_bytes = heap::sample_interval();
+            stats.live_samples = report.live_samples;
+            stats.samples_dropped_total = report.samples_dropped;
+            snapshot.heap_sites = report.sites;
+        }
+        snapshot.heap = Some(stats);
         counters.set_sample_duration(started.elapsed());
         snapshot.probe = Some(counters.to_stats());
         snapshot

@@ -59,19 +59,18 @@ impl SocketSampler {
         let mut entries = Vec::with_capacity(owned.len());
         for table in [self.process.tcp(), self.process.tcp6()] {
             match table {
-                Ok(table) => entries.extend(
-                    table
-                        .into_iter()
-                        .filter(|e| owned.contains(&e.inode))
-                        .map(|e| SocketEntry {
+                Ok(table) => {
+                    entries.extend(table.into_iter().filter(|e| owned.contains(&e.inode)).map(
+                        |e| SocketEntry {
                             inode: e.inode,
                             state: e.state,
                             local: e.local_address,
                             remote: e.remote_address,
                             rx_queue: e.rx_queue,
                             tx_queue: e.tx_queue,
-                        }),
-                ),
+                        },
+                    ))
+                }
                 // A kernel without IPv6 has no tcp6 table; that is no error
                 // worth reporting every second, but a missing tcp table is.
                 Err(_) => *errors += 1,
@@ -234,10 +233,36 @@ mod tests {
             (4, now),
         ]);
         let stats = aggregate(&entries, &first_seen, now);
-        assert_eq!((stats.total, stats.established, stats.close_wait, stats.listen), (4, 2, 1, 1));
-        assert_eq!(stats.by_state[0], StateCount { state: "ESTABLISHED".into(), count: 2 });
-        assert_eq!(stats.by_listen_port, vec![PortCount { port: 8080, count: 2 }]);
-        assert_eq!(stats.top_peers[0], PeerCount { address: "10.0.0.9".into(), count: 2 });
+        assert_eq!(
+            (
+                stats.total,
+                stats.established,
+                stats.close_wait,
+                stats.listen
+            ),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(
+            stats.by_state[0],
+            StateCount {
+                state: "ESTABLISHED".into(),
+                count: 2
+            }
+        );
+        assert_eq!(
+            stats.by_listen_port,
+            vec![PortCount {
+                port: 8080,
+                count: 2
+            }]
+        );
+        assert_eq!(
+            stats.top_peers[0],
+            PeerCount {
+                address: "10.0.0.9".into(),
+                count: 2
+            }
+        );
         let ages: Vec<u32> = stats.ages.iter().map(|b| b.count).collect();
         assert_eq!(ages, vec![1, 1, 0, 0, 0, 1], "<1s, <10s, .., >=1h");
         assert_eq!(stats.rx_queue_bytes, 40);

@@ -9,4 +9,4 @@
 
 mod symbolize;
 
-pub(crate) use symbolize::Symbolizer;
+pub(crate) use symbolize::{AddressKind, Symbolizer};

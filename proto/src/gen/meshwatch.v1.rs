@@ -115,6 +115,13 @@ pub struct Snapshot {
     /// The probe's own health: what it dropped and what sampling cost.
     #[prost(message, optional, tag = "7")]
     pub probe: ::core::option::Option<ProbeStats>,
+    /// The allocation sites holding the most sampled live memory, largest
+    /// first (at most a few dozen). Empty when heap sampling is off or the
+    /// tracking allocator is not installed. The collector follows each site's
+    /// live bytes across snapshots to tell a leak (a site that keeps growing)
+    /// from a large but bounded cache.
+    #[prost(message, repeated, tag = "8")]
+    pub heap_sites: ::prost::alloc::vec::Vec<HeapSite>,
     /// The process's TCP sockets, from /proc/self/fd joined with
     /// /proc/self/net/tcp and tcp6 by inode.
     #[prost(message, optional, tag = "9")]
@@ -284,6 +291,50 @@ pub struct HeapStats {
     pub allocations_total: u64,
     #[prost(uint64, tag = "6")]
     pub frees_total: u64,
+    /// The mean number of bytes between two sampled allocations (Poisson
+    /// sampling on bytes); 0 when sampling is off. Needed to judge how
+    /// precise the per-site estimates are.
+    #[prost(uint64, tag = "7")]
+    pub sample_interval_bytes: u64,
+    /// Sampled allocations still alive now, over all sites.
+    #[prost(uint64, tag = "8")]
+    pub live_samples: u64,
+    /// Samples the probe could not record because its fixed-size tables were
+    /// full, since start: the profiler's memory is bounded, and what it
+    /// drops is counted rather than hidden.
+    #[prost(uint64, tag = "9")]
+    pub samples_dropped_total: u64,
+}
+/// One allocation site: the call stack that allocated, and what the samples
+/// taken there say about the memory it holds. Byte and object figures are
+/// unbiased estimates: each sampled allocation of `size` bytes stands for
+/// `size / (1 - exp(-size / mean))` bytes, as in tcmalloc and jemalloc.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HeapSite {
+    /// Identifies the site within one process: a hash of its return
+    /// addresses. Stable across snapshots; differs between processes.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// Estimated bytes allocated here and not yet freed.
+    #[prost(uint64, tag = "2")]
+    pub live_bytes: u64,
+    /// Estimated number of live allocations made here.
+    #[prost(uint64, tag = "3")]
+    pub live_objects: u64,
+    /// Estimated bytes allocated here since the process started; its rate is
+    /// the site's allocation rate.
+    #[prost(uint64, tag = "4")]
+    pub allocated_bytes_total: u64,
+    /// Sampled allocations alive at this site: how many observations the
+    /// estimates rest on.
+    #[prost(uint32, tag = "5")]
+    pub live_samples: u32,
+    /// The stack, innermost (the allocating call) first, without the
+    /// allocator's own frames. Sent when the site is first reported and again
+    /// from time to time, empty otherwise, so that snapshots stay small: the
+    /// collector keeps the last frames it received for each site.
+    #[prost(message, repeated, tag = "6")]
+    pub frames: ::prost::alloc::vec::Vec<Frame>,
 }
 /// The probe's own health, so that its gaps are visible rather than silent.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

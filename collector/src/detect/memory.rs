@@ -1,0 +1,439 @@
+//! `memory_growth`: memory that keeps climbing, and the allocation sites
+//! that climb with it.
+//!
+//! For each instance of a service with a full window of history, the
+//! detector takes the *lower envelope* of the allocator's live bytes (RSS
+//! when the service has no tracking allocator), so caches that fill and
+//! clear within a quarter of the window count as their floor, and asks:
+//!
+//! 1. does the floor rise steadily? the Cox–Stuart sign test on the
+//!    envelope, at 5 %;
+//! 2. by enough? a Theil–Sen slope of at least `min_rate_bytes_per_hour`
+//!    and `min_growth_bytes` over the window;
+//! 3. still now? the slope over the last third of the window is at least
+//!    30 % of the whole window's, so a step up followed by a plateau (a
+//!    warm-up) is not a leak;
+//! 4. does it matter? at least `relative_per_hour` of the current level per
+//!    hour, or the memory limit (cgroup `memory.max`, else host memory)
+//!    reached within `max_time_to_limit` at this rate.
+//!
+//! RSS alone never opens an incident for a service whose allocator bytes
+//! are tracked: with a flat or sawtoothing heap, a creeping RSS is the
+//! allocator's fragmentation or retained pages (glibc keeps freed memory),
+//! not a leak. RSS is still reported as evidence and used for the time to
+//! the limit, which is RSS's to reach.
+//!
+//! An open incident stays open while the recent slope stays above the
+//! minimum rate, and resolves when growth stops. The incident belongs to
+//! the service, not the instance: a process that restarts (killed for its
+//! memory, say) leaves the incident open while its successor's window fills,
+//! and the successor's growth refreshes the same incident, whose evidence
+//! lists the instances and their restarts.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::trend::{SignTest, cox_stuart, lower_envelope, theil_sen};
+use super::{Detector, InstanceWindow, Needs, Problem, Verdict, Window};
+use crate::heap_sites::SiteHistory;
+use crate::incidents::{Finding, IncidentKind, Severity};
+use crate::series::{Metric, Point};
+
+/// Thresholds of the memory detector. The defaults flag a 1 MB/min leak in
+/// a small service within 10 minutes of its start.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MemorySettings {
+    /// How far back the trend looks; an instance is judged once its history
+    /// covers 80 % of it.
+    pub window: Duration,
+    /// The least growth rate worth an incident, in bytes per hour.
+    pub min_rate_bytes_per_hour: f64,
+    /// The least growth over the window worth an incident, in bytes.
+    pub min_growth_bytes: f64,
+    /// Growth per hour, as a share of the current level, that is worth an
+    /// incident on its own (Coroot's 10 %/h).
+    pub relative_per_hour: f64,
+    /// Slower growth is still worth an incident when it reaches the memory
+    /// limit within this time.
+    pub max_time_to_limit: Duration,
+    /// An incident whose projected time to the limit is shorter is critical.
+    pub critical_time_to_limit: Duration,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(8 * 60),
+            min_rate_bytes_per_hour: 4.0 * MIB,
+            min_growth_bytes: MIB,
+            relative_per_hour: 0.10,
+            max_time_to_limit: Duration::from_secs(24 * 3600),
+            critical_time_to_limit: Duration::from_secs(3600),
+        }
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// Share of the window an instance's history must cover to be judged.
+const MIN_COVERAGE: f64 = 0.8;
+/// Fewest points in the window to be judged.
+const MIN_POINTS: usize = 8;
+/// The envelope's stretch is the window divided by this.
+const ENVELOPE_DIVISOR: i64 = 4;
+/// Points of the envelope the statistics run on.
+const ENVELOPE_POINTS: usize = 16;
+/// The sign test's significance level.
+const MAX_P_VALUE: f64 = 0.05;
+/// The recent slope must be at least this share of the window's.
+const RECENT_SHARE: f64 = 0.3;
+/// Suspect sites in the evidence.
+const SUSPECTS: usize = 5;
+/// Frames per suspect in the evidence.
+const EVIDENCE_FRAMES: usize = 12;
+
+/// The `memory_growth` detector.
+#[derive(Debug, Clone)]
+pub struct MemoryGrowth {
+    settings: MemorySettings,
+}
+
+impl MemoryGrowth {
+    /// A detector with these thresholds.
+    pub fn new(settings: MemorySettings) -> Self {
+        Self { settings }
+    }
+}
+
+/// The trend of one series over the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trend {
+    /// Theil–Sen slope of the envelope, units per second.
+    pub slope: f64,
+    /// The same over the envelope's last third.
+    pub recent_slope: f64,
+    /// The Cox–Stuart test on the envelope.
+    pub sign: SignTest,
+    /// The envelope's last value: the floor now.
+    pub level: f64,
+    /// Seconds of history the trend covers.
+    pub span_s: f64,
+}
+
+/// The trend of `points` over a window of `window_ms`, or `None` when they
+/// do not cover enough of it.
+pub fn trend(points: &[Point], window_ms: i64) -> Option<Trend> {
+    let (&(first, _), &(last, _)) = (points.first()?, points.last()?);
+    if points.len() < MIN_POINTS || ((last - first) as f64) < MIN_COVERAGE * window_ms as f64 {
+        return None;
+    }
+    let envelope = lower_envelope(points, window_ms / ENVELOPE_DIVISOR, ENVELOPE_POINTS);
+    if envelope.len() < ENVELOPE_POINTS / 2 {
+        return None;
+    }
+    let slope = theil_sen(&envelope)?;
+    let recent_slope = theil_sen(&envelope[envelope.len() - envelope.len() / 3..])?;
+    let values: Vec<f64> = envelope.iter().map(|&(_, v)| v).collect();
+    Some(Trend {
+        slope,
+        recent_slope,
+        sign: cox_stuart(&values),
+        level: values.last().copied().unwrap_or(0.0),
+        span_s: (last - first) as f64 / 1000.0,
+    })
+}
+
+impl MemorySettings {
+    /// Steady, large enough, and still going on: enough to open.
+    fn rising(&self, t: &Trend) -> bool {
+        t.sign.p_value <= MAX_P_VALUE
+            && t.slope * 3600.0 >= self.min_rate_bytes_per_hour
+            && t.slope * t.span_s >= self.min_growth_bytes
+            && t.recent_slope >= RECENT_SHARE * t.slope
+    }
+
+    /// Still climbing lately: enough to keep an incident open.
+    fn still_rising(&self, t: &Trend) -> bool {
+        t.recent_slope * 3600.0 >= self.min_rate_bytes_per_hour
+    }
+
+    /// Fast relative to its size, or heading for the limit soon.
+    fn matters(&self, t: &Trend, time_to_limit_s: Option<f64>) -> bool {
+        let relative = t.slope * 3600.0 / t.level.max(1.0);
+        relative >= self.relative_per_hour
+            || time_to_limit_s.is_some_and(|s| s <= self.max_time_to_limit.as_secs_f64())
+    }
+}
+
+/// What one instance's window says.
+struct Judgement<'w, 'a> {
+    instance: &'w InstanceWindow<'a>,
+    /// The series judged: heap when tracked, else RSS.
+    primary: Metric,
+    trend: Trend,
+    rss: Option<Trend>,
+    growing: bool,
+    rate: f64,
+    limit: Option<f64>,
+    rss_now: Option<f64>,
+    time_to_limit_s: Option<f64>,
+}
+
+impl Detector for MemoryGrowth {
+    fn kind(&self) -> IncidentKind {
+        IncidentKind::MemoryGrowth
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            metrics: &[
+                Metric::HeapLiveBytes,
+                Metric::RssBytes,
+                Metric::MemoryLimitBytes,
+            ],
+            span: self.settings.window,
+            heap_sites: true,
+        }
+    }
+
+    fn check(&self, window: &Window<'_>) -> Verdict {
+        let judged: Vec<Judgement<'_, '_>> = window
+            .instances
+            .iter()
+            .filter_map(|instance| self.judge(instance, window))
+            .collect();
+        if judged.is_empty() {
+            return Verdict::Undecided;
+        }
+        let Some(worst) = judged
+            .iter()
+            .filter(|j| j.growing)
+            .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        else {
+            return Verdict::Healthy;
+        };
+        Verdict::Unhealthy(vec![Problem {
+            instance: None,
+            detail: String::new(),
+            finding: self.finding(worst, window),
+        }])
+    }
+}
+
+impl MemoryGrowth {
+    fn judge<'w, 'a>(
+        &self,
+        instance: &'w InstanceWindow<'a>,
+        window: &Window<'_>,
+    ) -> Option<Judgement<'w, 'a>> {
+        let heap = instance.points(Metric::HeapLiveBytes);
+        let primary = if heap.is_empty() {
+            Metric::RssBytes
+        } else {
+            Metric::HeapLiveBytes
+        };
+        let trend = trend(instance.points(primary), window.span_ms)?;
+        let rss = trend_of(instance, Metric::RssBytes, window.span_ms);
+        let rate = rss.map_or(trend.slope, |r| r.slope.max(trend.slope));
+        let limit = instance
+            .latest(Metric::MemoryLimitBytes)
+            .filter(|&l| l > 0.0);
+        let rss_now = instance.latest(Metric::RssBytes);
+        let time_to_limit_s = match (limit, rss_now.or(Some(trend.level))) {
+            (Some(limit), Some(now)) if rate > 0.0 => Some(((limit - now) / rate).max(0.0)),
+            _ => None,
+        };
+        let settings = &self.settings;
+        let growing = if window.open {
+            settings.rising(&trend) || settings.still_rising(&trend)
+        } else {
+            settings.rising(&trend) && settings.matters(&trend, time_to_limit_s)
+        };
+        Some(Judgement {
+            instance,
+            primary,
+            trend,
+            rss,
+            growing,
+            rate,
+            limit,
+            rss_now,
+            time_to_limit_s,
+        })
+    }
+
+    fn finding(&self, j: &Judgement<'_, '_>, window: &Window<'_>) -> Finding {
+        let from_ms = window.now_ms.saturating_sub(window.span_ms);
+        let suspects = suspects(&j.instance.heap_sites, from_ms);
+        let critical = j
+            .time_to_limit_s
+            .is_some_and(|s| s <= self.settings.critical_time_to_limit.as_secs_f64());
+        let what = match j.primary {
+            Metric::HeapLiveBytes => "heap",
+            _ => "RSS",
+        };
+        let mut summary = format!(
+            "{what} of {} grows {}/h (+{:.0} %/h) in instance {}",
+            window.service,
+            bytes(j.trend.slope * 3600.0),
+            j.trend.slope * 3600.0 / j.trend.level.max(1.0) * 100.0,
+            short(j.instance.instance_id),
+        );
+        if let (Some(s), Some(limit)) = (j.time_to_limit_s, j.limit) {
+            summary.push_str(&format!(
+                "; reaches its limit ({}) in {}",
+                bytes(limit),
+                duration(s)
+            ));
+        }
+        if let Some(first) = suspects.first().and_then(|s| s.site.frames.first()) {
+            summary.push_str(&format!("; top growing site: {}", first.function));
+        }
+        let restarts: Vec<Value> = window
+            .instances
+            .iter()
+            .map(|i| {
+                json!({
+                    "instance_id": i.instance_id,
+                    "started_at_ms": i.started_at_ms,
+                    "last_seen_ms": i.last_seen_ms,
+                    "state": i.state.as_str(),
+                    "restarts": i.restarts,
+                })
+            })
+            .collect();
+        Finding {
+            severity: if critical {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            summary,
+            evidence: json!({
+                "instance": j.instance.instance_id,
+                "window_seconds": window.span_ms / 1000,
+                "series": j.primary.name(),
+                "growth_bytes_per_hour": j.trend.slope * 3600.0,
+                "relative_growth_per_hour": j.trend.slope * 3600.0 / j.trend.level.max(1.0),
+                "heap": (j.primary == Metric::HeapLiveBytes).then(|| trend_json(&j.trend)),
+                "rss": j.rss.as_ref().map(trend_json),
+                "rss_bytes": j.rss_now,
+                "memory_limit_bytes": j.limit,
+                "projected_time_to_limit_seconds": j.time_to_limit_s,
+                "suspects": suspects.iter().map(Suspect::to_json).collect::<Vec<_>>(),
+                "instances": restarts,
+            }),
+        }
+    }
+}
+
+fn trend_of(instance: &InstanceWindow<'_>, metric: Metric, window_ms: i64) -> Option<Trend> {
+    trend(instance.points(metric), window_ms)
+}
+
+fn trend_json(t: &Trend) -> Value {
+    json!({
+        "slope_bytes_per_hour": t.slope * 3600.0,
+        "recent_slope_bytes_per_hour": t.recent_slope * 3600.0,
+        "level_bytes": t.level,
+        "rising_pairs": t.sign.rising,
+        "pairs": t.sign.pairs,
+        "p_value": t.sign.p_value,
+    })
+}
+
+/// An allocation site and how it moved over the window.
+struct Suspect<'a> {
+    site: &'a SiteHistory,
+    growing: bool,
+    slope: f64,
+    alloc_rate: Option<f64>,
+}
+
+impl Suspect<'_> {
+    fn to_json(&self) -> Value {
+        json!({
+            "site": format!("{:016x}", self.site.id),
+            "growing": self.growing,
+            "growth_bytes_per_hour": self.slope * 3600.0,
+            "live_bytes": self.site.points.back().map(|p| p.live_bytes),
+            "live_objects": self.site.live_objects,
+            "live_samples": self.site.live_samples,
+            "allocated_bytes_per_second": self.alloc_rate,
+            "frames": self.site.frames.iter().take(EVIDENCE_FRAMES).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The sites to show, those whose live bytes kept growing over the window
+/// first (fastest first), then the largest.
+fn suspects<'a>(sites: &[&'a SiteHistory], from_ms: i64) -> Vec<Suspect<'a>> {
+    let mut all: Vec<Suspect<'a>> = sites
+        .iter()
+        .map(|&site| {
+            let points: Vec<_> = site.points.iter().filter(|p| p.t_ms >= from_ms).collect();
+            let series: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p.t_ms as f64 / 1000.0, p.live_bytes))
+                .collect();
+            let slope = theil_sen(&series).unwrap_or(0.0);
+            let values: Vec<f64> = series.iter().map(|&(_, v)| v).collect();
+            let sign = cox_stuart(&values);
+            let growing = slope > 0.0 && sign.pairs >= 2 && sign.rising * 4 >= sign.pairs * 3;
+            let alloc_rate = match (points.first(), points.last()) {
+                (Some(a), Some(b)) if b.t_ms > a.t_ms => Some(
+                    (b.allocated_bytes_total - a.allocated_bytes_total).max(0.0)
+                        / ((b.t_ms - a.t_ms) as f64 / 1000.0),
+                ),
+                _ => None,
+            };
+            Suspect {
+                site,
+                growing,
+                slope,
+                alloc_rate,
+            }
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        b.growing.cmp(&a.growing).then_with(|| {
+            if a.growing {
+                b.slope.total_cmp(&a.slope)
+            } else {
+                let live = |s: &Suspect<'_>| s.site.points.back().map_or(0.0, |p| p.live_bytes);
+                live(b).total_cmp(&live(a))
+            }
+        })
+    });
+    all.truncate(SUSPECTS);
+    all
+}
+
+fn bytes(n: f64) -> String {
+    if n.abs() >= 1024.0 * MIB {
+        format!("{:.1} GiB", n / (1024.0 * MIB))
+    } else if n.abs() >= MIB {
+        format!("{:.1} MiB", n / MIB)
+    } else {
+        format!("{:.0} KiB", n / 1024.0)
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    if seconds >= 2.0 * 3600.0 {
+        format!("{:.1} h", seconds / 3600.0)
+    } else if seconds >= 120.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{seconds:.0} s")
+    }
+}
+
+fn short(instance_id: &str) -> &str {
+    instance_id.get(..8).unwrap_or(instance_id)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,378 @@
+//! Detectors: pure functions from a window of a service's history to a
+//! verdict, and the runner that turns verdicts into incidents.
+//!
+//! A [`Detector`] says which series it reads and how far back ([`Needs`]);
+//! the runner cuts that [`Window`] out of the stores for each service and
+//! asks the detector to [`check`](Detector::check) it. The detector does no
+//! I/O and reads no clock (the window carries `now_ms`), so it is
+//! table-tested on synthetic series. Its [`Verdict`] is:
+//!
+//! - [`Verdict::Unhealthy`]: these problems are going on; each opens or
+//!   refreshes the incident with key `(kind, service, instance, detail)`;
+//!   open incidents of that kind and service that are not listed resolve;
+//! - [`Verdict::Healthy`]: every open incident of that kind and service
+//!   resolves;
+//! - [`Verdict::Undecided`]: not enough data (a process just restarted, a
+//!   window not yet full); open incidents stay as they are.
+//!
+//! The runner is called from the collector's periodic tick and runs the
+//! detectors every [`Config::detect_interval`](crate::Config), not on every
+//! snapshot, so their cost is bounded by the number of services, not by
+//! the rate of snapshots.
+
+pub mod memory;
+pub mod trend;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::heap_sites::{HeapSiteStore, SiteHistory};
+use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind};
+use crate::registry::{Instance, InstanceState, Registry};
+use crate::series::{Metric, Point, SeriesStore};
+
+/// What a detector needs cut out of the stores.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// The series it reads.
+    pub metrics: &'static [Metric],
+    /// How far back from now.
+    pub span: Duration,
+    /// Whether it reads the instances' allocation sites.
+    pub heap_sites: bool,
+}
+
+/// One kind of trouble, judged from a window of a service's history.
+pub trait Detector: Send + Sync + std::fmt::Debug {
+    /// The kind of incident it opens.
+    fn kind(&self) -> IncidentKind;
+    /// What the window must hold.
+    fn needs(&self) -> Needs;
+    /// Judges one service. Pure: everything it may use is in `window`.
+    fn check(&self, window: &Window<'_>) -> Verdict;
+}
+
+/// A detector's conclusion about one service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Not enough data to tell; open incidents are left as they are.
+    Undecided,
+    /// Nothing wrong; open incidents of this kind resolve.
+    Healthy,
+    /// These problems are going on now.
+    Unhealthy(Vec<Problem>),
+}
+
+/// One problem a detector found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The instance concerned, or `None` for the service as a whole (a leak
+    /// followed across restarts is one problem of the service).
+    pub instance: Option<String>,
+    /// Tells apart several problems of one kind on one subject; often empty.
+    pub detail: String,
+    /// Severity, summary and evidence.
+    pub finding: Finding,
+}
+
+/// A service's recent history, as one detector asked for it.
+#[derive(Debug, Clone)]
+pub struct Window<'a> {
+    /// The service judged.
+    pub service: &'a str,
+    /// The present, in ms since the Unix epoch.
+    pub now_ms: i64,
+    /// How far back the series reach, in ms.
+    pub span_ms: i64,
+    /// Whether an incident of the detector's kind is open for this service,
+    /// so a detector can demand more to open one than to keep it (and not
+    /// flap on the edge).
+    pub open: bool,
+    /// Every instance of the service the collector still knows, oldest
+    /// start first, with the series of those that have points in the span.
+    pub instances: Vec<InstanceWindow<'a>>,
+}
+
+/// One instance within a [`Window`].
+#[derive(Debug, Clone)]
+pub struct InstanceWindow<'a> {
+    /// Random per process start.
+    pub instance_id: &'a str,
+    /// When the process started.
+    pub started_at_ms: i64,
+    /// When the collector last heard from it.
+    pub last_seen_ms: i64,
+    /// Up, down or restarted.
+    pub state: InstanceState,
+    /// Dead predecessors it replaces.
+    pub restarts: u32,
+    /// The points of each series asked for, within the span, oldest first.
+    pub series: BTreeMap<Metric, Vec<Point>>,
+    /// Its allocation sites, when asked for.
+    pub heap_sites: Vec<&'a SiteHistory>,
+}
+
+impl InstanceWindow<'_> {
+    /// The points of `metric` in the window; empty when not asked for or
+    /// not recorded.
+    pub fn points(&self, metric: Metric) -> &[Point] {
+        self.series.get(&metric).map_or(&[], Vec::as_slice)
+    }
+
+    /// The latest value of `metric` in the window.
+    pub fn latest(&self, metric: Metric) -> Option<f64> {
+        self.points(metric).last().map(|&(_, v)| v)
+    }
+}
+
+/// The stores a detection pass reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Stores<'a> {
+    /// Which instances exist.
+    pub registry: &'a Registry,
+    /// Their series.
+    pub series: &'a SeriesStore,
+    /// Their allocation sites.
+    pub heap_sites: &'a HeapSiteStore,
+}
+
+/// The collector's detectors and when they last ran.
+#[derive(Debug)]
+pub struct DetectorSet {
+    detectors: Vec<Box<dyn Detector>>,
+    every_ms: i64,
+    last_run_ms: Option<i64>,
+}
+
+impl DetectorSet {
+    /// Every detector, set up from `config`.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            detectors: vec![Box::new(memory::MemoryGrowth::new(config.memory.clone()))],
+            every_ms: i64::try_from(config.detect_interval.as_millis()).unwrap_or(i64::MAX),
+            last_run_ms: None,
+        }
+    }
+
+    /// Runs every detector on every service when a detection interval has
+    /// passed since the last pass, and applies the verdicts to `incidents`.
+    pub fn tick(&mut self, now_ms: i64, stores: Stores<'_>, incidents: &mut IncidentBook) {
+        if self
+            .last_run_ms
+            .is_some_and(|last| now_ms.saturating_sub(last) < self.every_ms)
+        {
+            return;
+        }
+        self.last_run_ms = Some(now_ms);
+        let instances = stores.registry.sorted();
+        for group in instances.chunk_by(|a, b| a.service == b.service) {
+            let service = group[0].service.as_str();
+            for detector in &self.detectors {
+                let kind = detector.kind();
+                let open = incidents.any_open(|key| key.kind == kind && key.service == service);
+                let window = cut_window(detector.needs(), service, group, now_ms, stores, open);
+                apply(detector.check(&window), kind, service, now_ms, incidents);
+            }
+        }
+    }
+}
+
+fn cut_window<'a>(
+    needs: Needs,
+    service: &'a str,
+    group: &[&'a Instance],
+    now_ms: i64,
+    stores: Stores<'a>,
+    open: bool,
+) -> Window<'a> {
+    let span_ms = i64::try_from(needs.span.as_millis()).unwrap_or(i64::MAX);
+    let from = now_ms.saturating_sub(span_ms);
+    let mut instances: Vec<InstanceWindow<'a>> = group
+        .iter()
+        .map(|instance| {
+            let recent = instance.last_seen_ms >= from;
+            let series = needs
+                .metrics
+                .iter()
+                .filter(|_| recent)
+                .map(|&metric| {
+                    let points =
+                        stores
+                            .series
+                            .range(&instance.instance_id, metric, Some(from), None);
+                    (metric, points)
+                })
+                .collect();
+            let heap_sites = if needs.heap_sites && recent {
+                stores.heap_sites.sites(&instance.instance_id).collect()
+            } else {
+                Vec::new()
+            };
+            InstanceWindow {
+                instance_id: &instance.instance_id,
+                started_at_ms: instance.started_at_ms(),
+                last_seen_ms: instance.last_seen_ms,
+                state: instance.state,
+                restarts: instance.restarts,
+                series,
+                heap_sites,
+            }
+        })
+        .collect();
+    instances.sort_by_key(|i| (i.started_at_ms, i.instance_id));
+    Window {
+        service,
+        now_ms,
+        span_ms,
+        open,
+        instances,
+    }
+}
+
+fn apply(
+    verdict: Verdict,
+    kind: IncidentKind,
+    service: &str,
+    now_ms: i64,
+    incidents: &mut IncidentBook,
+) {
+    let problems = match verdict {
+        Verdict::Undecided => return,
+        Verdict::Healthy => Vec::new(),
+        Verdict::Unhealthy(problems) => problems,
+    };
+    let mut reported = HashSet::new();
+    for problem in problems {
+        let key = IncidentKey {
+            kind,
+            service: service.to_owned(),
+            instance: problem.instance,
+            detail: problem.detail,
+        };
+        incidents.report(&key, problem.finding, now_ms);
+        reported.insert(key);
+    }
+    incidents.resolve_where(
+        |key| key.kind == kind && key.service == service && !reported.contains(key),
+        now_ms,
+    );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use meshwatch_proto::v1::Hello;
+    use serde_json::json;
+
+    use super::*;
+    use crate::incidents::{Severity, StateFilter};
+    use crate::registry::RegistryLimits;
+
+    /// Answers whatever the test put in, and records what it was shown.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        verdict: Mutex<Option<Verdict>>,
+        seen: Mutex<Vec<(String, bool, usize)>>,
+    }
+
+    impl Detector for &'static Scripted {
+        fn kind(&self) -> IncidentKind {
+            IncidentKind::FdLeak
+        }
+        fn needs(&self) -> Needs {
+            Needs {
+                metrics: &[Metric::FdsOpen],
+                span: Duration::from_secs(60),
+                heap_sites: false,
+            }
+        }
+        fn check(&self, window: &Window<'_>) -> Verdict {
+            self.seen.lock().unwrap().push((
+                window.service.to_owned(),
+                window.open,
+                window.instances.len(),
+            ));
+            self.verdict
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or(Verdict::Undecided)
+        }
+    }
+
+    fn problem(detail: &str) -> Problem {
+        Problem {
+            instance: None,
+            detail: detail.to_owned(),
+            finding: Finding {
+                severity: Severity::Warning,
+                summary: detail.to_owned(),
+                evidence: json!({}),
+            },
+        }
+    }
+
+    #[test]
+    fn runs_when_due_per_service_and_applies_verdicts() {
+        let scripted: &'static Scripted = Box::leak(Box::default());
+        let mut set = DetectorSet {
+            detectors: vec![Box::new(scripted)],
+            every_ms: 1000,
+            last_run_ms: None,
+        };
+        let mut registry = Registry::new(RegistryLimits {
+            down_after_missed: 3,
+            restarted_display_ms: 1000,
+            max_down_per_service: 2,
+            max_events: 2,
+        });
+        for (service, id) in [("a", "a1"), ("a", "a2"), ("b", "b1")] {
+            registry.hello(
+                &Hello {
+                    service: service.to_owned(),
+                    instance_id: id.to_owned(),
+                    ..Hello::default()
+                },
+                0,
+            );
+        }
+        let series = SeriesStore::new(10);
+        let sites = HeapSiteStore::new(0);
+        let stores = Stores {
+            registry: &registry,
+            series: &series,
+            heap_sites: &sites,
+        };
+        let mut book = IncidentBook::default();
+        let open = |book: &IncidentBook| book.list(StateFilter::Open).len();
+
+        *scripted.verdict.lock().unwrap() =
+            Some(Verdict::Unhealthy(vec![problem("x"), problem("y")]));
+        set.tick(1000, stores, &mut book);
+        assert_eq!(open(&book), 4, "two problems in each of two services");
+        set.tick(1500, stores, &mut book);
+        assert_eq!(scripted.seen.lock().unwrap().len(), 2, "not due again yet");
+
+        *scripted.verdict.lock().unwrap() = Some(Verdict::Unhealthy(vec![problem("x")]));
+        set.tick(2000, stores, &mut book);
+        assert_eq!(open(&book), 2, "y resolved in both services");
+        *scripted.verdict.lock().unwrap() = Some(Verdict::Undecided);
+        set.tick(3000, stores, &mut book);
+        assert_eq!(open(&book), 2, "undecided leaves them open");
+        *scripted.verdict.lock().unwrap() = Some(Verdict::Healthy);
+        set.tick(4000, stores, &mut book);
+        assert_eq!(open(&book), 0);
+
+        let seen = scripted.seen.lock().unwrap();
+        assert_eq!(seen[0], ("a".to_owned(), false, 2));
+        assert_eq!(seen[1], ("b".to_owned(), false, 1));
+        assert_eq!(
+            seen[2],
+            ("a".to_owned(), true, 2),
+            "told an incident is open"
+        );
+    }
+}

@@ -1,0 +1,457 @@
+//! The profiler's memory: fixed-size tables in static storage.
+//!
+//! Two tables, both allocated once as statics (so they are bounded, and the
+//! profiler never allocates, nor tracks itself):
+//!
+//! - **sites**: one entry per distinct stack (keyed by a hash of its return
+//!   addresses) with the running sums of its live samples;
+//! - **live samples**: sampled pointers not yet freed, each with its site and
+//!   weight, in an open-addressing (linear probing) hash table keyed by the
+//!   pointer.
+//!
+//! Every free must ask "was this pointer sampled?", so that question is
+//! answered without a lock: the keys are atomics, a sampled pointer sits at
+//! its home slot or after it with no empty slot in between, and removal
+//! leaves a tombstone rather than moving other keys. The only operation that
+//! moves keys, the periodic purge of tombstones, bumps a sequence number
+//! around its work (a seqlock), and a reader that saw it move takes the lock.
+//! Everything else (inserting, removing, the sums) happens under one mutex,
+//! taken only by sampled allocations, frees of sampled pointers and the
+//! sampler thread, and never held across an allocation or a free.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, fence};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Return addresses kept per stack, allocator frames included.
+pub(crate) const MAX_DEPTH: usize = 40;
+/// Distinct stacks tracked at once. When full, a site with no live sample
+/// is reused; when there is none, the sample is dropped and counted.
+pub(crate) const MAX_SITES: usize = 1024;
+/// Slots of the live-sample table: a power of two, twice the live samples
+/// it may hold, so that probes stay short.
+const SLOTS: usize = 1 << 14;
+/// Live samples held at most: 8 GiB of live heap at the default 512 KiB mean.
+const MAX_LIVE: usize = SLOTS / 2;
+/// Purge tombstones once live samples plus tombstones fill this many slots.
+const MAX_USED: usize = SLOTS * 3 / 4;
+
+const EMPTY: usize = 0;
+/// A removed key. No allocation is ever at address 1.
+const TOMBSTONE: usize = 1;
+
+static KEYS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(EMPTY) }; SLOTS];
+/// Odd while the purge moves keys.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+/// Live samples now: a free skips the table entirely while it is 0.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static TABLES: Mutex<Tables> = Mutex::new(Tables::EMPTY);
+
+/// A stack, as captured: return addresses, innermost first.
+#[derive(Clone, Copy)]
+pub(crate) struct Stack {
+    pub frames: [usize; MAX_DEPTH],
+    pub depth: usize,
+}
+
+impl Stack {
+    pub const EMPTY: Stack = Stack {
+        frames: [0; MAX_DEPTH],
+        depth: 0,
+    };
+
+    /// The captured addresses.
+    pub fn addrs(&self) -> &[usize] {
+        &self.frames[..self.depth.min(MAX_DEPTH)]
+    }
+
+    /// Identifies the stack: FNV-1a over its addresses.
+    pub fn hash(&self) -> u64 {
+        self.addrs().iter().fold(0xcbf2_9ce4_8422_2325, |h, &a| {
+            (h ^ a as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.addrs()).finish()
+    }
+}
+
+/// One allocation site's running sums, as copied out for a report.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SiteReading {
+    pub id: u64,
+    pub stack: Stack,
+    pub live_samples: u32,
+    pub live_bytes: f64,
+    pub live_objects: f64,
+    pub allocated_bytes: f64,
+}
+
+/// Totals over every site, as copied out for a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TableTotals {
+    pub live_samples: u64,
+    pub dropped: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    site: u32,
+    bytes: f64,
+    objects: f64,
+}
+
+struct Tables {
+    values: [Sample; SLOTS],
+    /// Live samples plus tombstones.
+    used: usize,
+    live: usize,
+    sites: [SiteReading; MAX_SITES],
+    site_count: usize,
+    dropped: u64,
+    /// Room for the live samples while the purge rehashes them.
+    scratch: [(usize, Sample); MAX_LIVE],
+}
+
+impl Tables {
+    const EMPTY: Tables = Tables {
+        values: [Sample::NONE; SLOTS],
+        used: 0,
+        live: 0,
+        sites: [SiteReading::NONE; MAX_SITES],
+        site_count: 0,
+        dropped: 0,
+        scratch: [(EMPTY, Sample::NONE); MAX_LIVE],
+    };
+
+    /// The site of `stack`, added (or put in place of a site without live
+    /// samples) when new; `None` when every site holds live samples.
+    fn site_for(&mut self, id: u64, stack: &Stack) -> Option<usize> {
+        let count = self.site_count;
+        if let Some(i) = self.sites[..count].iter().position(|s| s.id == id) {
+            return Some(i);
+        }
+        let slot = if count < MAX_SITES {
+            self.site_count += 1;
+            count
+        } else {
+            self.sites.iter().position(|s| s.live_samples == 0)?
+        };
+        self.sites[slot] = SiteReading {
+            id,
+            stack: *stack,
+            ..SiteReading::NONE
+        };
+        Some(slot)
+    }
+
+    fn insert(&mut self, ptr: usize, sample: Sample) {
+        let mut i = home(ptr);
+        let mut free_slot = None;
+        for _ in 0..SLOTS {
+            match KEYS[i].load(Relaxed) {
+                EMPTY => break,
+                TOMBSTONE => {
+                    free_slot.get_or_insert(i);
+                }
+                key if key == ptr => {
+                    // Freed without our noticing (cannot happen short of a
+                    // bug); replace the stale sample rather than double it.
+                    self.unaccount(self.values[i]);
+                    self.live -= 1;
+                    LIVE.fetch_sub(1, Relaxed);
+                    free_slot = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+            i = (i + 1) & (SLOTS - 1);
+        }
+        let slot = match free_slot {
+            Some(slot) => slot,
+            None => {
+                self.used += 1;
+                i
+            }
+        };
+        self.values[slot] = sample;
+        self.account(sample);
+        self.live += 1;
+        LIVE.fetch_add(1, Relaxed);
+        KEYS[slot].store(ptr, std::sync::atomic::Ordering::Release);
+    }
+
+    fn remove(&mut self, ptr: usize) {
+        let mut i = home(ptr);
+        for _ in 0..SLOTS {
+            match KEYS[i].load(Relaxed) {
+                EMPTY => return,
+                key if key == ptr => {
+                    KEYS[i].store(TOMBSTONE, std::sync::atomic::Ordering::Release);
+                    self.unaccount(self.values[i]);
+                    self.live -= 1;
+                    LIVE.fetch_sub(1, Relaxed);
+                    return;
+                }
+                _ => {}
+            }
+            i = (i + 1) & (SLOTS - 1);
+        }
+    }
+
+    fn account(&mut self, sample: Sample) {
+        let site = &mut self.sites[sample.site as usize];
+        site.live_samples += 1;
+        site.live_bytes += sample.bytes;
+        site.live_objects += sample.objects;
+        site.allocated_bytes += sample.bytes;
+    }
+
+    fn unaccount(&mut self, sample: Sample) {
+        let site = &mut self.sites[sample.site as usize];
+        site.live_samples = site.live_samples.saturating_sub(1);
+        if site.live_samples == 0 {
+            // No float residue on an empty site.
+            site.live_bytes = 0.0;
+            site.live_objects = 0.0;
+        } else {
+            site.live_bytes -= sample.bytes;
+            site.live_objects -= sample.objects;
+        }
+    }
+
+    /// Rehashes the live samples without tombstones. Readers that overlap
+    /// see the sequence change and retry under the lock.
+    fn purge(&mut self) {
+        let mut n = 0;
+        for (slot, key) in KEYS.iter().enumerate() {
+            let key = key.load(Relaxed);
+            if key != EMPTY && key != TOMBSTONE && n < MAX_LIVE {
+                self.scratch[n] = (key, self.values[slot]);
+                n += 1;
+            }
+        }
+        SEQUENCE.fetch_add(1, Relaxed);
+        fence(std::sync::atomic::Ordering::Release);
+        for key in &KEYS {
+            key.store(EMPTY, Relaxed);
+        }
+        for &(ptr, sample) in &self.scratch[..n] {
+            let mut i = home(ptr);
+            while KEYS[i].load(Relaxed) != EMPTY {
+                i = (i + 1) & (SLOTS - 1);
+            }
+            self.values[i] = sample;
+            KEYS[i].store(ptr, Relaxed);
+        }
+        SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.used = n;
+    }
+}
+
+impl Sample {
+    const NONE: Sample = Sample {
+        site: 0,
+        bytes: 0.0,
+        objects: 0.0,
+    };
+}
+
+impl SiteReading {
+    const NONE: SiteReading = SiteReading {
+        id: 0,
+        stack: Stack::EMPTY,
+        live_samples: 0,
+        live_bytes: 0.0,
+        live_objects: 0.0,
+        allocated_bytes: 0.0,
+    };
+}
+
+fn home(ptr: usize) -> usize {
+    // Allocations are aligned: mix the bits before masking.
+    ((ptr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 50) as usize & (SLOTS - 1)
+}
+
+fn lock() -> MutexGuard<'static, Tables> {
+    TABLES.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Records a sampled allocation at `ptr`, standing for `bytes` bytes and
+/// `objects` allocations, made from `stack`. Drops and counts it when the
+/// tables are full.
+pub(crate) fn record(ptr: usize, bytes: f64, objects: f64, stack: &Stack) {
+    let id = stack.hash();
+    let mut tables = lock();
+    if tables.live >= MAX_LIVE {
+        tables.dropped += 1;
+        return;
+    }
+    let Some(site) = tables.site_for(id, stack) else {
+        tables.dropped += 1;
+        return;
+    };
+    if tables.used >= MAX_USED {
+        tables.purge();
+    }
+    let site = u32::try_from(site).unwrap_or(0);
+    tables.insert(
+        ptr,
+        Sample {
+            site,
+            bytes,
+            objects,
+        },
+    );
+}
+
+/// Forgets `ptr` if it was sampled. Called on every free: without a sample
+/// alive it is one load; otherwise a short lock-free probe, and the lock
+/// only when the pointer was sampled.
+#[inline]
+pub(crate) fn forget(ptr: usize) {
+    if LIVE.load(Relaxed) == 0 || !maybe_sampled(ptr) {
+        return;
+    }
+    lock().remove(ptr);
+}
+
+/// Whether `ptr` may be in the table; false only when it certainly is not.
+fn maybe_sampled(ptr: usize) -> bool {
+    let before = SEQUENCE.load(Acquire);
+    if before & 1 == 1 {
+        return true;
+    }
+    let mut i = home(ptr);
+    let mut found = false;
+    for _ in 0..SLOTS {
+        match KEYS[i].load(Acquire) {
+            EMPTY => break,
+            key if key == ptr => {
+                found = true;
+                break;
+            }
+            _ => {}
+        }
+        i = (i + 1) & (SLOTS - 1);
+    }
+    fence(Acquire);
+    found || SEQUENCE.load(Relaxed) != before
+}
+
+/// Copies every site with live samples into `out` (cleared first) and
+/// returns the totals. `out` is grown before the lock is taken, so nothing
+/// is allocated while it is held.
+pub(crate) fn read(out: &mut Vec<SiteReading>) -> TableTotals {
+    out.clear();
+    out.reserve(MAX_SITES);
+    let tables = lock();
+    out.extend(
+        tables.sites[..tables.site_count]
+            .iter()
+            .filter(|s| s.live_samples > 0)
+            .copied(),
+    );
+    TableTotals {
+        live_samples: tables.live as u64,
+        dropped: tables.dropped,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The tables are process-wide: tests that touch them take this lock.
+    pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
+
+    pub(crate) fn stack(addrs: &[usize]) -> Stack {
+        let mut stack = Stack::EMPTY;
+        stack.frames[..addrs.len()].copy_from_slice(addrs);
+        stack.depth = addrs.len();
+        stack
+    }
+
+    fn site(id: u64) -> Option<SiteReading> {
+        let mut out = Vec::new();
+        read(&mut out);
+        out.into_iter().find(|s| s.id == id)
+    }
+
+    #[test]
+    fn records_sums_per_site_and_forgets_on_free() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let a = stack(&[0x1000, 0x2000, 0xdead_0001]);
+        let b = stack(&[0x1000, 0x3000, 0xdead_0001]);
+        assert_ne!(a.hash(), b.hash());
+        let base = 0x7f00_0000_0000usize;
+        for n in 0..10 {
+            record(base + n * 64, 100.0, 2.0, &a);
+        }
+        record(base + 4096, 50.0, 1.0, &b);
+        let sa = site(a.hash()).unwrap();
+        assert_eq!(sa.live_samples, 10);
+        assert_eq!(sa.live_bytes, 1000.0);
+        assert_eq!(sa.live_objects, 20.0);
+        assert_eq!(sa.stack.addrs(), a.addrs());
+        for n in 0..10 {
+            forget(base + n * 64);
+        }
+        assert!(site(a.hash()).is_none(), "no live samples left at a");
+        assert_eq!(site(b.hash()).unwrap().allocated_bytes, 50.0);
+        forget(base + 4096);
+        forget(base + 8192); // never sampled: nothing happens
+        assert!(site(b.hash()).is_none());
+    }
+
+    #[test]
+    fn survives_many_more_samples_than_slots_through_purges() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = stack(&[0x5000, 0xdead_0002]);
+        let base = 0x6000_0000_0000usize;
+        // Churn: keep 100 alive while 5 * SLOTS come and go.
+        for n in 0..5 * SLOTS {
+            record(base + n * 16, 1.0, 1.0, &s);
+            if n >= 100 {
+                forget(base + (n - 100) * 16);
+            }
+        }
+        let reading = site(s.hash()).unwrap();
+        assert_eq!(reading.live_samples, 100);
+        assert_eq!(reading.allocated_bytes, (5 * SLOTS) as f64);
+        for n in 5 * SLOTS - 100..5 * SLOTS {
+            forget(base + n * 16);
+        }
+        assert!(site(s.hash()).is_none());
+    }
+
+    #[test]
+    fn concurrent_record_and_forget_balance() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        let s = stack(&[0x7000, 0xdead_0003]);
+        std::thread::scope(|scope| {
+            for t in 0..4usize {
+                let s = &s;
+                scope.spawn(move || {
+                    let base = 0x5000_0000_0000usize + t * 0x1_0000_0000;
+                    for n in 0..3000 {
+                        record(base + n * 32, 1.0, 1.0, s);
+                        if n % 3 != 0 {
+                            forget(base + n * 32);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(site(s.hash()).unwrap().live_samples, 4 * 1000);
+        for t in 0..4usize {
+            let base = 0x5000_0000_0000usize + t * 0x1_0000_0000;
+            for n in (0..3000).step_by(3) {
+                forget(base + n * 32);
+            }
+        }
+        assert!(site(s.hash()).is_none());
+    }
+}
