@@ -546,6 +546,10 @@ mod tests {
             let sent = !matches!(
                 metric,
                 Metric::HeapLiveBytes
+                    | Metric::TcpSockets
+                    | Metric::TcpEstablished
+                    | Metric::TcpCloseWait
+                    | Metric::TcpTimeWait
                     | Metric::HeapAllocatedBytesTotal
                     | Metric::HeapSamplesDroppedTotal
                     | Metric::ProbeSnapshotsDroppedTotal

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use meshwatch_proto::DEFAULT_MAX_FRAME_LEN;
 
+use crate::detect::leaks::LeakSettings;
 use crate::detect::memory::MemorySettings;
 
 /// The default address for probes: loopback, so nothing is exposed unless asked.
@@ -73,6 +74,9 @@ pub struct Config {
     pub detect_interval: Duration,
     /// The `memory_growth` detector's window and thresholds.
     pub memory: MemorySettings,
+    /// The socket, fd and task leak and crash loop detectors' window and
+    /// thresholds.
+    pub leaks: LeakSettings,
 }
 
 impl Config {
@@ -95,6 +99,7 @@ impl Config {
             history_retention: Duration::from_secs(7 * 24 * 3600),
             detect_interval: Duration::from_secs(5),
             memory: MemorySettings::default(),
+            leaks: LeakSettings::default(),
         }
     }
 

@@ -56,6 +56,12 @@ struct Cli {
     /// windows react faster to smaller samples. Default 480 (8 minutes).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..))]
     memory_window_secs: Option<u64>,
+
+    /// How far back the socket, fd and task leak detectors look, in seconds
+    /// (the crash loop detector counts deaths over the same span). Default
+    /// 600 (10 minutes).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..))]
+    leak_window_secs: Option<u64>,
 }
 
 /// The environment variable holding the token when no --token-file is given;
@@ -143,6 +149,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config.memory.window = std::time::Duration::from_secs(secs);
         // Judge at least a dozen times per window.
         config.detect_interval = config.detect_interval.min(config.memory.window / 12);
+    }
+    if let Some(secs) = cli.leak_window_secs {
+        config.leaks.window = Duration::from_secs(secs);
+        config.leaks.crash_window = Duration::from_secs(secs);
+        config.detect_interval = config.detect_interval.min(config.leaks.window / 12);
     }
 
     let mut signals = StopSignals::install()?;

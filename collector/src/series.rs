@@ -108,6 +108,14 @@ metrics! {
         |s| s.snapshot.process.map(|p| p.fds_open as f64);
     FdsLimit => "fds_limit", Gauge, "count", "The soft limit on open file descriptors; 0 when unlimited.",
         |s| s.snapshot.process.map(|p| p.fds_limit as f64);
+    TcpSockets => "tcp_sockets", Gauge, "count", "TCP sockets held by the process, in every state.",
+        |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.total));
+    TcpEstablished => "tcp_established", Gauge, "count", "TCP connections of the process in ESTABLISHED.",
+        |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.established));
+    TcpCloseWait => "tcp_close_wait", Gauge, "count", "TCP sockets in CLOSE_WAIT: the peer hung up and the process has not closed its side.",
+        |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.close_wait));
+    TcpTimeWait => "tcp_time_wait", Gauge, "count", "TCP sockets of the process in TIME_WAIT.",
+        |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.time_wait));
     MemoryLimitBytes => "memory_limit_bytes", Gauge, "bytes", "Memory the process may use before it is killed: the cgroup limit, else host memory.",
         |s| s.snapshot.process.map(|p| p.memory_limit_bytes as f64);
     ProbeSnapshotsDroppedTotal => "probe_snapshots_dropped_total", Counter, "count", "Snapshots the probe dropped because the collector was away.",

@@ -4,7 +4,7 @@
 //! snake_case, times are `_ms` since the Unix epoch, and a figure the
 //! collector does not know is `null` rather than a misleading 0.
 
-use meshwatch_proto::v1::{MemoryLimitSource, RuntimeStats, Snapshot};
+use meshwatch_proto::v1::{MemoryLimitSource, RuntimeStats, Snapshot, SocketStats};
 use serde::{Deserialize, Serialize};
 
 use crate::incidents::Incident;
@@ -53,6 +53,8 @@ pub struct InstanceView {
     pub threads: Vec<ThreadCpu>,
     /// The probe's own health: drops, connects, sampling cost.
     pub probe: Option<ProbeView>,
+    /// The TCP sockets of the process; `null` when the probe sends none.
+    pub sockets: Option<SocketsView>,
     /// Incidents open on this instance.
     pub open_incidents: Vec<Incident>,
 }
@@ -85,6 +87,49 @@ pub struct Headline {
     pub memory_limit_bytes: Option<u64>,
     /// Where the limit comes from: `cgroup` or `host`.
     pub memory_limit_source: Option<String>,
+    /// TCP connections in ESTABLISHED.
+    pub tcp_established: Option<u32>,
+    /// TCP sockets in CLOSE_WAIT: peers hung up, the process did not close.
+    pub tcp_close_wait: Option<u32>,
+}
+
+/// The process's TCP sockets: by state, by listening port, by peer, by age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketsView {
+    /// TCP sockets in every state.
+    pub total: u32,
+    /// `{state, count}` for every state with a socket, most first.
+    pub by_state: Vec<NamedCount>,
+    /// `{name: port, count}` of connections per local listening port.
+    pub by_listen_port: Vec<NamedCount>,
+    /// `{name: address, count}` of the remote hosts with most connections.
+    pub top_peers: Vec<NamedCount>,
+    /// Connection ages: `{le_seconds, count}`, the last bucket's bound `null`.
+    pub ages: Vec<AgeBucketView>,
+    /// Bytes waiting in receive queues.
+    pub rx_queue_bytes: u64,
+    /// Bytes waiting in send queues.
+    pub tx_queue_bytes: u64,
+    /// How long the probe's scan took.
+    pub scan_duration_ns: u64,
+}
+
+/// A count under a name: a TCP state, a port, a peer address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedCount {
+    /// What is counted.
+    pub name: String,
+    /// How many.
+    pub count: u32,
+}
+
+/// Connections younger than `le_seconds` (and at least the previous bound).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgeBucketView {
+    /// The bucket's upper bound in seconds; `null` for the oldest bucket.
+    pub le_seconds: Option<u64>,
+    /// Connections in the bucket.
+    pub count: u32,
 }
 
 /// One watched tokio runtime of an instance.
@@ -172,6 +217,40 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
             .into_iter()
             .cloned()
             .collect(),
+        sockets: snapshot.and_then(|s| s.sockets.as_ref()).map(sockets_view),
+    }
+}
+
+fn sockets_view(stats: &SocketStats) -> SocketsView {
+    let named = |name: String, count: u32| NamedCount { name, count };
+    SocketsView {
+        total: stats.total,
+        by_state: stats
+            .by_state
+            .iter()
+            .map(|c| named(c.state.clone(), c.count))
+            .collect(),
+        by_listen_port: stats
+            .by_listen_port
+            .iter()
+            .map(|c| named(c.port.to_string(), c.count))
+            .collect(),
+        top_peers: stats
+            .top_peers
+            .iter()
+            .map(|c| named(c.address.clone(), c.count))
+            .collect(),
+        ages: stats
+            .ages
+            .iter()
+            .map(|b| AgeBucketView {
+                le_seconds: (b.le_seconds > 0).then_some(b.le_seconds),
+                count: b.count,
+            })
+            .collect(),
+        rx_queue_bytes: stats.rx_queue_bytes,
+        tx_queue_bytes: stats.tx_queue_bytes,
+        scan_duration_ns: stats.scan_duration_ns,
     }
 }
 
@@ -201,5 +280,7 @@ fn headline(snapshot: &Snapshot, cpu_percent: Option<f64>) -> Headline {
                 MemoryLimitSource::Unspecified => None,
             })
             .map(str::to_owned),
+        tcp_established: snapshot.sockets.as_ref().map(|t| t.established),
+        tcp_close_wait: snapshot.sockets.as_ref().map(|t| t.close_wait),
     }
 }

@@ -448,7 +448,7 @@ fn bytes(n: f64) -> String {
     }
 }
 
-fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     if seconds >= 2.0 * 3600.0 {
         format!("{:.1} h", seconds / 3600.0)
     } else if seconds >= 120.0 {

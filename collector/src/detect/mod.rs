@@ -20,7 +20,14 @@
 //! snapshot, so their cost is bounded by the number of services, not by
 //! the rate of snapshots.
 
+pub mod crash_loop;
+pub mod fd_leak;
+pub mod leaks;
 pub mod memory;
+pub mod socket_leak;
+pub mod task_leak;
+#[cfg(test)]
+mod testing;
 pub mod trend;
 
 use std::collections::{BTreeMap, HashSet};
@@ -149,7 +156,13 @@ impl DetectorSet {
     /// Every detector, set up from `config`.
     pub fn new(config: &Config) -> Self {
         Self {
-            detectors: vec![Box::new(memory::MemoryGrowth::new(config.memory.clone()))],
+            detectors: vec![
+                Box::new(memory::MemoryGrowth::new(config.memory.clone())),
+                Box::new(socket_leak::SocketLeak::new(config.leaks.clone())),
+                Box::new(fd_leak::FdLeak::new(config.leaks.clone())),
+                Box::new(task_leak::TaskLeak::new(config.leaks.clone())),
+                Box::new(crash_loop::CrashLoop::new(config.leaks.clone())),
+            ],
             every_ms: i64::try_from(config.detect_interval.as_millis()).unwrap_or(i64::MAX),
             last_run_ms: None,
         }

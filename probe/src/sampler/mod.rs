@@ -1,8 +1,9 @@
-//! Builds a `Snapshot` from every source: the process, its threads, the
-//! watched runtimes, the tracking allocator and the probe's own counters.
+//! Builds a `Snapshot` from every source: the process, its threads, its TCP
+//! sockets, the watched runtimes, the tracking allocator and the probe's own counters.
 
 mod process;
 mod runtime;
+mod sockets;
 
 use std::time::Instant;
 
@@ -14,11 +15,13 @@ use crate::identity::now_unix_ms;
 use crate::stats::ProbeCounters;
 use process::ProcessSampler;
 pub(crate) use runtime::WatchedRuntimes;
+use sockets::SocketSampler;
 
 /// Takes snapshots; lives on the probe's sampler thread.
 #[derive(Debug)]
 pub(crate) struct Sampler {
     process: Option<ProcessSampler>,
+    sockets: Option<SocketSampler>,
     runtimes: WatchedRuntimes,
     heap: HeapReporter,
     seq: u64,
@@ -33,8 +36,12 @@ impl Sampler {
                 None
             }
         };
+        let sockets = procfs::process::Process::myself()
+            .ok()
+            .map(SocketSampler::new);
         Self {
             process,
+            sockets,
             runtimes,
             heap: HeapReporter::default(),
             seq: 0,
@@ -59,6 +66,11 @@ impl Sampler {
                 counters.add_sample_errors(sample.errors);
             }
             None => counters.add_sample_errors(1),
+        }
+        if let Some(sockets) = &mut self.sockets {
+            let mut errors = 0;
+            snapshot.sockets = Some(sockets.sample(&mut errors));
+            counters.add_sample_errors(errors);
         }
         snapshot.runtimes = self.runtimes.sample();
         let totals = heap_totals();

@@ -122,6 +122,81 @@ pub struct Snapshot {
     /// from a large but bounded cache.
     #[prost(message, repeated, tag = "8")]
     pub heap_sites: ::prost::alloc::vec::Vec<HeapSite>,
+    /// The process's TCP sockets, from /proc/self/fd joined with
+    /// /proc/self/net/tcp and tcp6 by inode.
+    #[prost(message, optional, tag = "9")]
+    pub sockets: ::core::option::Option<SocketStats>,
+}
+/// The TCP sockets the process holds, aggregated so the snapshot stays small
+/// whatever the number of connections. Leaks show as counts that keep rising:
+/// CLOSE_WAIT means the peer hung up and the service never closed its side.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SocketStats {
+    /// TCP sockets of this process, in every state.
+    #[prost(uint32, tag = "1")]
+    pub total: u32,
+    #[prost(uint32, tag = "2")]
+    pub established: u32,
+    #[prost(uint32, tag = "3")]
+    pub close_wait: u32,
+    #[prost(uint32, tag = "4")]
+    pub time_wait: u32,
+    #[prost(uint32, tag = "5")]
+    pub listen: u32,
+    /// Every state with at least one socket, for states not broken out above.
+    #[prost(message, repeated, tag = "6")]
+    pub by_state: ::prost::alloc::vec::Vec<StateCount>,
+    /// Connections per local listening port: which server holds them.
+    #[prost(message, repeated, tag = "7")]
+    pub by_listen_port: ::prost::alloc::vec::Vec<PortCount>,
+    /// The remote hosts with the most connections, most first.
+    #[prost(message, repeated, tag = "8")]
+    pub top_peers: ::prost::alloc::vec::Vec<PeerCount>,
+    /// How long the process's connections have been open, from when the probe
+    /// first saw each one: long-held connections show in the upper buckets.
+    #[prost(message, repeated, tag = "9")]
+    pub ages: ::prost::alloc::vec::Vec<AgeBucket>,
+    /// Bytes waiting in receive and send queues, summed over sockets.
+    #[prost(uint64, tag = "10")]
+    pub rx_queue_bytes: u64,
+    #[prost(uint64, tag = "11")]
+    pub tx_queue_bytes: u64,
+    /// How long the scan took, in nanoseconds.
+    #[prost(uint64, tag = "12")]
+    pub scan_duration_ns: u64,
+}
+/// Sockets in one TCP state, named as in the kernel ("ESTABLISHED").
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StateCount {
+    #[prost(string, tag = "1")]
+    pub state: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
+}
+/// Non-listening sockets whose local port is one the process listens on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PortCount {
+    #[prost(uint32, tag = "1")]
+    pub port: u32,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
+}
+/// Non-listening sockets to one remote address.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PeerCount {
+    #[prost(string, tag = "1")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
+}
+/// Connections whose age is below `le_seconds` and at or above the previous
+/// bucket's bound; the last bucket has `le_seconds` 0 and holds the rest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AgeBucket {
+    #[prost(uint64, tag = "1")]
+    pub le_seconds: u64,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
 }
 /// Process-wide figures, from /proc/self and the cgroup.
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]

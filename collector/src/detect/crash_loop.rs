@@ -1,0 +1,156 @@
+//! `crash_loop`: a service whose instances keep dying.
+//!
+//! Each process start is a new instance; the registry marks one `down` when
+//! its connection drops or its heartbeats stop. Several deaths of one
+//! service within a short window is a crash loop, whatever the exit reason:
+//! an OOM kill after a leak, a panic on some input, a failing health check.
+//! One death per instance during a rolling deploy is not: it takes
+//! `crash_min_deaths` deaths within `crash_window`. The evidence lists each
+//! life, so the rhythm (every 5 s? every 3 h?) is visible at a glance.
+
+use serde_json::json;
+
+use super::leaks::LeakSettings;
+use super::{Detector, Needs, Problem, Verdict, Window};
+use crate::incidents::{Finding, IncidentKind, Severity};
+use crate::registry::InstanceState;
+
+/// The `crash_loop` detector.
+#[derive(Debug, Clone)]
+pub struct CrashLoop {
+    settings: LeakSettings,
+}
+
+impl CrashLoop {
+    /// A detector with these thresholds.
+    pub fn new(settings: LeakSettings) -> Self {
+        Self { settings }
+    }
+}
+
+impl Detector for CrashLoop {
+    fn kind(&self) -> IncidentKind {
+        IncidentKind::CrashLoop
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            metrics: &[],
+            span: self.settings.crash_window,
+            heap_sites: false,
+        }
+    }
+
+    fn check(&self, window: &Window<'_>) -> Verdict {
+        let since = window.now_ms.saturating_sub(window.span_ms);
+        let deaths: Vec<_> = window
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Down && i.last_seen_ms >= since)
+            .collect();
+        if deaths.len() < self.settings.crash_min_deaths {
+            return Verdict::Healthy;
+        }
+        let mut lives: Vec<f64> = deaths
+            .iter()
+            .map(|i| (i.last_seen_ms - i.started_at_ms).max(0) as f64 / 1000.0)
+            .collect();
+        let median_life = super::trend::median(&mut lives).unwrap_or(0.0);
+        let alive = window
+            .instances
+            .iter()
+            .any(|i| i.state != InstanceState::Down);
+        let restarts = window
+            .instances
+            .iter()
+            .map(|i| i.restarts)
+            .max()
+            .unwrap_or(0);
+        Verdict::Unhealthy(vec![Problem {
+            instance: None,
+            detail: String::new(),
+            finding: Finding {
+                severity: if alive {
+                    Severity::Warning
+                } else {
+                    Severity::Critical
+                },
+                summary: format!(
+                    "{} is crash-looping: {} deaths in the last {}, each instance living about {}{}",
+                    window.service,
+                    deaths.len(),
+                    super::memory::duration(window.span_ms as f64 / 1000.0),
+                    super::memory::duration(median_life),
+                    if alive { "" } else { "; no instance is up now" },
+                ),
+                evidence: json!({
+                    "window_seconds": window.span_ms / 1000,
+                    "deaths": deaths.len(),
+                    "restarts": restarts,
+                    "median_lifetime_seconds": median_life,
+                    "instance_up": alive,
+                    "lives": window.instances.iter().map(|i| json!({
+                        "instance_id": i.instance_id,
+                        "started_at_ms": i.started_at_ms,
+                        "last_seen_ms": i.last_seen_ms,
+                        "state": i.state.as_str(),
+                        "lived_seconds": (i.last_seen_ms - i.started_at_ms).max(0) / 1000,
+                    })).collect::<Vec<_>>(),
+                }),
+            },
+        }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testing::{NOW_MS, instance, window};
+
+    fn life(
+        id: &'static str,
+        started_s_ago: i64,
+        died_s_ago: Option<i64>,
+    ) -> super::super::InstanceWindow<'static> {
+        let mut i = instance(id, &[]);
+        i.started_at_ms = NOW_MS - started_s_ago * 1000;
+        i.last_seen_ms = NOW_MS - died_s_ago.unwrap_or(0) * 1000;
+        i.state = if died_s_ago.is_some() {
+            InstanceState::Down
+        } else {
+            InstanceState::Restarted
+        };
+        i
+    }
+
+    #[test]
+    fn flags_instances_dying_every_few_seconds() {
+        let verdict = CrashLoop::new(LeakSettings::default()).check(&window(vec![
+            life("a", 40, Some(35)),
+            life("b", 30, Some(25)),
+            life("c", 20, Some(15)),
+            life("d", 10, None),
+        ]));
+        let Verdict::Unhealthy(problems) = verdict else {
+            panic!("expected a crash loop, got {verdict:?}");
+        };
+        let evidence = &problems[0].finding.evidence;
+        assert_eq!(evidence["deaths"], 3);
+        assert_eq!(evidence["median_lifetime_seconds"], 5.0);
+        assert_eq!(problems[0].finding.severity, Severity::Warning);
+        assert_eq!(problems[0].instance, None, "a service-wide problem");
+    }
+
+    #[test]
+    fn a_rolling_deploy_and_old_deaths_are_not_a_loop() {
+        let verdict = CrashLoop::new(LeakSettings::default()).check(&window(vec![
+            // Died long before the window.
+            life("old1", 5000, Some(4000)),
+            life("old2", 4000, Some(3000)),
+            // Replaced once by the deploy, a minute ago.
+            life("a", 3000, Some(60)),
+            life("b", 60, None),
+        ]));
+        assert_eq!(verdict, Verdict::Healthy);
+    }
+}

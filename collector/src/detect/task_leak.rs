@@ -1,0 +1,142 @@
+//! `task_leak`: tokio tasks that are spawned and never finish.
+//!
+//! The typical bug: a task per request that awaits a channel nobody ever
+//! completes. Each one is cheap, so nothing fails for hours, but
+//! `num_alive_tasks` (a stable tokio metric) climbs with every request while
+//! the load stays flat. A rise matched by load (CPU rising as much) is
+//! traffic, not a leak. The spawn site of the leaking tasks needs
+//! `--cfg tokio_unstable` task hooks, which the probe does not yet collect;
+//! the evidence says so.
+
+use serde_json::json;
+
+use super::leaks::{LeakSettings, count_trend, explained_by_load};
+use super::{Detector, Needs, Problem, Verdict, Window};
+use crate::incidents::{Finding, IncidentKind, Severity};
+use crate::series::Metric;
+
+/// The `task_leak` detector.
+#[derive(Debug, Clone)]
+pub struct TaskLeak {
+    settings: LeakSettings,
+}
+
+impl TaskLeak {
+    /// A detector with these thresholds.
+    pub fn new(settings: LeakSettings) -> Self {
+        Self { settings }
+    }
+}
+
+impl Detector for TaskLeak {
+    fn kind(&self) -> IncidentKind {
+        IncidentKind::TaskLeak
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            metrics: &[Metric::TasksAlive, Metric::CpuPercent],
+            span: self.settings.window,
+            heap_sites: false,
+        }
+    }
+
+    fn check(&self, window: &Window<'_>) -> Verdict {
+        let mut judged = false;
+        let mut problems = Vec::new();
+        for instance in &window.instances {
+            let Some(tasks) = count_trend(instance, Metric::TasksAlive, window.span_ms) else {
+                continue;
+            };
+            judged = true;
+            if !tasks.rising(self.settings.min_task_growth)
+                || tasks.relative_growth() < self.settings.min_task_relative_growth
+                || explained_by_load(&tasks, instance, window.span_ms)
+            {
+                continue;
+            }
+            let alive = instance
+                .latest(Metric::TasksAlive)
+                .unwrap_or(tasks.trend.level);
+            problems.push(Problem {
+                instance: Some(instance.instance_id.to_owned()),
+                detail: String::new(),
+                finding: Finding {
+                    severity: Severity::Warning,
+                    summary: format!(
+                        "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
+                        window.service,
+                        tasks.trend.slope * 60.0
+                    ),
+                    evidence: json!({
+                        "instance": instance.instance_id,
+                        "window_seconds": window.span_ms / 1000,
+                        "tasks_alive": alive,
+                        "tasks_trend": tasks.to_json(),
+                        "cpu_percent": instance.latest(Metric::CpuPercent),
+                        "spawn_site": null,
+                        "spawn_site_note": "spawn sites need a service built with --cfg tokio_unstable; not collected yet",
+                    }),
+                },
+            });
+        }
+        match (judged, problems.is_empty()) {
+            (false, _) => Verdict::Undecided,
+            (true, true) => Verdict::Healthy,
+            (true, false) => Verdict::Unhealthy(problems),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testing::{instance, window};
+
+    fn detector() -> TaskLeak {
+        TaskLeak::new(LeakSettings::default())
+    }
+
+    #[test]
+    fn flags_tasks_rising_under_flat_load() {
+        let leak = |t: i64| 20.0 + t as f64 / 1000.0 + (t / 1000 % 4) as f64; // +60/min
+        let cpu = |t: i64| 30.0 + (t / 1000 % 5) as f64;
+        let verdict = detector().check(&window(vec![instance(
+            "a",
+            &[(Metric::TasksAlive, &leak), (Metric::CpuPercent, &cpu)],
+        )]));
+        assert!(
+            matches!(verdict, Verdict::Unhealthy(ref p) if p.len() == 1),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn bursts_daily_swings_and_warm_up_are_not_leaks() {
+        let bursts = |t: i64| if t % 30_000 < 2000 { 900.0 } else { 40.0 };
+        let swing_tasks = |t: i64| 100.0 + t as f64 / 2000.0;
+        let swing_cpu = |t: i64| 20.0 + t as f64 / 20_000.0;
+        let warm = |t: i64| 10.0 + (t as f64 / 400.0).min(300.0);
+        let verdict = detector().check(&window(vec![
+            instance(
+                "a",
+                &[
+                    (Metric::TasksAlive, &bursts),
+                    (Metric::CpuPercent, &|_| 30.0),
+                ],
+            ),
+            instance(
+                "b",
+                &[
+                    (Metric::TasksAlive, &swing_tasks),
+                    (Metric::CpuPercent, &swing_cpu),
+                ],
+            ),
+            instance(
+                "c",
+                &[(Metric::TasksAlive, &warm), (Metric::CpuPercent, &|_| 30.0)],
+            ),
+        ]));
+        assert_eq!(verdict, Verdict::Healthy);
+    }
+}

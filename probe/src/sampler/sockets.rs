@@ -1,0 +1,304 @@
+//! The process's TCP sockets: `/proc/self/fd` joined with
+//! `/proc/self/net/tcp` and `tcp6` by inode, through `procfs`.
+//!
+//! The kernel's tables list every socket of the network namespace; only the
+//! inodes the process holds an fd for are its own. Connection ages come from
+//! when the probe first saw each inode, kept in a map that is pruned to the
+//! sockets open now, so it never outgrows the process's own socket count.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use meshwatch_proto::v1::{AgeBucket, PeerCount, PortCount, SocketStats, StateCount};
+use procfs::net::TcpState;
+use procfs::process::{FDTarget, Process};
+
+/// Upper bounds of the connection-age buckets, in seconds; a last bucket
+/// (bound 0) holds everything older.
+const AGE_BOUNDS_SECS: [u64; 5] = [1, 10, 60, 600, 3600];
+/// Remote hosts reported, most connections first.
+const TOP_PEERS: usize = 10;
+
+/// One socket of the kernel's table, reduced to what the aggregation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SocketEntry {
+    pub inode: u64,
+    pub state: TcpState,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub rx_queue: u32,
+    pub tx_queue: u32,
+}
+
+/// Scans the process's sockets once per snapshot.
+#[derive(Debug)]
+pub(crate) struct SocketSampler {
+    process: Process,
+    first_seen: HashMap<u64, Instant>,
+}
+
+impl SocketSampler {
+    pub fn new(process: Process) -> Self {
+        Self {
+            process,
+            first_seen: HashMap::new(),
+        }
+    }
+
+    /// Scans and aggregates; `errors` counts the sources that failed.
+    pub fn sample(&mut self, errors: &mut u64) -> SocketStats {
+        let started = Instant::now();
+        let owned = match self.socket_inodes() {
+            Ok(owned) => owned,
+            Err(_) => {
+                *errors += 1;
+                HashSet::new()
+            }
+        };
+        let mut entries = Vec::with_capacity(owned.len());
+        for table in [self.process.tcp(), self.process.tcp6()] {
+            match table {
+                Ok(table) => {
+                    entries.extend(table.into_iter().filter(|e| owned.contains(&e.inode)).map(
+                        |e| SocketEntry {
+                            inode: e.inode,
+                            state: e.state,
+                            local: e.local_address,
+                            remote: e.remote_address,
+                            rx_queue: e.rx_queue,
+                            tx_queue: e.tx_queue,
+                        },
+                    ))
+                }
+                // A kernel without IPv6 has no tcp6 table; that is no error
+                // worth reporting every second, but a missing tcp table is.
+                Err(_) => *errors += 1,
+            }
+        }
+        let now = Instant::now();
+        track_first_seen(&mut self.first_seen, &entries, now);
+        let mut stats = aggregate(&entries, &self.first_seen, now);
+        stats.scan_duration_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        stats
+    }
+
+    fn socket_inodes(&self) -> procfs::ProcResult<HashSet<u64>> {
+        Ok(self
+            .process
+            .fd()?
+            .flatten()
+            .filter_map(|fd| match fd.target {
+                FDTarget::Socket(inode) => Some(inode),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Remembers when each socket was first seen and forgets closed ones.
+fn track_first_seen(first_seen: &mut HashMap<u64, Instant>, entries: &[SocketEntry], now: Instant) {
+    let open: HashSet<u64> = entries.iter().map(|e| e.inode).collect();
+    first_seen.retain(|inode, _| open.contains(inode));
+    for inode in open {
+        first_seen.entry(inode).or_insert(now);
+    }
+}
+
+/// The kernel's name of a state, as `ss` and `netstat` print it.
+fn state_name(state: &TcpState) -> &'static str {
+    match state {
+        TcpState::Established => "ESTABLISHED",
+        TcpState::SynSent => "SYN_SENT",
+        TcpState::SynRecv => "SYN_RECV",
+        TcpState::FinWait1 => "FIN_WAIT1",
+        TcpState::FinWait2 => "FIN_WAIT2",
+        TcpState::TimeWait => "TIME_WAIT",
+        TcpState::Close => "CLOSE",
+        TcpState::CloseWait => "CLOSE_WAIT",
+        TcpState::LastAck => "LAST_ACK",
+        TcpState::Listen => "LISTEN",
+        TcpState::Closing => "CLOSING",
+        TcpState::NewSynRecv => "NEW_SYN_RECV",
+    }
+}
+
+/// Counts by state, listening port, peer and age. Pure, for testing.
+pub(crate) fn aggregate(
+    entries: &[SocketEntry],
+    first_seen: &HashMap<u64, Instant>,
+    now: Instant,
+) -> SocketStats {
+    let mut stats = SocketStats {
+        total: u32::try_from(entries.len()).unwrap_or(u32::MAX),
+        ..SocketStats::default()
+    };
+    let mut by_state: HashMap<&'static str, u32> = HashMap::new();
+    let mut peers: HashMap<std::net::IpAddr, u32> = HashMap::new();
+    let mut ages = [0u32; AGE_BOUNDS_SECS.len() + 1];
+    let listen_ports: HashSet<u16> = entries
+        .iter()
+        .filter(|e| e.state == TcpState::Listen)
+        .map(|e| e.local.port())
+        .collect();
+    let mut by_port: HashMap<u16, u32> = HashMap::new();
+
+    for entry in entries {
+        *by_state.entry(state_name(&entry.state)).or_default() += 1;
+        stats.rx_queue_bytes += u64::from(entry.rx_queue);
+        stats.tx_queue_bytes += u64::from(entry.tx_queue);
+        match entry.state {
+            TcpState::Established => stats.established += 1,
+            TcpState::CloseWait => stats.close_wait += 1,
+            TcpState::TimeWait => stats.time_wait += 1,
+            TcpState::Listen => {
+                stats.listen += 1;
+                continue;
+            }
+            _ => {}
+        }
+        *peers.entry(entry.remote.ip()).or_default() += 1;
+        if listen_ports.contains(&entry.local.port()) {
+            *by_port.entry(entry.local.port()).or_default() += 1;
+        }
+        let age = first_seen
+            .get(&entry.inode)
+            .map_or(Duration::ZERO, |seen| now.saturating_duration_since(*seen));
+        let bucket = AGE_BOUNDS_SECS
+            .iter()
+            .position(|&bound| age < Duration::from_secs(bound))
+            .unwrap_or(AGE_BOUNDS_SECS.len());
+        ages[bucket] += 1;
+    }
+
+    stats.by_state = sorted_counts(by_state, |state, count| StateCount {
+        state: state.to_owned(),
+        count,
+    });
+    stats.by_listen_port = sorted_counts(by_port, |port, count| PortCount {
+        port: u32::from(port),
+        count,
+    });
+    stats.top_peers = sorted_counts(peers, |ip, count| PeerCount {
+        address: ip.to_string(),
+        count,
+    });
+    stats.top_peers.truncate(TOP_PEERS);
+    stats.ages = AGE_BOUNDS_SECS
+        .iter()
+        .copied()
+        .chain([0])
+        .zip(ages)
+        .map(|(le_seconds, count)| AgeBucket { le_seconds, count })
+        .collect();
+    stats
+}
+
+/// Most first, then by key, so snapshots are deterministic.
+fn sorted_counts<K: Ord + Copy, T>(counts: HashMap<K, u32>, make: impl Fn(K, u32) -> T) -> Vec<T> {
+    let mut pairs: Vec<(K, u32)> = counts.into_iter().collect();
+    pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    pairs.into_iter().map(|(k, n)| make(k, n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    fn entry(inode: u64, state: TcpState, local: &str, remote: &str) -> SocketEntry {
+        SocketEntry {
+            inode,
+            state,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            rx_queue: 10,
+            tx_queue: 1,
+        }
+    }
+
+    #[test]
+    fn aggregates_states_ports_peers_and_ages() {
+        let now = Instant::now();
+        let entries = vec![
+            entry(1, TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0"),
+            entry(2, TcpState::Established, "10.0.0.1:8080", "10.0.0.9:5000"),
+            entry(3, TcpState::CloseWait, "10.0.0.1:8080", "10.0.0.9:5001"),
+            entry(4, TcpState::Established, "10.0.0.1:40000", "10.0.0.7:5432"),
+        ];
+        let first_seen = HashMap::from([
+            (2, now - Duration::from_secs(2)),
+            (3, now - Duration::from_secs(7200)),
+            (4, now),
+        ]);
+        let stats = aggregate(&entries, &first_seen, now);
+        assert_eq!(
+            (
+                stats.total,
+                stats.established,
+                stats.close_wait,
+                stats.listen
+            ),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(
+            stats.by_state[0],
+            StateCount {
+                state: "ESTABLISHED".into(),
+                count: 2
+            }
+        );
+        assert_eq!(
+            stats.by_listen_port,
+            vec![PortCount {
+                port: 8080,
+                count: 2
+            }]
+        );
+        assert_eq!(
+            stats.top_peers[0],
+            PeerCount {
+                address: "10.0.0.9".into(),
+                count: 2
+            }
+        );
+        let ages: Vec<u32> = stats.ages.iter().map(|b| b.count).collect();
+        assert_eq!(ages, vec![1, 1, 0, 0, 0, 1], "<1s, <10s, .., >=1h");
+        assert_eq!(stats.rx_queue_bytes, 40);
+    }
+
+    #[test]
+    fn first_seen_is_kept_for_open_sockets_and_forgotten_for_closed() {
+        let t0 = Instant::now();
+        let mut seen = HashMap::new();
+        let a = entry(1, TcpState::Established, "127.0.0.1:1", "127.0.0.1:2");
+        let b = entry(2, TcpState::Established, "127.0.0.1:1", "127.0.0.1:3");
+        track_first_seen(&mut seen, &[a.clone(), b], t0);
+        track_first_seen(&mut seen, &[a], t0 + Duration::from_secs(5));
+        assert_eq!(seen, HashMap::from([(1, t0)]));
+    }
+
+    #[test]
+    fn scans_this_process_and_sees_a_close_wait_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // The peer hangs up; our side (client) is left in CLOSE_WAIT.
+        drop(server);
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).unwrap(), 0);
+        let _ = client.write(b"");
+
+        let mut sampler = SocketSampler::new(Process::myself().unwrap());
+        let mut errors = 0;
+        let stats = sampler.sample(&mut errors);
+        assert_eq!(errors, 0);
+        assert!(stats.listen >= 1, "{stats:?}");
+        assert!(stats.close_wait >= 1, "{stats:?}");
+        assert!(
+            stats.by_listen_port.iter().all(|p| p.port != 0),
+            "{stats:?}"
+        );
+    }
+}
