@@ -269,11 +269,23 @@ impl IncidentBook {
             .collect()
     }
 
-    /// The open incidents concerning one instance, for the services view.
-    pub fn open_for_instance(&self, instance_id: &str) -> Vec<&Incident> {
+    /// The open incidents concerning one instance, for the services view:
+    /// its own, and when `live`, those of its whole service (a leak followed
+    /// across restarts, a crash loop), so that the instance people look at
+    /// carries its service's flags too.
+    pub fn open_for_instance(
+        &self,
+        service: &str,
+        instance_id: &str,
+        live: bool,
+    ) -> Vec<&Incident> {
         self.incidents
             .iter()
-            .filter(|i| i.is_open() && i.instance.as_deref() == Some(instance_id))
+            .filter(|i| i.is_open())
+            .filter(|i| match i.instance.as_deref() {
+                Some(instance) => instance == instance_id,
+                None => live && i.service == service,
+            })
             .collect()
     }
 }
@@ -318,8 +330,8 @@ pub(crate) mod tests {
         assert_eq!(book.list(StateFilter::All).len(), 2);
         assert_eq!(book.list(StateFilter::Open)[0].id, "1");
         assert_eq!(book.list(StateFilter::Resolved)[0].id, "2");
-        assert_eq!(book.open_for_instance("i1").len(), 1);
-        assert!(book.open_for_instance("i2").is_empty());
+        assert_eq!(book.open_for_instance("svc", "i1", true).len(), 1);
+        assert!(book.open_for_instance("svc", "i2", true).is_empty());
         book.upsert(incident("1", "i1", Some(9)));
         assert_eq!(book.list(StateFilter::All).len(), 2);
         assert!(book.list(StateFilter::Open).is_empty());
@@ -344,6 +356,24 @@ pub(crate) mod tests {
             summary: summary.to_owned(),
             evidence: serde_json::json!({"n": summary.len()}),
         }
+    }
+
+    #[test]
+    fn service_wide_incidents_show_on_the_live_instances_of_their_service() {
+        let mut book = IncidentBook::default();
+        let leak = IncidentKey {
+            kind: IncidentKind::MemoryGrowth,
+            service: "svc".to_owned(),
+            instance: None,
+            detail: String::new(),
+        };
+        book.report(&leak, finding("leak"), 1);
+        assert_eq!(book.open_for_instance("svc", "i1", true).len(), 1);
+        assert!(
+            book.open_for_instance("svc", "i1", false).is_empty(),
+            "down"
+        );
+        assert!(book.open_for_instance("other", "i9", true).is_empty());
     }
 
     #[test]

@@ -213,7 +213,11 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
         }),
         open_incidents: state
             .incidents
-            .open_for_instance(&instance.instance_id)
+            .open_for_instance(
+                &instance.service,
+                &instance.instance_id,
+                instance.state != InstanceState::Down,
+            )
             .into_iter()
             .cloned()
             .collect(),

@@ -359,8 +359,18 @@ pub(crate) mod fixtures {
         );
         gateway["headline"]["tcp_established"] = json!(12);
         gateway["headline"]["tcp_close_wait"] = json!(3);
-        gateway["sockets"] =
-            json!([{"state": "established", "peer": "127.0.0.1:6740", "age_ms": 300_000}]);
+        gateway["sockets"] = json!({
+            "total": 16, "rx_queue_bytes": 0, "tx_queue_bytes": 512, "scan_duration_ns": 41_000,
+            "by_state": [{"name": "ESTABLISHED", "count": 12}, {"name": "CLOSE_WAIT", "count": 3},
+                         {"name": "LISTEN", "count": 1}],
+            "by_listen_port": [{"name": "8080", "count": 15}],
+            "top_peers": [{"name": "10.0.0.7", "count": 9}, {"name": "10.0.0.9", "count": 6}],
+            "ages": [{"le_seconds": 1, "count": 1}, {"le_seconds": 10, "count": 2},
+                     {"le_seconds": 60, "count": 4}, {"le_seconds": 600, "count": 5},
+                     {"le_seconds": 3600, "count": 3}, {"le_seconds": null, "count": 0}]
+        });
+        // A section from a newer collector, shown generically.
+        gateway["gpu"] = json!({"utilization_percent": 40.0});
         let mut down = base(
             "billing",
             "0000111122223333444455556666777",
@@ -421,7 +431,8 @@ mod tests {
         assert_eq!(gateway.figure("rss_bytes"), Some(20.0 * 1048576.0));
         assert_eq!(gateway.figure("no_such_figure"), None);
         assert_eq!(gateway.extra.len(), 1);
-        assert_eq!(gateway.extra[0].0, "sockets");
+        assert_eq!(gateway.extra[0].0, "gpu");
+        assert_eq!(gateway.view.sockets.as_ref().map(|s| s.total), Some(16));
         assert!(mesh[1].extra.is_empty());
     }
 

@@ -28,6 +28,12 @@ const COLUMNS: &[(&str, Cell)] = &[
     ("FDS", |i| {
         format::count(i.headline.as_ref().and_then(|h| h.fds_open))
     }),
+    ("TCP", |i| {
+        format::count(i.headline.as_ref().and_then(|h| h.tcp_established))
+    }),
+    ("CLOSE_WAIT", |i| {
+        format::count(i.headline.as_ref().and_then(|h| h.tcp_close_wait))
+    }),
     ("RESTARTS", |i| i.restarts.to_string()),
     ("INCIDENTS", |i| incident_flags(i)),
 ];
@@ -90,6 +96,47 @@ pub fn render_table(view: &ServicesView) -> String {
     for row in &rows {
         push_row(&mut row.iter().map(String::as_str));
     }
+    out.push_str(&render_sockets(view));
+    out
+}
+
+/// Each instance's TCP sockets by state and by age, under the table: the
+/// evidence of a socket leak (CLOSE_WAIT) or of long-held connections.
+fn render_sockets(view: &ServicesView) -> String {
+    let mut out = String::new();
+    for instance in &view.services {
+        let Some(sockets) = instance.sockets.as_ref().filter(|s| s.total > 0) else {
+            continue;
+        };
+        if out.is_empty() {
+            out.push_str("\nSOCKETS\n");
+        }
+        let states: Vec<String> = sockets
+            .by_state
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.count))
+            .collect();
+        let ages: Vec<String> = sockets
+            .ages
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| match b.le_seconds {
+                Some(le) => format!("<{} {}", format::uptime(le), b.count),
+                None => format!("older {}", b.count),
+            })
+            .collect();
+        let id: String = instance.instance_id.chars().take(8).collect();
+        out.push_str(&format!(
+            "{} {id}  {}  ages: {}\n",
+            instance.service,
+            states.join(", "),
+            if ages.is_empty() {
+                "-".to_owned()
+            } else {
+                ages.join(", ")
+            },
+        ));
+    }
     out
 }
 
@@ -107,9 +154,18 @@ mod tests {
                 "headline": {
                     "cpu_percent": 12.5, "rss_bytes": 31457280, "virtual_bytes": 1, "heap_live_bytes": 2097152,
                     "threads": 7, "tasks_alive": 12, "workers": 2, "global_queue_depth": 0,
-                    "fds_open": 14, "fds_limit": 1024, "memory_limit_bytes": 1, "memory_limit_source": "host"
+                    "fds_open": 14, "fds_limit": 1024, "memory_limit_bytes": 1, "memory_limit_source": "host",
+                    "tcp_established": 5, "tcp_close_wait": 2
                 },
-                "runtimes": [], "threads": [], "probe": null, "open_incidents": []
+                "runtimes": [], "threads": [], "probe": null, "open_incidents": [],
+                "sockets": {
+                    "total": 8, "rx_queue_bytes": 0, "tx_queue_bytes": 0, "scan_duration_ns": 1,
+                    "by_state": [{"name": "ESTABLISHED", "count": 5}, {"name": "CLOSE_WAIT", "count": 2},
+                                 {"name": "LISTEN", "count": 1}],
+                    "by_listen_port": [], "top_peers": [],
+                    "ages": [{"le_seconds": 1, "count": 3}, {"le_seconds": 60, "count": 0},
+                             {"le_seconds": null, "count": 4}]
+                }
             },
             {
                 "service": "gateway", "instance_id": "fedcba9876543210fedcba9876543210",
@@ -126,9 +182,12 @@ mod tests {
     fn renders_aligned_rows_with_units_and_unknowns() {
         let table = render_table(&mesh());
         let expected = "\
-SERVICE   INSTANCE  PID   STATE      UPTIME  CPU    RSS       HEAP     THREADS  TASKS  FDS  RESTARTS  INCIDENTS
-checkout  01234567  4242  up         5m03s   12.5%  30.0 MiB  2.0 MiB  7        12     14   0         -
-gateway   fedcba98  77    restarted  4s      -      -         -        -        -      -    3         -
+SERVICE   INSTANCE  PID   STATE      UPTIME  CPU    RSS       HEAP     THREADS  TASKS  FDS  TCP  CLOSE_WAIT  RESTARTS  INCIDENTS
+checkout  01234567  4242  up         5m03s   12.5%  30.0 MiB  2.0 MiB  7        12     14   5    2           0         -
+gateway   fedcba98  77    restarted  4s      -      -         -        -        -      -    -    -           3         -
+
+SOCKETS
+checkout 01234567  ESTABLISHED 5, CLOSE_WAIT 2, LISTEN 1  ages: <1s 3, older 4
 ";
         assert_eq!(table, expected);
     }

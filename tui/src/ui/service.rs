@@ -1,7 +1,7 @@
 //! One instance in depth: its figures, open incidents, threads with their
-//! CPU, runtimes, whatever else the collector reports about it (sockets,
-//! heap sites, …, shown generically), and history charts over a time window
-//! that zooms, pans and returns to live.
+//! CPU, runtimes, TCP sockets by state, port, peer and age, whatever else the
+//! collector reports about it (shown generically), and history charts over a
+//! time window that zooms, pans and returns to live.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -17,6 +17,7 @@ use super::window::{DETAIL_KEYS, Window};
 use crate::evidence;
 use crate::format;
 use crate::model::{Instance, SERVICE_CHARTS, kind_name, severity_rank};
+use meshwatch_collector::views::{NamedCount, SocketsView};
 
 /// History shown by default.
 const SPAN_MS: i64 = 300_000;
@@ -245,6 +246,10 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
         )));
     }
     lines.push(Line::default());
+    if let Some(sockets) = &view.sockets {
+        lines.extend(socket_lines(sockets, theme));
+        lines.push(Line::default());
+    }
     for (key, value) in &instance.extra {
         let wrapped = serde_json::json!({ key.as_str(): value });
         lines.extend(widgets::sections(
@@ -253,4 +258,67 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
         ));
     }
     lines
+}
+
+/// The TCP sockets: counts by state (CLOSE_WAIT stands out: the service did
+/// not close after its peer hung up), by listening port, by peer, and the
+/// ages of the connections.
+fn socket_lines(sockets: &SocketsView, theme: Theme) -> Vec<Line<'static>> {
+    let counts = |items: &[NamedCount]| {
+        items
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.count))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut lines = vec![Line::from(Span::styled(
+        format!(" SOCKETS  {} TCP", sockets.total),
+        theme.heading(),
+    ))];
+    let close_wait = sockets
+        .by_state
+        .iter()
+        .any(|c| c.name == "CLOSE_WAIT" && c.count > 0);
+    let style = if close_wait {
+        theme.urgency(2)
+    } else {
+        Default::default()
+    };
+    lines.push(Line::from(Span::styled(
+        format!(" by state: {}", counts(&sockets.by_state)),
+        style,
+    )));
+    if !sockets.by_listen_port.is_empty() {
+        lines.push(Line::from(format!(
+            " by port:  {}",
+            counts(&sockets.by_listen_port)
+        )));
+    }
+    if !sockets.top_peers.is_empty() {
+        lines.push(Line::from(format!(
+            " peers:    {}",
+            counts(&sockets.top_peers)
+        )));
+    }
+    let ages: Vec<String> = sockets
+        .ages
+        .iter()
+        .map(|b| match b.le_seconds {
+            Some(le) => format!("<{} {}", age_bound(le), b.count),
+            None => format!("older {}", b.count),
+        })
+        .collect();
+    lines.push(Line::from(format!(" ages:     {}", ages.join(", "))));
+    lines
+}
+
+/// An age bucket's bound in its largest whole unit: `10s`, `1m`, `1h`.
+fn age_bound(seconds: u64) -> String {
+    if seconds >= 3600 && seconds.is_multiple_of(3600) {
+        format!("{}h", seconds / 3600)
+    } else if seconds >= 60 && seconds.is_multiple_of(60) {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
 }
