@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod history;
+mod leaks;
 mod memory;
 mod registry;
 mod status_cli;

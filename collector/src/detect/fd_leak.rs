@@ -52,9 +52,13 @@ impl Detector for FdLeak {
                 continue;
             };
             judged = true;
-            if !fds.rising(self.settings.min_fd_growth)
-                || explained_by_load(&fds, instance, window.span_ms)
-            {
+            let leaking = if window.open {
+                fds.still_rising()
+            } else {
+                fds.rising(self.settings.min_fd_growth)
+                    && !explained_by_load(&fds, instance, window.span_ms)
+            };
+            if !leaking {
                 continue;
             }
             let open = instance.latest(Metric::FdsOpen).unwrap_or(fds.trend.level);

@@ -128,6 +128,12 @@ impl CountTrend {
             && t.recent_slope >= RECENT_SHARE * t.slope
     }
 
+    /// Still climbing lately: enough to keep an open incident open, so that
+    /// it does not flap while the signals that opened it wobble.
+    pub fn still_rising(&self) -> bool {
+        self.trend.slope > 0.0 && self.trend.recent_slope > 0.0
+    }
+
     /// Growth over the window relative to the series' mean (at least 1, so
     /// a series near zero does not make any growth look enormous).
     pub fn relative_growth(&self) -> f64 {

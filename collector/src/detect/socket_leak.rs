@@ -55,7 +55,12 @@ impl Detector for SocketLeak {
                 continue;
             };
             judged = true;
-            if !close_wait.rising(self.settings.min_close_wait_growth) {
+            let leaking = if window.open {
+                close_wait.still_rising()
+            } else {
+                close_wait.rising(self.settings.min_close_wait_growth)
+            };
+            if !leaking {
                 continue;
             }
             let now = instance

@@ -49,10 +49,14 @@ impl Detector for TaskLeak {
                 continue;
             };
             judged = true;
-            if !tasks.rising(self.settings.min_task_growth)
-                || tasks.relative_growth() < self.settings.min_task_relative_growth
-                || explained_by_load(&tasks, instance, window.span_ms)
-            {
+            let leaking = if window.open {
+                tasks.still_rising()
+            } else {
+                tasks.rising(self.settings.min_task_growth)
+                    && tasks.relative_growth() >= self.settings.min_task_relative_growth
+                    && !explained_by_load(&tasks, instance, window.span_ms)
+            };
+            if !leaking {
                 continue;
             }
             let alive = instance
@@ -91,7 +95,7 @@ impl Detector for TaskLeak {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testing::{instance, window};
+    use crate::detect::testing::{SeriesFn, instance, window};
 
     fn detector() -> TaskLeak {
         TaskLeak::new(LeakSettings::default())
@@ -108,6 +112,29 @@ mod tests {
         assert!(
             matches!(verdict, Verdict::Unhealthy(ref p) if p.len() == 1),
             "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn an_open_leak_stays_open_while_tasks_climb_even_as_load_rises() {
+        let leak = |t: i64| 20.0 + t as f64 / 1000.0;
+        let cpu = |t: i64| 10.0 + t as f64 / 10_000.0;
+        let series: &[(Metric, SeriesFn<'_>)] =
+            &[(Metric::TasksAlive, &leak), (Metric::CpuPercent, &cpu)];
+        let mut w = window(vec![instance("a", series)]);
+        assert_eq!(detector().check(&w), Verdict::Healthy, "load explains it");
+        w.open = true;
+        assert!(
+            matches!(detector().check(&w), Verdict::Unhealthy(_)),
+            "but once open it stays"
+        );
+        let flat = |_| 500.0;
+        let mut w = window(vec![instance("a", &[(Metric::TasksAlive, &flat)])]);
+        w.open = true;
+        assert_eq!(
+            detector().check(&w),
+            Verdict::Healthy,
+            "resolves when the climb stops"
         );
     }
 

@@ -6,8 +6,11 @@
 //! lists them and mounts their routes.
 
 mod blocking;
+mod crash;
 mod loop_parser;
 pub mod session_leak;
+mod task_leak;
+mod unclosed_socket;
 
 use axum::Router;
 
@@ -26,6 +29,14 @@ pub enum Fault {
     /// sessions, so memory climbs at `--sessions-per-sec` ×
     /// `--session-bytes` (the simulated traffic runs from the start).
     Leak,
+    /// `/fault/close-wait[?per_sec=N]`: a malformed request on a side port
+    /// leaves its socket open, so CLOSE_WAIT sockets and fds climb.
+    CloseWait,
+    /// `/fault/task-leak[?per_sec=N]`: a task per request waits forever on
+    /// a channel nobody completes, so alive tasks climb.
+    TaskLeak,
+    /// `/fault/crash[?secs=N]`: the process aborts after N seconds.
+    Crash,
 }
 
 /// What the faults' routes act on.
@@ -42,6 +53,9 @@ impl Fault {
             Fault::Loop => loop_parser::routes(),
             Fault::Block => blocking::routes(),
             Fault::Leak => session_leak::routes(state.leak.clone()),
+            Fault::CloseWait => unclosed_socket::routes(),
+            Fault::TaskLeak => task_leak::routes(),
+            Fault::Crash => crash::routes(),
         }
     }
 }

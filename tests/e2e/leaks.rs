@@ -1,0 +1,198 @@
+//! Socket, fd and task leaks and crash loops, end to end: real services with
+//! the faults of `mesh-service`, a real collector with a short detector
+//! window, and the shapes that must not be flagged.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use meshwatch_e2e::{Collector, Service, status, wait_for};
+use serde_json::Value;
+
+/// A short window so the tests are quick; the defaults (10 min) are covered
+/// by the detectors' unit tests.
+const WINDOW: &[&str] = &["--leak-window-secs", "20"];
+/// How long a leak may take to be flagged: the window must fill first.
+const DETECTION_BOUND: Duration = Duration::from_secs(60);
+
+fn open_incidents(collector: &Collector) -> Vec<Value> {
+    collector.get_json("/api/v1/incidents?state=open")["incidents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_for_incident(collector: &Collector, kind: &str, service: &str) -> Value {
+    wait_for(&format!("{kind} on {service}"), DETECTION_BOUND, || {
+        open_incidents(collector)
+            .into_iter()
+            .find(|i| i["kind"] == kind && i["service"] == service)
+    })
+}
+
+fn reporting(collector: &Collector, service: &str) -> Value {
+    collector.wait_for_instance(&format!("{service} reporting"), |i| {
+        i["service"] == service && i["state"] != "down" && !i["headline"].is_null()
+    })
+}
+
+#[test]
+fn unclosed_sockets_open_socket_leak_and_fd_leak() {
+    let collector = Collector::start_with(None, WINDOW);
+    let service = Service::start_with(&collector, "lines", 2, &["--fault", "close-wait"], &[]);
+    let instance = reporting(&collector, "lines");
+    service.get("/fault/close-wait?per_sec=5");
+
+    let sockets = wait_for_incident(&collector, "socket_leak", "lines");
+    assert_eq!(sockets["instance"], instance["instance_id"]);
+    assert!(
+        sockets["summary"].as_str().unwrap().contains("CLOSE_WAIT"),
+        "{sockets:#}"
+    );
+    assert!(
+        sockets["evidence"]["tcp_close_wait"].as_f64().unwrap() >= 5.0,
+        "{sockets:#}"
+    );
+
+    let fds = wait_for_incident(&collector, "fd_leak", "lines");
+    let eta = fds["evidence"]["projected_time_to_limit_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(eta > 0.0, "{fds:#}");
+    assert!(
+        fds["summary"]
+            .as_str()
+            .unwrap()
+            .contains("reaches the limit"),
+        "{fds:#}"
+    );
+
+    // The CLI shows the CLOSE_WAIT sockets and the flags.
+    let table = status(&collector, false);
+    assert!(table.contains("CLOSE_WAIT "), "{table}");
+    assert!(table.contains("socket_leak"), "{table}");
+    // And the API shows the socket table by state and age.
+    let live = reporting(&collector, "lines");
+    let states = live["sockets"]["by_state"].as_array().unwrap();
+    assert!(
+        states
+            .iter()
+            .any(|s| s["name"] == "CLOSE_WAIT" && s["count"].as_u64().unwrap() > 0),
+        "{live:#}"
+    );
+    assert!(!live["sockets"]["ages"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn tasks_waiting_forever_open_task_leak() {
+    let collector = Collector::start_with(None, WINDOW);
+    let service = Service::start_with(&collector, "waiter", 2, &["--fault", "task-leak"], &[]);
+    reporting(&collector, "waiter");
+    service.get("/fault/task-leak?per_sec=20");
+
+    let tasks = wait_for_incident(&collector, "task_leak", "waiter");
+    assert!(
+        tasks["evidence"]["tasks_alive"].as_f64().unwrap() >= 100.0,
+        "{tasks:#}"
+    );
+    assert!(
+        tasks["summary"].as_str().unwrap().contains("leaks tasks"),
+        "{tasks:#}"
+    );
+    let table = status(&collector, false);
+    assert!(table.contains("task_leak"), "{table}");
+}
+
+#[test]
+fn a_service_dying_every_few_seconds_is_a_crash_loop() {
+    let collector = Collector::start_with(None, WINDOW);
+    // The test is the supervisor: it restarts the service each time it dies.
+    for life in 0..4 {
+        let mut service = Service::start_with(&collector, "phoenix", 1, &["--fault", "crash"], &[]);
+        let pid = service.process.pid();
+        collector.wait_for_instance(&format!("life {life} up"), |i| i["pid"] == pid);
+        service.get("/fault/crash");
+        collector.wait_for_instance(&format!("life {life} down"), |i| {
+            i["pid"] == pid && i["state"] == "down"
+        });
+        service.process.kill();
+    }
+    let last = Service::start(&collector, "phoenix", 1);
+    let pid = last.process.pid();
+    let live = collector.wait_for_instance("the last life up", |i| i["pid"] == pid);
+    assert_eq!(live["restarts"], 4, "{live:#}");
+
+    let crash_loop = wait_for_incident(&collector, "crash_loop", "phoenix");
+    assert!(
+        crash_loop["instance"].is_null(),
+        "service-wide: {crash_loop:#}"
+    );
+    assert!(
+        crash_loop["evidence"]["deaths"].as_u64().unwrap() >= 3,
+        "{crash_loop:#}"
+    );
+    assert!(
+        crash_loop["summary"]
+            .as_str()
+            .unwrap()
+            .contains("crash-looping")
+    );
+    // The live instance carries its service's flag.
+    let table = status(&collector, false);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("phoenix") && l.contains(&pid.to_string()))
+        .unwrap_or_else(|| panic!("no live phoenix row in:\n{table}"));
+    assert!(row.contains("crash_loop"), "{table}");
+}
+
+/// One HTTP request on a fresh connection, closed by both sides.
+fn request_and_hang_up(http: &str) {
+    if let Ok(mut stream) = TcpStream::connect(http) {
+        let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut body = Vec::new();
+        let _ = stream.read_to_end(&mut body);
+    }
+}
+
+#[test]
+fn connection_churn_and_bursts_open_no_leak() {
+    let collector = Collector::start_with(None, WINDOW);
+    let service = Service::start(&collector, "churn", 2);
+    reporting(&collector, "churn");
+    // Two clients open a new connection per request, in bursts, for longer
+    // than the detectors' window.
+    let started = Instant::now();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let http = service.http.clone();
+            std::thread::spawn(move || {
+                while started.elapsed() < Duration::from_secs(35) {
+                    for _ in 0..50 {
+                        request_and_hang_up(&http);
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })
+        })
+        .collect();
+    while started.elapsed() < Duration::from_secs(35) {
+        let flagged: Vec<Value> = open_incidents(&collector)
+            .into_iter()
+            .filter(|i| i["service"] == "churn")
+            .collect();
+        assert!(flagged.is_empty(), "false alarm: {flagged:#?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for client in clients {
+        client.join().unwrap();
+    }
+    // The detectors had a full window of history to judge.
+    let points = collector.get_json("/api/v1/series?service=churn&metric=tcp_sockets")["series"][0]
+        ["points"]
+        .as_array()
+        .cloned()
+        .unwrap();
+    let span = points.last().unwrap()[0].as_i64().unwrap() - points[0][0].as_i64().unwrap();
+    assert!(span >= 20_000, "only {span} ms of history");
+}
