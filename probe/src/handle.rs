@@ -155,7 +155,7 @@ fn run_sampler(
     runtimes: WatchedRuntimes,
 ) {
     crate::heap::exclude_this_thread();
-    let mut sampler = Sampler::new(runtimes);
+    let mut sampler = Sampler::new(runtimes, config.interval);
     let mut next = Instant::now();
     loop {
         let snapshot = sampler.snapshot(counters);

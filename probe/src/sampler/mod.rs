@@ -21,14 +21,14 @@ use sockets::SocketSampler;
 #[derive(Debug)]
 pub(crate) struct Sampler {
     process: Option<ProcessSampler>,
-    sockets: Option<SocketSampler>,
+    sockets: SocketSampler,
     runtimes: WatchedRuntimes,
     heap: HeapReporter,
     seq: u64,
 }
 
 impl Sampler {
-    pub fn new(runtimes: WatchedRuntimes) -> Self {
+    pub fn new(runtimes: WatchedRuntimes, interval: std::time::Duration) -> Self {
         let process = match ProcessSampler::new() {
             Ok(sampler) => Some(sampler),
             Err(err) => {
@@ -36,12 +36,9 @@ impl Sampler {
                 None
             }
         };
-        let sockets = procfs::process::Process::myself()
-            .ok()
-            .map(SocketSampler::new);
         Self {
             process,
-            sockets,
+            sockets: SocketSampler::new(interval),
             runtimes,
             heap: HeapReporter::default(),
             seq: 0,
@@ -67,11 +64,9 @@ impl Sampler {
             }
             None => counters.add_sample_errors(1),
         }
-        if let Some(sockets) = &mut self.sockets {
-            let mut errors = 0;
-            snapshot.sockets = Some(sockets.sample(&mut errors));
-            counters.add_sample_errors(errors);
-        }
+        let mut errors = 0;
+        snapshot.sockets = Some(self.sockets.sample(&mut errors));
+        counters.add_sample_errors(errors);
         snapshot.runtimes = self.runtimes.sample();
         let totals = heap_totals();
         let mut stats = HeapStats {
