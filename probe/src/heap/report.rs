@@ -90,6 +90,7 @@ impl HeapReporter {
                 },
             });
         }
+        self.symbolizer.release_if_idle();
         HeapReport {
             sites,
             live_samples: totals.live_samples,

@@ -22,7 +22,7 @@ mod symbolize;
 ))]
 mod unwind;
 
-pub(crate) use symbolize::{AddressKind, Symbolizer};
+pub(crate) use symbolize::{AddressKind, RELEASE_AFTER, Symbolizer};
 
 /// Why a thread's stack could not be sampled, in words for the event's
 /// `caveat`.

@@ -5,8 +5,13 @@
 //! line tables a frame still gets its function name from the symbol table,
 //! without file and line. With the `stacks` feature off, frames carry only
 //! their address.
+//!
+//! The resolver's parsed debug info is large (tens of MiB for a service,
+//! more in debug builds) and lives in the service's process, so it is
+//! released once naming has been idle for a while ([`RELEASE_AFTER`]).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use meshwatch_proto::v1::Frame;
 
@@ -14,10 +19,19 @@ use meshwatch_proto::v1::Frame;
 /// memory, far above the distinct code addresses a service's hot paths have.
 const MAX_CACHED: usize = 16 * 1024;
 
+/// How long the parsed debug info stays loaded after the last address that
+/// needed it. Loading it costs a fraction of a second of CPU; keeping it
+/// costs tens of MiB of the service's memory (it holds the line tables of
+/// the whole binary). Naming comes in bursts (a stuck poll, new allocation
+/// sites at start), so it is kept through a burst and released after.
+pub(crate) const RELEASE_AFTER: Duration = Duration::from_secs(10);
+
 /// Names addresses, remembering the answers. Lives on one probe thread.
 #[derive(Debug, Default)]
 pub(crate) struct Symbolizer {
     cache: HashMap<u64, Vec<Frame>>,
+    /// When an address last needed the debug info, while it is loaded.
+    loaded_since_miss: Option<Instant>,
 }
 
 /// Whether an address is the exact instruction a thread was executing (the
@@ -45,9 +59,33 @@ impl Symbolizer {
             AddressKind::Exact => addr,
             AddressKind::Return => addr.saturating_sub(1),
         };
-        self.cache
-            .entry(addr)
-            .or_insert_with(|| resolve(addr, lookup))
+        let loaded = &mut self.loaded_since_miss;
+        self.cache.entry(addr).or_insert_with(|| {
+            *loaded = Some(Instant::now());
+            resolve(addr, lookup)
+        })
+    }
+
+    /// Frees the parsed debug info once no address has needed it for
+    /// [`RELEASE_AFTER`]; the names already found stay cached. Call it now
+    /// and then from the thread that names.
+    pub fn release_if_idle(&mut self) {
+        if self
+            .loaded_since_miss
+            .is_some_and(|at| at.elapsed() >= RELEASE_AFTER)
+        {
+            self.loaded_since_miss = None;
+            #[cfg(feature = "stacks")]
+            backtrace::clear_symbol_cache();
+            // The debug info was many small allocations; glibc keeps freed
+            // memory in its arenas unless asked to hand it back.
+            #[cfg(all(feature = "stacks", target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free memory to the OS; it
+            // touches no memory the program uses and is thread-safe.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 
     /// The frames of a whole stack, leaf first, where `addrs[0]` is of

@@ -7,11 +7,11 @@
 //! to every other worker meanwhile. The namer thread starts on the first
 //! sample, so a service that never gets stuck never pays for it.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 
 use meshwatch_proto::v1::Frame;
 
-use crate::stack::{AddressKind, Symbolizer};
+use crate::stack::{AddressKind, RELEASE_AFTER, Symbolizer};
 
 /// Samples waiting to be named; beyond it new samples are dropped (the
 /// watchdog samples again soon).
@@ -79,8 +79,17 @@ fn start() -> Option<(SyncSender<Request>, Receiver<Named>)> {
         .name("meshwatch-namer".to_owned())
         .spawn(move || {
             let mut symbolizer = Symbolizer::default();
-            // Ends when the watchdog drops its sender.
-            for request in incoming {
+            loop {
+                // Ends when the watchdog drops its sender; wakes now and then
+                // to free the debug info once naming is idle.
+                let request = match incoming.recv_timeout(RELEASE_AFTER) {
+                    Ok(request) => request,
+                    Err(RecvTimeoutError::Timeout) => {
+                        symbolizer.release_if_idle();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
                 let frames = symbolizer.stack(&request.addrs, AddressKind::Exact);
                 let named = Named {
                     key: request.key,
