@@ -171,6 +171,24 @@ mod tests {
     }
 
     #[test]
+    fn releasing_the_debug_info_keeps_the_names_found() {
+        let addr = a_function_with_a_distinctive_name();
+        let mut symbolizer = Symbolizer::default();
+        let named = symbolizer.stack(&[addr], AddressKind::Exact);
+        assert!(symbolizer.loaded_since_miss.is_some());
+        symbolizer.release_if_idle();
+        assert!(symbolizer.loaded_since_miss.is_some(), "not idle yet");
+        symbolizer.loaded_since_miss = Instant::now().checked_sub(RELEASE_AFTER);
+        symbolizer.release_if_idle();
+        assert!(symbolizer.loaded_since_miss.is_none(), "released");
+        assert_eq!(symbolizer.stack(&[addr], AddressKind::Exact), named);
+        assert!(
+            symbolizer.loaded_since_miss.is_none(),
+            "a cached name loads nothing"
+        );
+    }
+
+    #[test]
     fn unknown_address_is_one_unnamed_frame() {
         let mut symbolizer = Symbolizer::default();
         let frames = symbolizer.frames(8, AddressKind::Return).to_vec();
