@@ -8,8 +8,8 @@
 
 use serde_json::json;
 
-use super::leaks::{LeakSettings, count_trend, explained_by_load};
-use super::{Detector, Needs, Problem, Verdict, Window};
+use super::leaks::{LeakSettings, explained_by_load, per_instance};
+use super::{Detector, Needs, Verdict, Window};
 use crate::incidents::{Finding, IncidentKind, Severity};
 use crate::series::Metric;
 
@@ -45,21 +45,15 @@ impl Detector for FdLeak {
     }
 
     fn check(&self, window: &Window<'_>) -> Verdict {
-        let mut judged = false;
-        let mut problems = Vec::new();
-        for instance in &window.instances {
-            let Some(fds) = count_trend(instance, Metric::FdsOpen, window.span_ms) else {
-                continue;
-            };
-            judged = true;
+        per_instance(window, Metric::FdsOpen, |instance, fds| {
             let leaking = if window.open {
                 fds.still_rising()
             } else {
                 fds.rising(self.settings.min_fd_growth)
-                    && !explained_by_load(&fds, instance, window.span_ms)
+                    && !explained_by_load(fds, instance, window.span_ms)
             };
             if !leaking {
-                continue;
+                return None;
             }
             let open = instance.latest(Metric::FdsOpen).unwrap_or(fds.trend.level);
             // 0 means unlimited.
@@ -78,33 +72,24 @@ impl Detector for FdLeak {
                     crate::detect::memory::duration(s)
                 ));
             }
-            problems.push(Problem {
-                instance: Some(instance.instance_id.to_owned()),
-                detail: String::new(),
-                finding: Finding {
-                    severity: if critical {
-                        Severity::Critical
-                    } else {
-                        Severity::Warning
-                    },
-                    summary,
-                    evidence: json!({
-                        "instance": instance.instance_id,
-                        "window_seconds": window.span_ms / 1000,
-                        "fds_open": open,
-                        "fds_limit": limit,
-                        "projected_time_to_limit_seconds": time_to_limit_s,
-                        "fds_trend": fds.to_json(),
-                        "tcp_sockets": instance.latest(Metric::TcpSockets),
-                    }),
+            Some(Finding {
+                severity: if critical {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
                 },
-            });
-        }
-        match (judged, problems.is_empty()) {
-            (false, _) => Verdict::Undecided,
-            (true, true) => Verdict::Healthy,
-            (true, false) => Verdict::Unhealthy(problems),
-        }
+                summary,
+                evidence: json!({
+                    "instance": instance.instance_id,
+                    "window_seconds": window.span_ms / 1000,
+                    "fds_open": open,
+                    "fds_limit": limit,
+                    "projected_time_to_limit_seconds": time_to_limit_s,
+                    "fds_trend": fds.to_json(),
+                    "tcp_sockets": instance.latest(Metric::TcpSockets),
+                }),
+            })
+        })
     }
 }
 

@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::InstanceWindow;
 use super::memory::{Trend, trend};
+use super::{InstanceWindow, Problem, Verdict, Window};
+use crate::incidents::Finding;
 use crate::series::Metric;
 
 /// The sign test's significance level.
@@ -153,4 +154,35 @@ pub fn explained_by_load(
         return false;
     };
     cpu.growth > 0.0 && cpu.relative_growth() * LOAD_FACTOR >= count.relative_growth()
+}
+
+/// Judges every instance of `window` on the trend of its `metric`: `judge`
+/// returns a finding for an instance that leaks. Instances whose history
+/// is too short are skipped; when none could be judged, the verdict is
+/// `Undecided`.
+pub fn per_instance(
+    window: &Window<'_>,
+    metric: Metric,
+    mut judge: impl FnMut(&InstanceWindow<'_>, &CountTrend) -> Option<Finding>,
+) -> Verdict {
+    let mut judged = false;
+    let mut problems = Vec::new();
+    for instance in &window.instances {
+        let Some(count) = count_trend(instance, metric, window.span_ms) else {
+            continue;
+        };
+        judged = true;
+        if let Some(finding) = judge(instance, &count) {
+            problems.push(Problem {
+                instance: Some(instance.instance_id.to_owned()),
+                detail: String::new(),
+                finding,
+            });
+        }
+    }
+    match (judged, problems.is_empty()) {
+        (false, _) => Verdict::Undecided,
+        (true, true) => Verdict::Healthy,
+        (true, false) => Verdict::Unhealthy(problems),
+    }
 }

@@ -11,8 +11,8 @@
 
 use serde_json::json;
 
-use super::leaks::{LeakSettings, count_trend};
-use super::{Detector, Needs, Problem, Verdict, Window};
+use super::leaks::{LeakSettings, per_instance};
+use super::{Detector, Needs, Verdict, Window};
 use crate::incidents::{Finding, IncidentKind, Severity};
 use crate::series::Metric;
 
@@ -47,51 +47,35 @@ impl Detector for SocketLeak {
     }
 
     fn check(&self, window: &Window<'_>) -> Verdict {
-        let mut judged = false;
-        let mut problems = Vec::new();
-        for instance in &window.instances {
-            let Some(close_wait) = count_trend(instance, Metric::TcpCloseWait, window.span_ms)
-            else {
-                continue;
-            };
-            judged = true;
+        per_instance(window, Metric::TcpCloseWait, |instance, close_wait| {
             let leaking = if window.open {
                 close_wait.still_rising()
             } else {
                 close_wait.rising(self.settings.min_close_wait_growth)
             };
             if !leaking {
-                continue;
+                return None;
             }
             let now = instance
                 .latest(Metric::TcpCloseWait)
                 .unwrap_or(close_wait.trend.level);
-            problems.push(Problem {
-                instance: Some(instance.instance_id.to_owned()),
-                detail: String::new(),
-                finding: Finding {
-                    severity: Severity::Warning,
-                    summary: format!(
-                        "{} leaks sockets: {now:.0} in CLOSE_WAIT, +{:.1}/min (peers hung up, the service never closed its side)",
-                        window.service,
-                        close_wait.trend.slope * 60.0,
-                    ),
-                    evidence: json!({
-                        "instance": instance.instance_id,
-                        "window_seconds": window.span_ms / 1000,
-                        "tcp_close_wait": now,
-                        "close_wait_trend": close_wait.to_json(),
-                        "tcp_established": instance.latest(Metric::TcpEstablished),
-                        "fds_open": instance.latest(Metric::FdsOpen),
-                    }),
-                },
-            });
-        }
-        match (judged, problems.is_empty()) {
-            (false, _) => Verdict::Undecided,
-            (true, true) => Verdict::Healthy,
-            (true, false) => Verdict::Unhealthy(problems),
-        }
+            Some(Finding {
+                severity: Severity::Warning,
+                summary: format!(
+                    "{} leaks sockets: {now:.0} in CLOSE_WAIT, +{:.1}/min (peers hung up, the service never closed its side)",
+                    window.service,
+                    close_wait.trend.slope * 60.0,
+                ),
+                evidence: json!({
+                    "instance": instance.instance_id,
+                    "window_seconds": window.span_ms / 1000,
+                    "tcp_close_wait": now,
+                    "close_wait_trend": close_wait.to_json(),
+                    "tcp_established": instance.latest(Metric::TcpEstablished),
+                    "fds_open": instance.latest(Metric::FdsOpen),
+                }),
+            })
+        })
     }
 }
 

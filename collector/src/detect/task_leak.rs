@@ -10,8 +10,8 @@
 
 use serde_json::json;
 
-use super::leaks::{LeakSettings, count_trend, explained_by_load};
-use super::{Detector, Needs, Problem, Verdict, Window};
+use super::leaks::{LeakSettings, explained_by_load, per_instance};
+use super::{Detector, Needs, Verdict, Window};
 use crate::incidents::{Finding, IncidentKind, Severity};
 use crate::series::Metric;
 
@@ -42,53 +42,38 @@ impl Detector for TaskLeak {
     }
 
     fn check(&self, window: &Window<'_>) -> Verdict {
-        let mut judged = false;
-        let mut problems = Vec::new();
-        for instance in &window.instances {
-            let Some(tasks) = count_trend(instance, Metric::TasksAlive, window.span_ms) else {
-                continue;
-            };
-            judged = true;
+        per_instance(window, Metric::TasksAlive, |instance, tasks| {
             let leaking = if window.open {
                 tasks.still_rising()
             } else {
                 tasks.rising(self.settings.min_task_growth)
                     && tasks.relative_growth() >= self.settings.min_task_relative_growth
-                    && !explained_by_load(&tasks, instance, window.span_ms)
+                    && !explained_by_load(tasks, instance, window.span_ms)
             };
             if !leaking {
-                continue;
+                return None;
             }
             let alive = instance
                 .latest(Metric::TasksAlive)
                 .unwrap_or(tasks.trend.level);
-            problems.push(Problem {
-                instance: Some(instance.instance_id.to_owned()),
-                detail: String::new(),
-                finding: Finding {
-                    severity: Severity::Warning,
-                    summary: format!(
-                        "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
-                        window.service,
-                        tasks.trend.slope * 60.0
-                    ),
-                    evidence: json!({
-                        "instance": instance.instance_id,
-                        "window_seconds": window.span_ms / 1000,
-                        "tasks_alive": alive,
-                        "tasks_trend": tasks.to_json(),
-                        "cpu_percent": instance.latest(Metric::CpuPercent),
-                        "spawn_site": null,
-                        "spawn_site_note": "spawn sites need a service built with --cfg tokio_unstable; not collected yet",
-                    }),
-                },
-            });
-        }
-        match (judged, problems.is_empty()) {
-            (false, _) => Verdict::Undecided,
-            (true, true) => Verdict::Healthy,
-            (true, false) => Verdict::Unhealthy(problems),
-        }
+            Some(Finding {
+                severity: Severity::Warning,
+                summary: format!(
+                    "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
+                    window.service,
+                    tasks.trend.slope * 60.0
+                ),
+                evidence: json!({
+                    "instance": instance.instance_id,
+                    "window_seconds": window.span_ms / 1000,
+                    "tasks_alive": alive,
+                    "tasks_trend": tasks.to_json(),
+                    "cpu_percent": instance.latest(Metric::CpuPercent),
+                    "spawn_site": null,
+                    "spawn_site_note": "spawn sites need a service built with --cfg tokio_unstable; not collected yet",
+                }),
+            })
+        })
     }
 }
 
