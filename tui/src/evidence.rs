@@ -510,11 +510,28 @@ impl Evidence {
     /// growing sites weighed by their live bytes.
     pub fn weighted_stacks(&self) -> Vec<(Vec<Frame>, u64)> {
         match self {
-            Evidence::Loop(l) => l
+            Evidence::Loop(l) if !l.samples.is_empty() => l
                 .samples
                 .iter()
                 .filter(|s| !s.frames.is_empty())
                 .map(|s| (s.frames.clone(), s.count))
+                .collect(),
+            // The probe sends the frames common to every sample and the
+            // hottest leaves with their counts: each leaf on top of the
+            // common path is the samples that ended there.
+            Evidence::Loop(l) => l
+                .hot_frames
+                .iter()
+                .map(|hot| {
+                    let mut stack = vec![hot.frame.clone()];
+                    stack.extend(
+                        l.frames
+                            .iter()
+                            .skip_while(|f| f.function == hot.frame.function)
+                            .cloned(),
+                    );
+                    (stack, hot.samples.unwrap_or(1).max(1))
+                })
                 .collect(),
             Evidence::Memory(m) => m
                 .sites
@@ -532,6 +549,26 @@ mod tests {
     use super::*;
     use crate::model::fixtures;
     use serde_json::json;
+
+    #[test]
+    fn loop_stacks_come_from_hot_leaves_over_the_common_frames() {
+        let incident = Incident {
+            evidence: json!({
+                "frames": [{"function": "parse"}, {"function": "handler"}],
+                "hot_frames": [{"function": "parse", "samples": 5},
+                               {"function": "next_field", "samples": 3}],
+                "stack_samples": 8,
+            }),
+            ..fixtures::runaway()
+        };
+        let stacks = Evidence::of(&incident).weighted_stacks();
+        let names = |stack: &[Frame]| stack.iter().map(|f| f.function.clone()).collect::<Vec<_>>();
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(names(&stacks[0].0), ["parse", "handler"]);
+        assert_eq!(stacks[0].1, 5);
+        assert_eq!(names(&stacks[1].0), ["next_field", "parse", "handler"]);
+        assert_eq!(stacks[1].1, 3);
+    }
 
     #[test]
     fn reads_a_runaway_loop_and_finds_the_hot_frame() {
