@@ -156,32 +156,57 @@ impl Metric {
 /// One point of a series: milliseconds since the Unix epoch, and the value.
 pub type Point = (i64, f64);
 
-/// A ring of at most `capacity` points, oldest first, times non-decreasing.
-#[derive(Debug, Clone, Default)]
-struct Ring {
-    points: VecDeque<Point>,
+/// One instance's history: a ring of sample times and, aligned with it, a
+/// column of values per metric, at most `capacity` samples, oldest first.
+///
+/// Columns rather than a `(time, value)` ring per metric: every metric of a
+/// sample shares its time, so storing it once and the values as `f32`
+/// takes 4 bytes a value instead of 16, which is what keeps 1,000 probes'
+/// fifteen minutes in memory under the collector's budget. `f32` keeps 7
+/// significant digits: a byte count of 1 GiB is exact to 64 bytes. A metric
+/// a sample lacks is `NaN` in its column and skipped when read.
+#[derive(Debug, Clone)]
+struct History {
+    times: VecDeque<i64>,
+    columns: Vec<VecDeque<f32>>,
 }
 
-impl Ring {
-    fn push(&mut self, capacity: usize, point: Point) {
-        // Points out of order (a probe's clock stepping back) would break
-        // range queries; they are dropped rather than reordered.
-        if self.points.back().is_some_and(|&(t, _)| point.0 < t) {
-            return;
+impl History {
+    fn new() -> Self {
+        Self {
+            times: VecDeque::new(),
+            columns: vec![VecDeque::new(); Metric::ALL.len()],
         }
-        if self.points.len() >= capacity {
-            self.points.pop_front();
-        }
-        self.points.push_back(point);
     }
 
-    fn range(&self, from_ms: Option<i64>, to_ms: Option<i64>) -> Vec<Point> {
-        self.points
+    fn push(&mut self, capacity: usize, t_ms: i64, sample: &Sample<'_>) {
+        // Samples out of order (a probe's clock stepping back) would break
+        // range queries; they are dropped rather than reordered.
+        if self.times.back().is_some_and(|&t| t_ms < t) {
+            return;
+        }
+        if self.times.len() >= capacity {
+            self.times.pop_front();
+            for column in &mut self.columns {
+                column.pop_front();
+            }
+        }
+        self.times.push_back(t_ms);
+        for (&metric, column) in Metric::ALL.iter().zip(&mut self.columns) {
+            column.push_back(metric.read(sample).map_or(f32::NAN, |v| v as f32));
+        }
+    }
+
+    fn range(&self, metric: Metric, from_ms: Option<i64>, to_ms: Option<i64>) -> Vec<Point> {
+        self.times
             .iter()
-            .copied()
-            .filter(|&(t, _)| {
-                from_ms.is_none_or(|from| t >= from) && to_ms.is_none_or(|to| t <= to)
+            .zip(&self.columns[metric.index()])
+            .filter(|&(&t, v)| {
+                !v.is_nan()
+                    && from_ms.is_none_or(|from| t >= from)
+                    && to_ms.is_none_or(|to| t <= to)
             })
+            .map(|(&t, &v)| (t, f64::from(v)))
             .collect()
     }
 }
@@ -190,7 +215,7 @@ impl Ring {
 #[derive(Debug)]
 pub struct SeriesStore {
     capacity: usize,
-    by_instance: HashMap<String, Vec<Ring>>,
+    by_instance: HashMap<String, History>,
 }
 
 impl SeriesStore {
@@ -205,15 +230,10 @@ impl SeriesStore {
     /// Records every metric `sample` carries, at `t_ms`.
     pub fn record(&mut self, instance_id: &str, t_ms: i64, sample: &Sample<'_>) {
         let capacity = self.capacity;
-        let rings = self
-            .by_instance
+        self.by_instance
             .entry(instance_id.to_owned())
-            .or_insert_with(|| vec![Ring::default(); Metric::ALL.len()]);
-        for &metric in Metric::ALL {
-            if let Some(value) = metric.read(sample) {
-                rings[metric.index()].push(capacity, (t_ms, value));
-            }
-        }
+            .or_insert_with(History::new)
+            .push(capacity, t_ms, sample);
     }
 
     /// The points of one series within `[from_ms, to_ms]` (either end open
@@ -227,7 +247,7 @@ impl SeriesStore {
     ) -> Vec<Point> {
         self.by_instance
             .get(instance_id)
-            .map(|rings| rings[metric.index()].range(from_ms, to_ms))
+            .map(|history| history.range(metric, from_ms, to_ms))
             .unwrap_or_default()
     }
 

@@ -1,0 +1,209 @@
+//! The collector under the load of many probes: N simulated probes (real
+//! TCP connections speaking the real protocol, each sending a realistic
+//! snapshot every second) against a real `meshwatch-collector`; the
+//! collector's CPU and RSS, against the same collector idle in the same run.
+//!
+//! The probes first send at 10 Hz for `FILL` seconds (default 95), so the
+//! collector's in-memory history (900 samples per instance) is full and the
+//! RSS measured is the steady state; then at 1 Hz for `SECONDS` (default
+//! 30), over which the CPU is measured. Run with
+//! `cargo bench -p meshwatch-benches --bench collector_load`; `PROBES`
+//! (default 1000).
+#![allow(clippy::expect_used)] // a benchmark that cannot set up has nothing to report
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meshwatch_benches::{env_or, usage};
+use meshwatch_e2e::Collector;
+use meshwatch_proto::v1::{
+    AgeBucket, HeapStats, Hello, ProbeMessage, ProbeStats, ProcessStats, RuntimeStats, Snapshot,
+    SocketStats, StateCount, ThreadStats, WorkerStats, probe_message,
+};
+use meshwatch_proto::{DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION, encode_frame};
+
+/// Connections each sender thread drives.
+const PER_THREAD: usize = 100;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn frame(msg: probe_message::Kind) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(
+        &ProbeMessage { kind: Some(msg) },
+        DEFAULT_MAX_FRAME_LEN,
+        &mut out,
+    )
+    .expect("frame fits");
+    out
+}
+
+/// A snapshot like a small service's: 8 threads, one runtime of 4 workers,
+/// a few socket states.
+fn snapshot(seq: u64) -> Snapshot {
+    Snapshot {
+        seq,
+        time_unix_ms: now_ms(),
+        process: Some(ProcessStats {
+            rss_bytes: 40 << 20,
+            virtual_bytes: 1 << 30,
+            cpu_seconds_total: seq as f64 * 0.02,
+            threads: 8,
+            fds_open: 40,
+            fds_limit: 65536,
+            memory_limit_bytes: 1 << 31,
+            ..ProcessStats::default()
+        }),
+        threads: (0..8)
+            .map(|i| ThreadStats {
+                tid: 1000 + i,
+                name: "tokio-rt-worker".to_owned(),
+                cpu_ns_total: seq * 1_000_000,
+            })
+            .collect(),
+        runtimes: vec![RuntimeStats {
+            flavor: "multi_thread".to_owned(),
+            workers: 4,
+            tasks_alive: 120,
+            worker: (0..4)
+                .map(|i| WorkerStats {
+                    index: i,
+                    busy_ns_total: seq * 10_000_000,
+                    park_count: seq * 3,
+                    park_unpark_count: seq * 6,
+                    ..WorkerStats::default()
+                })
+                .collect(),
+            ..RuntimeStats::default()
+        }],
+        heap: Some(HeapStats {
+            tracked: true,
+            live_bytes: 20 << 20,
+            ..HeapStats::default()
+        }),
+        probe: Some(ProbeStats::default()),
+        sockets: Some(SocketStats {
+            total: 30,
+            established: 25,
+            listen: 1,
+            by_state: vec![StateCount {
+                state: "ESTABLISHED".to_owned(),
+                count: 25,
+            }],
+            ages: vec![AgeBucket {
+                le_seconds: 60,
+                count: 25,
+            }],
+            ..SocketStats::default()
+        }),
+        ..Snapshot::default()
+    }
+}
+
+/// Connects `count` probes and sends each a snapshot every `period_ms`
+/// until `stop`.
+fn drive(
+    ingest: String,
+    first: usize,
+    count: usize,
+    stop: Arc<AtomicBool>,
+    period_ms: Arc<AtomicU64>,
+) {
+    let mut conns: Vec<TcpStream> = (first..first + count)
+        .filter_map(|i| {
+            let mut stream = TcpStream::connect(&ingest).ok()?;
+            let hello = Hello {
+                protocol_version: PROTOCOL_VERSION,
+                service: format!("svc-{}", i % 50),
+                instance_id: format!("{i:032x}"),
+                pid: i as u32,
+                host: "bench".to_owned(),
+                runtime: "rust".to_owned(),
+                interval_ms: 1000,
+                start_time_unix_ms: now_ms(),
+                ..Hello::default()
+            };
+            stream
+                .write_all(&frame(probe_message::Kind::Hello(hello)))
+                .ok()?;
+            let mut welcome = [0u8; 64];
+            let _ = stream.read(&mut welcome).ok()?;
+            Some(stream)
+        })
+        .collect();
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let tick = Instant::now();
+        seq += 1;
+        let bytes = frame(probe_message::Kind::Snapshot(snapshot(seq)));
+        conns.retain_mut(|c| c.write_all(&bytes).is_ok());
+        let period = Duration::from_millis(period_ms.load(Ordering::Relaxed));
+        if let Some(rest) = period.checked_sub(tick.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let probes = if full {
+        env_or("PROBES", 1000) as usize
+    } else {
+        20
+    };
+    let seconds = if full { env_or("SECONDS", 30) } else { 2 };
+    let fill = if full { env_or("FILL", 95) } else { 1 };
+    let collector = Collector::start();
+    let pid = collector.process.pid();
+
+    let idle_start = usage(pid).expect("collector usage");
+    std::thread::sleep(Duration::from_secs(seconds.min(10)));
+    let idle_end = usage(pid).expect("collector usage");
+    let idle_cpu = (idle_end.cpu - idle_start.cpu).as_secs_f64() / seconds.min(10) as f64;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let period_ms = Arc::new(AtomicU64::new(100));
+    let senders: Vec<_> = (0..probes.div_ceil(PER_THREAD))
+        .map(|t| {
+            let first = t * PER_THREAD;
+            let count = PER_THREAD.min(probes - first);
+            let (ingest, stop, period) =
+                (collector.ingest.clone(), stop.clone(), period_ms.clone());
+            std::thread::spawn(move || drive(ingest, first, count, stop, period))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(fill));
+    period_ms.store(1000, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let connected = collector.instances().len();
+    let start = usage(pid).expect("collector usage");
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let end = usage(pid).expect("collector usage");
+    let cpu = (end.cpu - start.cpu).as_secs_f64() / began.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for sender in senders {
+        let _ = sender.join();
+    }
+    println!(
+        "collector_load: {probes} probes ({connected} registered), history filled at 10 Hz for {fill} s, then 1 Hz for {seconds} s"
+    );
+    println!(
+        "  collector CPU: idle {:.3} core, loaded {cpu:.3} core (ratio {:.1})",
+        idle_cpu,
+        cpu / idle_cpu.max(1e-6)
+    );
+    println!(
+        "  collector RSS: idle {:.1} MiB, loaded {:.1} MiB (ratio {:.1})",
+        idle_end.rss_bytes as f64 / 1048576.0,
+        end.rss_bytes as f64 / 1048576.0,
+        end.rss_bytes as f64 / idle_end.rss_bytes as f64
+    );
+}
