@@ -145,6 +145,10 @@ pub struct RuntimeView {
     pub tasks_alive: u64,
     /// Tasks waiting in the global queue.
     pub global_queue_depth: u64,
+    /// Alive tasks by spawn location (`name`), most first; only for
+    /// runtimes with the probe's task hooks (`--cfg tokio_unstable`).
+    #[serde(default)]
+    pub spawn_sites: Vec<NamedCount>,
 }
 
 /// The probe's own health, so its gaps are visible.
@@ -199,6 +203,14 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
                         workers: r.workers,
                         tasks_alive: r.tasks_alive,
                         global_queue_depth: r.global_queue_depth,
+                        spawn_sites: r
+                            .spawn_sites
+                            .iter()
+                            .map(|site| NamedCount {
+                                name: site.location.clone(),
+                                count: u32::try_from(site.alive).unwrap_or(u32::MAX),
+                            })
+                            .collect(),
                     })
                     .collect()
             })

@@ -109,11 +109,13 @@ pub const LISTENING_PREFIX: &str = "mesh-service listening http=";
 ///
 /// When the runtime cannot be built or the address cannot be bound.
 pub fn run(args: &ServiceArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.workers.max(1))
-        .enable_all()
-        .build()
-        .context("cannot build the tokio runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(args.workers.max(1)).enable_all();
+    // Built with --cfg tokio_unstable, the probe times polls exactly and
+    // counts tasks by spawn site.
+    #[cfg(tokio_unstable)]
+    meshwatch_probe::install_task_hooks(&mut builder);
+    let runtime = builder.build().context("cannot build the tokio runtime")?;
     runtime.block_on(serve(args))
 }
 

@@ -26,6 +26,16 @@
 //! carries on; a collector that is down means retries with backoff, a bounded
 //! buffer, and counted drops, sent with the next snapshot that gets through.
 //!
+//! # With `--cfg tokio_unstable`
+//!
+//! A service built with `--cfg tokio_unstable` can also install the probe's
+//! task hooks on its runtime builder, `install_task_hooks(&mut builder)`,
+//! before `build()`. The watchdog then times each poll exactly (so a lower
+//! `stuck_poll_threshold`, such as 100 ms, is safe, and a stuck poll is never
+//! confused with a run of long ones) and names the stuck task's spawn site;
+//! snapshots count alive tasks by spawn site, which names a task leak's
+//! origin. Without the hooks, everything works from stable metrics.
+//!
 //! # Configuration
 //!
 //! [`init`] reads the environment; [`Probe::builder`] gives explicit control.
@@ -42,6 +52,8 @@ mod config;
 mod exporter;
 mod handle;
 mod heap;
+#[cfg(tokio_unstable)]
+mod hooks;
 mod identity;
 mod outbox;
 mod sampler;
@@ -52,6 +64,8 @@ mod watchdog;
 pub use alloc::TrackingAllocator;
 pub use config::{DEFAULT_COLLECTOR, Probe, ProbeBuilder};
 pub use handle::ProbeHandle;
+#[cfg(tokio_unstable)]
+pub use hooks::install_task_hooks;
 
 /// Why the probe could not start. Only [`ProbeBuilder::start`] returns it;
 /// [`init`] logs it and carries on without a probe.

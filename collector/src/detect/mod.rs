@@ -33,6 +33,8 @@ pub mod trend;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use meshwatch_proto::v1::Snapshot;
+
 use crate::config::Config;
 use crate::heap_sites::{HeapSiteStore, SiteHistory};
 use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind};
@@ -118,6 +120,9 @@ pub struct InstanceWindow<'a> {
     pub series: BTreeMap<Metric, Vec<Point>>,
     /// Its allocation sites, when asked for.
     pub heap_sites: Vec<&'a SiteHistory>,
+    /// Its latest snapshot, for evidence a series does not hold (the spawn
+    /// sites of alive tasks, say).
+    pub latest: Option<&'a Snapshot>,
 }
 
 impl InstanceWindow<'_> {
@@ -230,6 +235,7 @@ fn cut_window<'a>(
                 restarts: instance.restarts,
                 series,
                 heap_sites,
+                latest: instance.last_snapshot.as_ref(),
             }
         })
         .collect();

@@ -11,7 +11,7 @@
 use serde_json::json;
 
 use super::leaks::{LeakSettings, explained_by_load, per_instance};
-use super::{Detector, Needs, Verdict, Window};
+use super::{Detector, InstanceWindow, Needs, Verdict, Window};
 use crate::incidents::{Finding, IncidentKind, Severity};
 use crate::series::Metric;
 
@@ -56,25 +56,52 @@ impl Detector for TaskLeak {
             let alive = instance
                 .latest(Metric::TasksAlive)
                 .unwrap_or(tasks.trend.level);
+            let spawn_sites = spawn_sites(instance);
+            let mut summary = format!(
+                "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
+                window.service,
+                tasks.trend.slope * 60.0
+            );
+            if let Some(top) = spawn_sites.first().and_then(|s| s["location"].as_str()) {
+                summary.push_str(&format!("; most spawned at {top}"));
+            }
             Some(Finding {
                 severity: Severity::Warning,
-                summary: format!(
-                    "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
-                    window.service,
-                    tasks.trend.slope * 60.0
-                ),
+                summary,
                 evidence: json!({
                     "instance": instance.instance_id,
                     "window_seconds": window.span_ms / 1000,
                     "tasks_alive": alive,
                     "tasks_trend": tasks.to_json(),
                     "cpu_percent": instance.latest(Metric::CpuPercent),
-                    "spawn_site": null,
-                    "spawn_site_note": "spawn sites need a service built with --cfg tokio_unstable; not collected yet",
+                    "spawn_sites": spawn_sites,
+                    "spawn_site_note": spawn_sites.is_empty().then_some(
+                        "spawn sites need the probe's task hooks on the runtime (a service built with --cfg tokio_unstable)"
+                    ),
                 }),
             })
         })
     }
+}
+
+/// The spawn sites with most alive tasks, from the instance's latest
+/// snapshot: empty unless the service runs the probe's task hooks.
+fn spawn_sites(instance: &InstanceWindow<'_>) -> Vec<serde_json::Value> {
+    let Some(snapshot) = instance.latest else {
+        return Vec::new();
+    };
+    let mut sites: Vec<_> = snapshot
+        .runtimes
+        .iter()
+        .flat_map(|r| &r.spawn_sites)
+        .map(|s| (s.alive, s.location.as_str()))
+        .collect();
+    sites.sort_unstable_by(|a, b| b.cmp(a));
+    sites
+        .into_iter()
+        .take(5)
+        .map(|(alive, location)| json!({"location": location, "alive": alive}))
+        .collect()
 }
 
 #[cfg(test)]
@@ -84,6 +111,43 @@ mod tests {
 
     fn detector() -> TaskLeak {
         TaskLeak::new(LeakSettings::default())
+    }
+
+    #[test]
+    fn names_the_spawn_site_when_the_task_hooks_report_it() {
+        let leak = |t: i64| 20.0 + t as f64 / 1000.0;
+        let mut instance = instance(
+            "a",
+            &[(Metric::TasksAlive, &leak), (Metric::CpuPercent, &|_| 30.0)],
+        );
+        let snapshot = meshwatch_proto::v1::Snapshot {
+            runtimes: vec![meshwatch_proto::v1::RuntimeStats {
+                spawn_sites: vec![
+                    meshwatch_proto::v1::SpawnSite {
+                        location: "src/a.rs:1:1".into(),
+                        alive: 3,
+                    },
+                    meshwatch_proto::v1::SpawnSite {
+                        location: "src/leak.rs:9:5".into(),
+                        alive: 600,
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let snapshot: &'static _ = Box::leak(Box::new(snapshot));
+        instance.latest = Some(snapshot);
+        let Verdict::Unhealthy(problems) = detector().check(&window(vec![instance])) else {
+            panic!("expected a leak");
+        };
+        let finding = &problems[0].finding;
+        assert!(
+            finding.summary.contains("most spawned at src/leak.rs:9:5"),
+            "{}",
+            finding.summary
+        );
+        assert_eq!(finding.evidence["spawn_sites"][0]["alive"], 600);
     }
 
     #[test]

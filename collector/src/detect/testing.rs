@@ -35,6 +35,7 @@ pub fn instance(id: &'static str, series: &[(Metric, SeriesFn<'_>)]) -> Instance
         restarts: 0,
         series,
         heap_sites: Vec::new(),
+        latest: None,
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use meshwatch_proto::v1::{RuntimeStats, WorkerStats};
+use meshwatch_proto::v1::{RuntimeStats, SpawnSite, WorkerStats};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// The runtimes to watch, shared between the probe handle (which adds them)
@@ -88,7 +88,24 @@ fn sample_runtime(runtime_id: u32, handle: &Handle) -> RuntimeStats {
                 stats
             })
             .collect(),
+        spawn_sites: spawn_sites(handle),
     }
+}
+
+/// Alive tasks by spawn location, from the task hooks when the runtime has
+/// them.
+#[cfg(tokio_unstable)]
+fn spawn_sites(handle: &Handle) -> Vec<SpawnSite> {
+    crate::hooks::spawn_sites(handle.id())
+        .into_iter()
+        .map(|(location, alive)| SpawnSite { location, alive })
+        .collect()
+}
+
+/// Without `--cfg tokio_unstable` there are no task hooks to ask.
+#[cfg(not(tokio_unstable))]
+fn spawn_sites(_handle: &Handle) -> Vec<SpawnSite> {
+    Vec::new()
 }
 
 #[cfg(test)]

@@ -100,6 +100,11 @@ struct Period {
     /// The thread was inferred (the hottest unmapped worker thread), not
     /// seen by the census.
     inferred: bool,
+    /// The task hooks timed this poll (`--cfg tokio_unstable`), so it is
+    /// one poll for certain.
+    exact: bool,
+    /// Where the polled task was spawned, when the task hooks said.
+    spawn_location: String,
     /// Fixed by the first report that measured the thread, so a period is one incident.
     class: Option<Class>,
     last_report: Option<Instant>,
@@ -152,11 +157,16 @@ impl Watchdog {
                 };
                 let worker = u32::try_from(index).unwrap_or(u32::MAX);
                 let id = (runtime_id, worker);
-                let verdict = self
-                    .watches
-                    .entry(id)
-                    .or_insert_with(|| WorkerWatch::new(counters, now))
-                    .observe(counters, now);
+                let (verdict, spawned_at) = match exact_verdict(&handle, index) {
+                    Some(exact) => exact,
+                    None => (
+                        self.watches
+                            .entry(id)
+                            .or_insert_with(|| WorkerWatch::new(counters, now))
+                            .observe(counters, now),
+                        None,
+                    ),
+                };
                 match verdict {
                     Verdict::Progressing => {
                         if let Some(period) = self.periods.remove(&id)
@@ -166,7 +176,7 @@ impl Watchdog {
                         }
                     }
                     Verdict::Frozen { since } => {
-                        if let Some(event) = self.frozen(id, since, now) {
+                        if let Some(event) = self.frozen(id, since, now, spawned_at) {
                             events.push(event);
                         }
                     }
@@ -177,7 +187,13 @@ impl Watchdog {
     }
 
     /// Follows a frozen worker; returns an event when one is due.
-    fn frozen(&mut self, id: (u32, u32), since: Instant, now: Instant) -> Option<StuckPoll> {
+    fn frozen(
+        &mut self,
+        id: (u32, u32),
+        since: Instant,
+        now: Instant,
+        spawned_at: Option<String>,
+    ) -> Option<StuckPoll> {
         let frozen_for = now.duration_since(since);
         if frozen_for < self.threshold / 2 {
             return None;
@@ -198,6 +214,8 @@ impl Watchdog {
                 capture_abandoned: false,
                 candidates: None,
                 inferred: false,
+                exact: spawned_at.is_some(),
+                spawn_location: spawned_at.unwrap_or_default(),
                 class: None,
                 last_report: None,
                 last_event: None,
@@ -363,13 +381,39 @@ impl Watchdog {
     }
 }
 
+/// The verdict of the task hooks for `worker` of the runtime, when they
+/// describe it (built with `--cfg tokio_unstable` and
+/// [`crate::install_task_hooks`]): exact, where the counters only infer.
+#[cfg(tokio_unstable)]
+fn exact_verdict(
+    handle: &tokio::runtime::Handle,
+    worker: usize,
+) -> Option<(Verdict, Option<String>)> {
+    Some(match crate::hooks::poll_of(handle.id(), worker)? {
+        crate::hooks::Poll::Idle => (Verdict::Progressing, None),
+        crate::hooks::Poll::Running { since, location } => {
+            (Verdict::Frozen { since }, Some(location.to_string()))
+        }
+    })
+}
+
+/// Without `--cfg tokio_unstable` there are no task hooks: the counters
+/// rule alone.
+#[cfg(not(tokio_unstable))]
+fn exact_verdict(
+    _handle: &tokio::runtime::Handle,
+    _worker: usize,
+) -> Option<(Verdict, Option<String>)> {
+    None
+}
+
 /// The last report of a period, marked recovered, with the samples named
 /// since.
 fn recovered(period: &Period, last: &StuckPoll) -> StuckPoll {
     let common = period.samples.common_frames();
     StuckPoll {
         state: StuckPollState::Recovered.into(),
-        caveat: report::caveat(&period.samples, &common, &[]),
+        caveat: report::caveat(&period.samples, &common, &[], period.exact),
         frames: common,
         hot_frames: period.samples.hot_frames(),
         stack_samples: period.samples.taken,
@@ -421,7 +465,7 @@ fn build_event(
         (None, None) => Class::BlockedWorker,
     };
     let common = period.samples.common_frames();
-    let caveat = report::caveat(&period.samples, &common, &notes);
+    let caveat = report::caveat(&period.samples, &common, &notes, period.exact);
     StuckPoll {
         key: period.key.clone(),
         state: state.into(),
@@ -436,7 +480,7 @@ fn build_event(
         thread_name: period.thread_name.clone(),
         stuck_for_ms: u64::try_from(frozen_for.as_millis()).unwrap_or(u64::MAX),
         cpu_percent: usage.map_or(0.0, |u| u.cpu_percent),
-        spawn_location: String::new(),
+        spawn_location: period.spawn_location.clone(),
         frames: common,
         hot_frames: period.samples.hot_frames(),
         stack_samples: period.samples.taken,
@@ -474,6 +518,16 @@ mod tests {
         events.iter().find(|e| e.state() == state)
     }
 
+    /// The spinning tests capture stacks by signal and measure thread CPU:
+    /// run one at a time so they do not skew each other on a small machine.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     struct StopOnDrop(Arc<AtomicBool>);
 
     impl Drop for StopOnDrop {
@@ -482,8 +536,48 @@ mod tests {
         }
     }
 
+    #[cfg(tokio_unstable)]
+    #[test]
+    fn task_hooks_time_a_short_stuck_poll_and_name_its_spawn_site() {
+        let _serial = one_at_a_time();
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        let runtime = crate::install_task_hooks(builder.worker_threads(2).enable_all())
+            .build()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let _unblock = StopOnDrop(stop.clone());
+        let runtimes = WatchedRuntimes::default();
+        runtimes.add(runtime.handle().clone());
+        // A threshold far below what the counters rule can do.
+        let mut watchdog = Watchdog::new(Duration::from_millis(100), runtimes);
+        let spinner = {
+            let stop = stop.clone();
+            runtime.spawn(async move { spin_until(&stop) })
+        };
+        let events = run_watchdog(&mut watchdog, |e| {
+            flagged(e, StuckPollState::Stuck).is_some()
+        });
+        let stuck = flagged(&events, StuckPollState::Stuck).unwrap();
+        assert!(
+            stuck.spawn_location.contains("watchdog/mod.rs"),
+            "{stuck:#?}"
+        );
+        assert!(stuck.caveat.contains("task hooks"), "{stuck:#?}");
+        assert!(
+            stuck.stuck_for_ms >= 100 && stuck.stuck_for_ms < 1000,
+            "{stuck:#?}"
+        );
+        stop.store(true, Ordering::Relaxed);
+        runtime.block_on(spinner).unwrap();
+        let events = run_watchdog(&mut watchdog, |e| {
+            flagged(e, StuckPollState::Recovered).is_some()
+        });
+        assert!(flagged(&events, StuckPollState::Recovered).is_some());
+    }
+
     #[test]
     fn infers_the_thread_of_a_worker_stuck_before_the_census_saw_it() {
+        let _serial = one_at_a_time();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -514,6 +608,7 @@ mod tests {
 
     #[test]
     fn flags_a_spinning_and_a_blocking_poll_and_their_recovery() {
+        let _serial = one_at_a_time();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -85,8 +85,19 @@ pub(crate) const STABLE_RULE_CAVEAT: &str = "tokio publishes a worker's counters
 
 /// The event's caveat: the stable rule's limit, what the samples say about
 /// it, and anything that went wrong.
-pub(crate) fn caveat(samples: &Samples, common: &[Frame], extra: &[String]) -> String {
-    let mut parts = vec![STABLE_RULE_CAVEAT.to_owned()];
+/// Said instead of [`STABLE_RULE_CAVEAT`] when the task hooks timed the poll.
+const EXACT_POLL: &str =
+    "the task hooks (--cfg tokio_unstable) timed this poll: it is one poll, from its start";
+
+pub(crate) fn caveat(samples: &Samples, common: &[Frame], extra: &[String], exact: bool) -> String {
+    let mut parts = vec![
+        if exact {
+            EXACT_POLL
+        } else {
+            STABLE_RULE_CAVEAT
+        }
+        .to_owned(),
+    ];
     let kept = samples.stacks.len();
     if kept >= 2 {
         if common.iter().any(|f| !f.is_runtime()) {
@@ -146,7 +157,7 @@ mod tests {
             ["svc::parse", "svc::handler", "tokio::runtime::poll"]
         );
         assert_eq!(common[0].line, 28, "the latest sample's line");
-        let caveat = caveat(&samples, &common, &[]);
+        let caveat = caveat(&samples, &common, &[], false);
         assert!(caveat.contains("consistent with one poll"), "{caveat}");
     }
 
@@ -164,7 +175,7 @@ mod tests {
         assert_eq!(hot[1].samples, 4);
         let common = samples.common_frames();
         assert_eq!(common.len(), 1);
-        assert!(caveat(&samples, &common, &[]).contains("may be a run of long polls"));
+        assert!(caveat(&samples, &common, &[], false).contains("may be a run of long polls"));
     }
 
     #[test]
@@ -175,7 +186,7 @@ mod tests {
         };
         assert!(samples.common_frames().is_empty());
         assert!(samples.hot_frames().is_empty());
-        let caveat = caveat(&samples, &[], &["the thread is unknown".to_owned()]);
+        let caveat = caveat(&samples, &[], &["the thread is unknown".to_owned()], false);
         assert!(caveat.starts_with(STABLE_RULE_CAVEAT));
         assert!(
             caveat.contains("did not answer") && caveat.contains("unknown"),

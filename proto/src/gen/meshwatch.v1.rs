@@ -252,6 +252,20 @@ pub struct RuntimeStats {
     pub global_queue_depth: u64,
     #[prost(message, repeated, tag = "6")]
     pub worker: ::prost::alloc::vec::Vec<WorkerStats>,
+    /// Alive tasks by the location they were spawned at, most first. Only for
+    /// a runtime built with the probe's task hooks (needs --cfg
+    /// tokio_unstable); empty otherwise. Names the spawn site of a task leak.
+    #[prost(message, repeated, tag = "7")]
+    pub spawn_sites: ::prost::alloc::vec::Vec<SpawnSite>,
+}
+/// Tasks spawned at one source location and not yet finished.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SpawnSite {
+    /// `file:line:column` of the spawn call.
+    #[prost(string, tag = "1")]
+    pub location: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub alive: u64,
 }
 /// One worker thread of a runtime. Tokio publishes these counters at
 /// maintenance ticks and when the worker parks.

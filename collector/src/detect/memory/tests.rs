@@ -67,6 +67,7 @@ impl Fixture {
             restarts: 0,
             series,
             heap_sites: self.sites.iter().collect(),
+            latest: None,
         }
     }
 }
