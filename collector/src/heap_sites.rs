@@ -63,6 +63,35 @@ pub struct SiteHistory {
     pub last_seen_ms: i64,
 }
 
+impl SiteHistory {
+    /// The first frame that is the service's own code rather than the
+    /// standard library's or a dependency's: the name a person looks for.
+    /// Told by the file when known (the toolchain's sources are under
+    /// `/rustc/`, dependencies under cargo's registry), else by the name.
+    pub fn own_function(&self) -> Option<&str> {
+        const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/"];
+        const LIBRARY: &[&str] = &["alloc::", "core::", "std::", "hashbrown::"];
+        let own = |f: &&SiteFrame| {
+            if f.file.is_empty() {
+                let name = f.function.trim_start_matches('<');
+                !name.is_empty() && !LIBRARY.iter().any(|lib| name.starts_with(lib))
+            } else {
+                !FOREIGN_FILES.iter().any(|dir| f.file.contains(dir))
+            }
+        };
+        self.frames
+            .iter()
+            .find(own)
+            .or(self.frames.first())
+            .map(|f| f.function.as_str())
+    }
+
+    /// Estimated bytes live at the site at its last report.
+    pub fn live_bytes(&self) -> f64 {
+        self.points.back().map_or(0.0, |p| p.live_bytes)
+    }
+}
+
 /// Every instance's site histories.
 #[derive(Debug)]
 pub struct HeapSiteStore {

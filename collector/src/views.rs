@@ -7,6 +7,7 @@
 use meshwatch_proto::v1::{MemoryLimitSource, RuntimeStats, Snapshot, SocketStats};
 use serde::{Deserialize, Serialize};
 
+use crate::heap_sites::SiteFrame;
 use crate::incidents::Incident;
 use crate::registry::{Instance, InstanceState, ThreadCpu};
 use crate::state::State;
@@ -55,6 +56,10 @@ pub struct InstanceView {
     pub probe: Option<ProbeView>,
     /// The TCP sockets of the process; `null` when the probe sends none.
     pub sockets: Option<SocketsView>,
+    /// The allocation sites holding the most sampled live memory, largest
+    /// first; empty without the tracking allocator's heap sampling.
+    #[serde(default)]
+    pub heap_sites: Vec<HeapSiteView>,
     /// Incidents open on this instance.
     pub open_incidents: Vec<Incident>,
 }
@@ -112,6 +117,21 @@ pub struct SocketsView {
     pub tx_queue_bytes: u64,
     /// How long the probe's scan took.
     pub scan_duration_ns: u64,
+}
+
+/// One allocation site of an instance, as its last snapshot reported it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeapSiteView {
+    /// The probe's id for the site, in hex.
+    pub site: String,
+    /// The first function of the service's own code on the stack.
+    pub function: Option<String>,
+    /// Estimated bytes live at the site.
+    pub live_bytes: f64,
+    /// Estimated live allocations.
+    pub live_objects: u64,
+    /// The stack, innermost first (at most a dozen frames).
+    pub frames: Vec<SiteFrame>,
 }
 
 /// A count under a name: a TCP state, a port, a peer address.
@@ -234,7 +254,28 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
             .cloned()
             .collect(),
         sockets: snapshot.and_then(|s| s.sockets.as_ref()).map(sockets_view),
+        heap_sites: heap_sites_view(state, &instance.instance_id),
     }
+}
+
+/// Sites shown per instance, and frames per site.
+const SITES_SHOWN: usize = 10;
+const SITE_FRAMES: usize = 12;
+
+fn heap_sites_view(state: &State, instance_id: &str) -> Vec<HeapSiteView> {
+    let mut sites: Vec<_> = state.heap_sites.sites(instance_id).collect();
+    sites.sort_by(|a, b| b.live_bytes().total_cmp(&a.live_bytes()));
+    sites
+        .into_iter()
+        .take(SITES_SHOWN)
+        .map(|site| HeapSiteView {
+            site: format!("{:016x}", site.id),
+            function: site.own_function().map(str::to_owned),
+            live_bytes: site.live_bytes(),
+            live_objects: site.live_objects,
+            frames: site.frames.iter().take(SITE_FRAMES).cloned().collect(),
+        })
+        .collect()
 }
 
 fn sockets_view(stats: &SocketStats) -> SocketsView {

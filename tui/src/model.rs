@@ -369,6 +369,12 @@ pub(crate) mod fixtures {
                      {"le_seconds": 60, "count": 4}, {"le_seconds": 600, "count": 5},
                      {"le_seconds": 3600, "count": 3}, {"le_seconds": null, "count": 0}]
         });
+        gateway["heap_sites"] = json!([
+            {"site": "614825e15975a783", "function": "gateway::SessionCache::remember_session",
+             "live_bytes": 9_474_096.0, "live_objects": 2442, "frames": []},
+            {"site": "0badc0ffee000001", "function": null,
+             "live_bytes": 65_536.0, "live_objects": 12, "frames": []}
+        ]);
         // A section from a newer collector, shown generically.
         gateway["gpu"] = json!({"utilization_percent": 40.0});
         let mut down = base(

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 
 use super::trend::{SignTest, cox_stuart, lower_envelope, theil_sen};
 use super::{Detector, InstanceWindow, Needs, Problem, Verdict, Window};
-use crate::heap_sites::{SiteFrame, SiteHistory};
+use crate::heap_sites::SiteHistory;
 use crate::incidents::{Finding, IncidentKind, Severity};
 use crate::series::{Metric, Point};
 
@@ -356,27 +356,8 @@ struct Suspect<'a> {
 }
 
 impl Suspect<'_> {
-    /// The first frame that is the service's own code rather than the
-    /// standard library's or a dependency's: the name a person looks for.
-    /// Told by the file when known (the toolchain's sources are under
-    /// `/rustc/`, dependencies under cargo's registry), else by the name.
     fn function(&self) -> Option<&str> {
-        const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/"];
-        const LIBRARY: &[&str] = &["alloc::", "core::", "std::", "hashbrown::"];
-        let own = |f: &&SiteFrame| {
-            if f.file.is_empty() {
-                let name = f.function.trim_start_matches('<');
-                !name.is_empty() && !LIBRARY.iter().any(|lib| name.starts_with(lib))
-            } else {
-                !FOREIGN_FILES.iter().any(|dir| f.file.contains(dir))
-            }
-        };
-        let frames = &self.site.frames;
-        frames
-            .iter()
-            .find(own)
-            .or(frames.first())
-            .map(|f| f.function.as_str())
+        self.site.own_function()
     }
 
     fn to_json(&self) -> Value {

@@ -17,7 +17,7 @@ use super::window::{DETAIL_KEYS, Window};
 use crate::evidence;
 use crate::format;
 use crate::model::{Instance, SERVICE_CHARTS, kind_name, severity_rank};
-use meshwatch_collector::views::{NamedCount, SocketsView};
+use meshwatch_collector::views::{HeapSiteView, NamedCount, SocketsView};
 
 /// History shown by default.
 const SPAN_MS: i64 = 300_000;
@@ -250,6 +250,10 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
         lines.extend(socket_lines(sockets, theme));
         lines.push(Line::default());
     }
+    if !view.heap_sites.is_empty() {
+        lines.extend(heap_site_lines(&view.heap_sites, theme));
+        lines.push(Line::default());
+    }
     for (key, value) in &instance.extra {
         let wrapped = serde_json::json!({ key.as_str(): value });
         lines.extend(widgets::sections(
@@ -309,6 +313,25 @@ fn socket_lines(sockets: &SocketsView, theme: Theme) -> Vec<Line<'static>> {
         })
         .collect();
     lines.push(Line::from(format!(" ages:     {}", ages.join(", "))));
+    lines
+}
+
+/// The allocation sites holding the most live memory, with the function of
+/// the service's own code that allocated it.
+fn heap_site_lines(sites: &[HeapSiteView], theme: Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(Span::styled(
+        " HEAP SITES       LIVE  OBJECTS  FUNCTION",
+        theme.heading(),
+    ))];
+    for site in sites {
+        let function = site.function.as_deref().unwrap_or("?");
+        lines.push(Line::from(format!(
+            " {:<12} {:>8} {:>8}  {function}",
+            &site.site[..site.site.len().min(12)],
+            format::bytes(site.live_bytes.max(0.0) as u64),
+            site.live_objects
+        )));
+    }
     lines
 }
 
