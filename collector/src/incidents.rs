@@ -1,9 +1,11 @@
 //! Incidents: what the detectors found, with the evidence to act on.
 //!
-//! An incident is opened by a detector, updated while the condition lasts
-//! (`last_seen_at_ms`), and resolved when it ends. The [`IncidentBook`] holds
-//! them for the API; it has no detectors of its own yet, so it stays empty
-//! until they land, but its shape and its filter are the API's contract.
+//! An incident is opened by a detector (the series detectors of
+//! `crate::detect`, or the probes' stuck-poll events), updated while the
+//! condition lasts (`last_seen_at_ms`), and resolved when it ends. The
+//! [`IncidentBook`] keys them by [`IncidentKey`], so a problem reported again
+//! and again is one incident, and keeps a bounded number of resolved ones
+//! for the API.
 
 use std::str::FromStr;
 
