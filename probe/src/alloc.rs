@@ -139,6 +139,27 @@ thread_local! {
     // Const-initialized and without a destructor: reading it never allocates,
     // which matters because the allocator itself reads it.
     static SHARD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
+    // Set while the probe itself works with memory it must not count as the
+    // service's (the debug info loaded to name stacks): see `untracked`.
+    static UNTRACKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with this thread's allocations and frees left out of the
+/// service's heap totals. The probe loads and frees the debug info that
+/// names stacks (tens of MiB) this way, so that naming shows neither as
+/// the service's memory nor, as it is loaded and released, as a climb.
+/// Every allocation made in such a scope must be freed in such a scope too,
+/// or the totals drift.
+pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    let was = UNTRACKED.try_with(|u| u.replace(true)).unwrap_or(false);
+    let result = f();
+    let _ = UNTRACKED.try_with(|u| u.set(was));
+    result
+}
+
+#[inline]
+fn is_untracked() -> bool {
+    UNTRACKED.try_with(Cell::get).unwrap_or(false)
 }
 
 #[inline]
@@ -159,6 +180,9 @@ fn shard() -> &'static Shard {
 
 #[inline]
 fn record_alloc(size: usize) {
+    if is_untracked() {
+        return;
+    }
     let shard = shard();
     shard.allocated_bytes.fetch_add(size as u64, Relaxed);
     shard.allocations.fetch_add(1, Relaxed);
@@ -169,6 +193,9 @@ fn record_alloc(size: usize) {
 
 #[inline]
 fn record_free(size: usize) {
+    if is_untracked() {
+        return;
+    }
     let shard = shard();
     shard.freed_bytes.fetch_add(size as u64, Relaxed);
     shard.frees.fetch_add(1, Relaxed);
@@ -235,6 +262,19 @@ mod tests {
         assert_eq!(after.freed_bytes - before.freed_bytes, 4000);
         assert_eq!(after.allocations - before.allocations, 2);
         assert_eq!(after.frees - before.frees, 2);
+    }
+
+    #[test]
+    fn untracked_scopes_are_left_out_of_the_totals() {
+        let alloc = TrackingAllocator::system();
+        let layout = Layout::from_size_align(4096, 8).unwrap();
+        let before = heap_totals();
+        // SAFETY: a valid layout; the block is freed with it.
+        untracked(|| unsafe { alloc.dealloc(alloc.alloc(layout), layout) });
+        let after = heap_totals();
+        assert_eq!(after.allocated_bytes, before.allocated_bytes);
+        assert_eq!(after.freed_bytes, before.freed_bytes);
+        assert!(!is_untracked(), "the scope ends with the closure");
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Symbolizer {
         {
             self.loaded_since_miss = None;
             #[cfg(feature = "stacks")]
-            backtrace::clear_symbol_cache();
+            crate::alloc::untracked(backtrace::clear_symbol_cache);
             // The debug info was many small allocations; glibc keeps freed
             // memory in its arenas unless asked to hand it back.
             #[cfg(all(feature = "stacks", target_os = "linux", target_env = "gnu"))]
@@ -104,8 +104,19 @@ impl Symbolizer {
     }
 }
 
+/// Names one address. The resolver's debug info is loaded (and later
+/// freed) outside the service's heap totals; the frames returned are copied
+/// out of that scope so that they are counted like any other memory.
 #[cfg(feature = "stacks")]
 fn resolve(addr: u64, lookup: u64) -> Vec<Frame> {
+    let raw = crate::alloc::untracked(|| resolve_untracked(addr, lookup));
+    let frames = raw.clone();
+    crate::alloc::untracked(move || drop(raw));
+    frames
+}
+
+#[cfg(feature = "stacks")]
+fn resolve_untracked(addr: u64, lookup: u64) -> Vec<Frame> {
     let mut frames = Vec::new();
     backtrace::resolve(lookup as usize as *mut std::ffi::c_void, |symbol| {
         frames.push(Frame {
