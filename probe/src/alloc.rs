@@ -135,13 +135,17 @@ static COUNTERS: [Shard; SHARDS] = [EMPTY_SHARD; SHARDS];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
+/// In a thread's slot: no shard picked yet.
+const UNSET: usize = usize::MAX >> 1;
+/// In a thread's slot: the thread is in an [`untracked`] scope.
+const UNTRACKED: usize = !(usize::MAX >> 1);
+
 thread_local! {
-    // Const-initialized and without a destructor: reading it never allocates,
-    // which matters because the allocator itself reads it.
-    static SHARD_INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    // Set while the probe itself works with memory it must not count as the
-    // service's (the debug info loaded to name stacks): see `untracked`.
-    static UNTRACKED: Cell<bool> = const { Cell::new(false) };
+    // The thread's shard index, plus the UNTRACKED bit, in one slot so the
+    // allocator reads one thread-local per call. Const-initialized and
+    // without a destructor: reading it never allocates, which matters
+    // because the allocator itself reads it.
+    static SLOT: Cell<usize> = const { Cell::new(UNSET) };
 }
 
 /// Runs `f` with this thread's allocations and frees left out of the
@@ -151,39 +155,46 @@ thread_local! {
 /// Every allocation made in such a scope must be freed in such a scope too,
 /// or the totals drift.
 pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    let was = UNTRACKED.try_with(|u| u.replace(true)).unwrap_or(false);
+    let was = SLOT.try_with(|slot| slot.replace(slot.get() | UNTRACKED) & UNTRACKED);
     let result = f();
-    let _ = UNTRACKED.try_with(|u| u.set(was));
+    if was == Ok(0) {
+        let _ = SLOT.try_with(|slot| slot.set(slot.get() & !UNTRACKED));
+    }
     result
 }
 
-#[inline]
+#[cfg(test)]
 fn is_untracked() -> bool {
-    UNTRACKED.try_with(Cell::get).unwrap_or(false)
+    SLOT.try_with(|slot| slot.get() & UNTRACKED != 0)
+        .unwrap_or(false)
 }
 
+/// This thread's shard, or `None` inside an [`untracked`] scope.
 #[inline]
-fn shard() -> &'static Shard {
-    let index = SHARD_INDEX
-        .try_with(|cell| {
-            let mut index = cell.get();
-            if index == usize::MAX {
-                index = NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS;
-                cell.set(index);
+fn shard() -> Option<&'static Shard> {
+    let index = SLOT
+        .try_with(|slot| {
+            let value = slot.get();
+            if value & UNTRACKED != 0 {
+                return None;
             }
-            index
+            if value == UNSET {
+                let index = NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS;
+                slot.set(index);
+                return Some(index);
+            }
+            Some(value)
         })
         // During thread teardown the slot may be gone; shard 0 is as good as any.
-        .unwrap_or(0);
-    &COUNTERS[index]
+        .unwrap_or(Some(0))?;
+    Some(&COUNTERS[index])
 }
 
 #[inline]
 fn record_alloc(size: usize) {
-    if is_untracked() {
+    let Some(shard) = shard() else {
         return;
-    }
-    let shard = shard();
+    };
     shard.allocated_bytes.fetch_add(size as u64, Relaxed);
     shard.allocations.fetch_add(1, Relaxed);
     if !INSTALLED.load(Relaxed) {
@@ -193,10 +204,9 @@ fn record_alloc(size: usize) {
 
 #[inline]
 fn record_free(size: usize) {
-    if is_untracked() {
+    let Some(shard) = shard() else {
         return;
-    }
-    let shard = shard();
+    };
     shard.freed_bytes.fetch_add(size as u64, Relaxed);
     shard.frees.fetch_add(1, Relaxed);
 }

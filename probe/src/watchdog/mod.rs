@@ -528,6 +528,14 @@ mod tests {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn two_workers() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     struct StopOnDrop(Arc<AtomicBool>);
 
     impl Drop for StopOnDrop {
@@ -578,11 +586,7 @@ mod tests {
     #[test]
     fn infers_the_thread_of_a_worker_stuck_before_the_census_saw_it() {
         let _serial = one_at_a_time();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = two_workers();
         let stop = Arc::new(AtomicBool::new(false));
         // Ends the spin even if an assertion fails, or dropping the runtime
         // would wait for it forever.
@@ -609,11 +613,7 @@ mod tests {
     #[test]
     fn flags_a_spinning_and_a_blocking_poll_and_their_recovery() {
         let _serial = one_at_a_time();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = two_workers();
         let runtimes = WatchedRuntimes::default();
         runtimes.add(runtime.handle().clone());
         let mut watchdog = Watchdog::new(Duration::from_millis(300), runtimes);
