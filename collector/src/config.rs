@@ -77,6 +77,11 @@ pub struct Config {
     /// The socket, fd and task leak and crash loop detectors' window and
     /// thresholds.
     pub leaks: LeakSettings,
+    /// Directories searched first, by build ID, for the debug info that
+    /// names the probes' stacks (`.build-id/ab/cdef….debug`, or a debuginfod
+    /// cache's `abcdef…/debuginfo`): how stripped binaries, and binaries
+    /// of other hosts or images, get function, file and line.
+    pub debuginfo_dirs: Vec<PathBuf>,
 }
 
 impl Config {
@@ -100,6 +105,7 @@ impl Config {
             detect_interval: Duration::from_secs(5),
             memory: MemorySettings::default(),
             leaks: LeakSettings::default(),
+            debuginfo_dirs: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use meshwatch_proto::v1::HeapSite;
+use meshwatch_proto::v1::{Frame, HeapSite};
 use serde::{Deserialize, Serialize};
 
 /// Sites kept per instance: the probe sends 32 per snapshot.
@@ -72,7 +72,9 @@ impl SiteHistory {
         const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/"];
         const LIBRARY: &[&str] = &["alloc::", "core::", "std::", "hashbrown::"];
         let own = |f: &&SiteFrame| {
-            if f.file.is_empty() {
+            if crate::naming::is_unnamed(&f.function) {
+                false
+            } else if f.file.is_empty() {
                 let name = f.function.trim_start_matches('<');
                 !name.is_empty() && !LIBRARY.iter().any(|lib| name.starts_with(lib))
             } else {
@@ -90,6 +92,44 @@ impl SiteHistory {
     pub fn live_bytes(&self) -> f64 {
         self.points.back().map_or(0.0, |p| p.live_bytes)
     }
+}
+
+/// Frames searched for the allocator's own, among the innermost.
+const ALLOCATOR_FRAMES_SEARCH: usize = 16;
+/// Frames kept per site once the allocator's are trimmed.
+const SITE_FRAMES_KEPT: usize = 24;
+
+/// A site's named stack (innermost first, as captured inside the
+/// allocator) without the frames of the unwinder, the probe and the
+/// allocator, so its first frame is the code that asked for memory (or the
+/// container that grew for it).
+///
+/// The boundary is the last of the innermost frames that is the profiler's
+/// or the global allocator's entry point (`__rust_alloc` and kin), plus the
+/// `alloc::alloc` functions right above it; deeper frames are the caller's,
+/// whatever their names.
+pub(crate) fn allocating_frames(mut frames: Vec<Frame>) -> Vec<Frame> {
+    const ENTRY: &[&str] = &[
+        "meshwatch_probe::heap::",
+        "meshwatch_probe::alloc::",
+        "__rust_alloc",
+        "__rust_realloc",
+        "__rdl_",
+        "__rg_",
+    ];
+    const WRAPPERS: &[&str] = &["alloc::alloc::", "<alloc::alloc::Global"];
+    let matches = |f: &Frame, marks: &[&str]| marks.iter().any(|m| f.function.contains(m));
+    let mut skip = frames
+        .iter()
+        .take(ALLOCATOR_FRAMES_SEARCH)
+        .rposition(|f| matches(f, ENTRY))
+        .map_or(0, |i| i + 1);
+    while frames.get(skip).is_some_and(|f| matches(f, WRAPPERS)) {
+        skip += 1;
+    }
+    frames.drain(..skip.min(frames.len()));
+    frames.truncate(SITE_FRAMES_KEPT);
+    frames
 }
 
 /// Every instance's site histories.
@@ -189,11 +229,36 @@ fn truncate(text: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use meshwatch_proto::v1::Frame;
+
+    #[test]
+    fn trims_the_allocator_frames_only() {
+        let frames = [
+            "backtrace::backtrace::trace_unsynchronized",
+            "meshwatch_probe::heap::capture::capture",
+            "<meshwatch_probe::alloc::TrackingAllocator<A> as core::alloc::global::GlobalAlloc>::alloc",
+            "__rustc::__rust_alloc",
+            "alloc::alloc::alloc",
+            "alloc::raw_vec::RawVec<T,A>::allocate_in",
+            "my_service::cache::remember",
+            "alloc::alloc::exchange_malloc_in_a_caller_far_away",
+        ]
+        .map(|function| Frame {
+            function: function.to_owned(),
+            ..Frame::default()
+        });
+        let names: Vec<String> = allocating_frames(frames.to_vec())
+            .into_iter()
+            .map(|f| f.function)
+            .collect();
+        assert_eq!(names[0], "alloc::raw_vec::RawVec<T,A>::allocate_in");
+        assert_eq!(names[1], "my_service::cache::remember");
+        assert_eq!(names.len(), 3);
+    }
 
     fn site(id: u64, live: u64, with_frames: bool) -> HeapSite {
         HeapSite {
             id,
+            stack: None,
             live_bytes: live,
             live_objects: 1,
             allocated_bytes_total: live * 2,

@@ -264,13 +264,17 @@ impl Connection {
                 return Ok(());
             };
             match message.kind {
-                Some(probe_message::Kind::Snapshot(snapshot)) => {
+                Some(probe_message::Kind::Snapshot(mut snapshot)) => {
+                    shared.namer.snapshot(hello.pid, &mut snapshot).await;
                     shared
                         .lock()
                         .snapshot(&hello.instance_id, conn_id, snapshot, now_ms());
                 }
-                Some(probe_message::Kind::Event(event)) => {
+                Some(probe_message::Kind::Event(mut event)) => {
                     log_event(&hello, &event);
+                    if let Some(event::Kind::StuckPoll(stuck)) = &mut event.kind {
+                        shared.namer.stuck_poll(hello.pid, stuck).await;
+                    }
                     shared
                         .lock()
                         .event(&hello.instance_id, conn_id, event, now_ms());

@@ -9,12 +9,14 @@ pub mod heap_sites;
 mod history;
 pub mod incidents;
 mod ingest;
+mod naming;
 mod prom;
 pub mod registry;
 pub mod series;
 mod state;
 mod store;
 mod stuck;
+mod stuck_samples;
 pub mod views;
 
 use std::net::SocketAddr;

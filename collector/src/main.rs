@@ -62,6 +62,12 @@ struct Cli {
     /// 600 (10 minutes).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..))]
     leak_window_secs: Option<u64>,
+
+    /// A directory of debug info, looked up by build ID before a binary's
+    /// own path (`.build-id/ab/cdef….debug` as GDB reads it, or a debuginfod
+    /// cache): names the stacks of stripped or remote binaries. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    debuginfo_dir: Vec<PathBuf>,
 }
 
 /// The environment variable holding the token when no --token-file is given;
@@ -155,6 +161,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config.leaks.crash_window = Duration::from_secs(secs);
         config.detect_interval = config.detect_interval.min(config.leaks.window / 12);
     }
+
+    config.debuginfo_dirs = cli.debuginfo_dir.clone();
 
     let mut signals = StopSignals::install()?;
     let collector = meshwatch_collector::start(config).await?;

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::detect::{DetectorSet, Stores};
 use crate::heap_sites::HeapSiteStore;
 use crate::incidents::IncidentBook;
+use crate::naming::Namer;
 use crate::registry::{ConnId, InstanceState, Registry, RegistryLimits};
 use crate::series::{Metric, Sample, SeriesStore};
 use crate::store::{HistoryRow, Store};
@@ -236,6 +237,8 @@ pub(crate) struct Shared {
     /// The persistent history; its calls block, so run them off the runtime.
     pub(crate) store: std::sync::Arc<Store>,
     pub(crate) stats: CollectorStats,
+    /// Names the raw stacks probes send, off the lock and off the runtime.
+    pub(crate) namer: Namer,
     state: Mutex<State>,
 }
 
@@ -245,6 +248,7 @@ impl Shared {
             state: Mutex::new(State::new(&config)),
             store: std::sync::Arc::new(store),
             stats: CollectorStats::default(),
+            namer: Namer::start(config.debuginfo_dirs.clone()),
             config,
         }
     }

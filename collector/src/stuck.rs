@@ -12,6 +12,7 @@ use meshwatch_proto::v1::{Frame, StuckPoll, StuckPollClass, StuckPollState};
 use serde_json::{Value, json};
 
 use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind, Severity};
+use crate::stuck_samples::is_runtime;
 
 /// The incident kinds this module owns.
 const KINDS: [IncidentKind; 2] = [IncidentKind::RunawayLoop, IncidentKind::BlockedWorker];
@@ -102,8 +103,8 @@ fn top_function(stuck: &StuckPoll) -> Option<&Frame> {
     stuck
         .frames
         .iter()
-        .find(|f| !f.is_runtime())
-        .or(hot_leaf.filter(|f| !f.is_runtime()))
+        .find(|f| !is_runtime(f))
+        .or(hot_leaf.filter(|f| !is_runtime(f)))
 }
 
 fn describe(frame: &Frame) -> String {

@@ -136,65 +136,36 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 /// In a thread's slot: no shard picked yet.
-const UNSET: usize = usize::MAX >> 1;
-/// In a thread's slot: the thread is in an [`untracked`] scope.
-const UNTRACKED: usize = !(usize::MAX >> 1);
+const UNSET: usize = usize::MAX;
 
 thread_local! {
-    // The thread's shard index, plus the UNTRACKED bit, in one slot so the
-    // allocator reads one thread-local per call. Const-initialized and
-    // without a destructor: reading it never allocates, which matters
-    // because the allocator itself reads it.
+    // The thread's shard index. Const-initialized and without a destructor:
+    // reading it never allocates, which matters because the allocator
+    // itself reads it.
     static SLOT: Cell<usize> = const { Cell::new(UNSET) };
 }
 
-/// Runs `f` with this thread's allocations and frees left out of the
-/// service's heap totals. The probe loads and frees the debug info that
-/// names stacks (tens of MiB) this way, so that naming shows neither as
-/// the service's memory nor, as it is loaded and released, as a climb.
-/// Every allocation made in such a scope must be freed in such a scope too,
-/// or the totals drift.
-pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
-    let was = SLOT.try_with(|slot| slot.replace(slot.get() | UNTRACKED) & UNTRACKED);
-    let result = f();
-    if was == Ok(0) {
-        let _ = SLOT.try_with(|slot| slot.set(slot.get() & !UNTRACKED));
-    }
-    result
-}
-
-#[cfg(test)]
-fn is_untracked() -> bool {
-    SLOT.try_with(|slot| slot.get() & UNTRACKED != 0)
-        .unwrap_or(false)
-}
-
-/// This thread's shard, or `None` inside an [`untracked`] scope.
+/// This thread's shard.
 #[inline]
-fn shard() -> Option<&'static Shard> {
+fn shard() -> &'static Shard {
     let index = SLOT
         .try_with(|slot| {
             let value = slot.get();
-            if value & UNTRACKED != 0 {
-                return None;
-            }
             if value == UNSET {
                 let index = NEXT_SHARD.fetch_add(1, Relaxed) % SHARDS;
                 slot.set(index);
-                return Some(index);
+                return index;
             }
-            Some(value)
+            value
         })
         // During thread teardown the slot may be gone; shard 0 is as good as any.
-        .unwrap_or(Some(0))?;
-    Some(&COUNTERS[index])
+        .unwrap_or(0);
+    &COUNTERS[index]
 }
 
 #[inline]
 fn record_alloc(size: usize) {
-    let Some(shard) = shard() else {
-        return;
-    };
+    let shard = shard();
     shard.allocated_bytes.fetch_add(size as u64, Relaxed);
     shard.allocations.fetch_add(1, Relaxed);
     if !INSTALLED.load(Relaxed) {
@@ -204,9 +175,7 @@ fn record_alloc(size: usize) {
 
 #[inline]
 fn record_free(size: usize) {
-    let Some(shard) = shard() else {
-        return;
-    };
+    let shard = shard();
     shard.freed_bytes.fetch_add(size as u64, Relaxed);
     shard.frees.fetch_add(1, Relaxed);
 }
@@ -272,19 +241,6 @@ mod tests {
         assert_eq!(after.freed_bytes - before.freed_bytes, 4000);
         assert_eq!(after.allocations - before.allocations, 2);
         assert_eq!(after.frees - before.frees, 2);
-    }
-
-    #[test]
-    fn untracked_scopes_are_left_out_of_the_totals() {
-        let alloc = TrackingAllocator::system();
-        let layout = Layout::from_size_align(4096, 8).unwrap();
-        let before = heap_totals();
-        // SAFETY: a valid layout; the block is freed with it.
-        untracked(|| unsafe { alloc.dealloc(alloc.alloc(layout), layout) });
-        let after = heap_totals();
-        assert_eq!(after.allocated_bytes, before.allocated_bytes);
-        assert_eq!(after.freed_bytes, before.freed_bytes);
-        assert!(!is_untracked(), "the scope ends with the closure");
     }
 
     #[test]

@@ -13,7 +13,6 @@
 #![warn(missing_docs)]
 
 mod frame;
-mod frames;
 
 pub use frame::{DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, FrameDecoder, FrameError, encode_frame};
 

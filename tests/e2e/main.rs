@@ -8,6 +8,7 @@ mod cli_help;
 mod history;
 mod leaks;
 mod memory;
+mod naming;
 mod registry;
 mod status_cli;
 mod stuck;

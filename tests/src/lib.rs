@@ -291,6 +291,26 @@ impl Service {
         extra_args: &[&str],
         extra_envs: &[(&str, &str)],
     ) -> Self {
+        Self::start_binary(
+            collector,
+            "mesh-service",
+            name,
+            workers,
+            extra_args,
+            extra_envs,
+        )
+    }
+
+    /// Like [`Service::start_with`], running `bin`: a binary of the
+    /// workspace by name, or any path (a stripped copy of `mesh-service`).
+    pub fn start_binary(
+        collector: &Collector,
+        bin: &str,
+        name: &str,
+        workers: usize,
+        extra_args: &[&str],
+        extra_envs: &[(&str, &str)],
+    ) -> Self {
         let workers = workers.to_string();
         let mut envs = vec![
             ("MESHWATCH_COLLECTOR", collector.ingest.as_str()),
@@ -302,8 +322,7 @@ impl Service {
         envs.extend_from_slice(extra_envs);
         let mut args = vec!["--name", name, "--workers", &workers];
         args.extend_from_slice(extra_args);
-        let (process, http) =
-            Process::start("mesh-service", &args, &envs, "mesh-service listening http=");
+        let (process, http) = Process::start(bin, &args, &envs, "mesh-service listening http=");
         Self { process, http }
     }
 

@@ -20,7 +20,12 @@ pub(crate) fn capture() -> Stack {
     // on Linux the unwinder may run on several threads at once.
     unsafe {
         backtrace::trace_unsynchronized(|frame| {
-            stack.frames[stack.depth] = frame.ip() as usize;
+            // The outermost frame's is 0: the end of the stack.
+            let ip = frame.ip() as usize;
+            if ip == 0 {
+                return false;
+            }
+            stack.frames[stack.depth] = ip;
             stack.depth += 1;
             stack.depth < super::table::MAX_DEPTH
         });

@@ -84,6 +84,7 @@ impl Sampler {
             stats.live_samples = report.live_samples;
             stats.samples_dropped_total = report.samples_dropped;
             snapshot.heap_sites = report.sites;
+            snapshot.modules = report.modules;
         }
         snapshot.heap = Some(stats);
         counters.set_sample_duration(started.elapsed());

@@ -13,7 +13,6 @@
 //! samples), and when its counters move again (`RECOVERED`).
 
 mod census;
-mod namer;
 mod report;
 mod rule;
 
@@ -31,10 +30,9 @@ use crate::config::Config;
 use crate::identity::now_unix_ms;
 use crate::outbox::Outbox;
 use crate::sampler::WatchedRuntimes;
-use crate::stack::StackSampler;
+use crate::stack::{ModuleMap, StackSampler};
 use crate::stats::ProbeCounters;
 use census::Census;
-use namer::Namer;
 use report::Samples;
 use rule::{Class, ThreadTimes, ThreadUse, Verdict, WorkerCounters, WorkerWatch};
 
@@ -120,7 +118,7 @@ struct Watchdog {
     watches: HashMap<(u32, u32), WorkerWatch>,
     periods: HashMap<(u32, u32), Period>,
     stacks: StackSampler,
-    namer: Namer,
+    modules: ModuleMap,
     process: Option<Process>,
 }
 
@@ -133,7 +131,7 @@ impl Watchdog {
             watches: HashMap::new(),
             periods: HashMap::new(),
             stacks: StackSampler::new(),
-            namer: Namer::default(),
+            modules: ModuleMap::default(),
             process: Process::myself().ok(),
         }
     }
@@ -141,11 +139,6 @@ impl Watchdog {
     /// Looks at every worker once; returns the events to send.
     fn tick(&mut self, now: Instant) -> Vec<StuckPoll> {
         let mut events = Vec::new();
-        for named in self.namer.named() {
-            if let Some(period) = self.periods.values_mut().find(|p| p.key == named.key) {
-                period.samples.push(named.frames);
-            }
-        }
         for (runtime_id, handle) in self.runtimes.handles() {
             self.census.refresh(runtime_id, &handle, now);
             let metrics = handle.metrics();
@@ -172,7 +165,7 @@ impl Watchdog {
                         if let Some(period) = self.periods.remove(&id)
                             && let Some(last) = &period.last_event
                         {
-                            events.push(recovered(&period, last));
+                            events.push(recovered(&period, last, &mut self.modules));
                         }
                     }
                     Verdict::Frozen { since } => {
@@ -234,9 +227,8 @@ impl Watchdog {
             .and_then(|p| p.tid)
             .and_then(|t| self.thread_times(t));
         let period = self.periods.get_mut(&id)?;
-        // Report at once, before the first stack sample (naming it can take
-        // a while the first time); again as soon as the first sample is in,
-        // then every REFRESH.
+        // Report at once, before the first stack sample; again as soon as
+        // the first sample is in, then every REFRESH.
         let first_stack = period
             .last_event
             .as_ref()
@@ -253,7 +245,7 @@ impl Watchdog {
             }
         };
         period.last_report = Some(now);
-        let event = build_event(period, id, state, frozen_for, times);
+        let event = build_event(period, id, state, frozen_for, times, &mut self.modules);
         period.last_event = Some(event.clone());
         Some(event)
     }
@@ -270,12 +262,7 @@ impl Watchdog {
         };
         period.last_sample = Some(now);
         match self.stacks.sample(tid) {
-            Ok(addrs) => {
-                if !self.namer.submit(&period.key, addrs) {
-                    period.samples.last_error =
-                        Some("a stack sample was dropped: the namer is behind".to_owned());
-                }
-            }
+            Ok(addrs) => period.samples.push(addrs),
             Err(err) => {
                 period.capture_abandoned = true;
                 period.samples.last_error = Some(err.to_string());
@@ -407,15 +394,14 @@ fn exact_verdict(
     None
 }
 
-/// The last report of a period, marked recovered, with the samples named
+/// The last report of a period, marked recovered, with the samples taken
 /// since.
-fn recovered(period: &Period, last: &StuckPoll) -> StuckPoll {
-    let common = period.samples.common_frames();
+fn recovered(period: &Period, last: &StuckPoll, modules: &mut ModuleMap) -> StuckPoll {
     StuckPoll {
         state: StuckPollState::Recovered.into(),
-        caveat: report::caveat(&period.samples, &common, &[], period.exact),
-        frames: common,
-        hot_frames: period.samples.hot_frames(),
+        caveat: report::caveat(&period.samples, &[], period.exact),
+        samples: period.samples.raw(),
+        modules: modules.modules_for(period.samples.addresses()),
         stack_samples: period.samples.taken,
         ..last.clone()
     }
@@ -428,6 +414,7 @@ fn build_event(
     state: StuckPollState,
     frozen_for: Duration,
     end: Option<(ThreadTimes, Instant)>,
+    modules: &mut ModuleMap,
 ) -> StuckPoll {
     let mut notes = Vec::new();
     let usage = match (period.start, end) {
@@ -464,8 +451,7 @@ fn build_event(
         (None, Some(usage)) => *period.class.insert(rule::classify(usage)),
         (None, None) => Class::BlockedWorker,
     };
-    let common = period.samples.common_frames();
-    let caveat = report::caveat(&period.samples, &common, &notes, period.exact);
+    let caveat = report::caveat(&period.samples, &notes, period.exact);
     StuckPoll {
         key: period.key.clone(),
         state: state.into(),
@@ -481,10 +467,11 @@ fn build_event(
         stuck_for_ms: u64::try_from(frozen_for.as_millis()).unwrap_or(u64::MAX),
         cpu_percent: usage.map_or(0.0, |u| u.cpu_percent),
         spawn_location: period.spawn_location.clone(),
-        frames: common,
-        hot_frames: period.samples.hot_frames(),
         stack_samples: period.samples.taken,
         caveat,
+        samples: period.samples.raw(),
+        modules: modules.modules_for(period.samples.addresses()),
+        ..StuckPoll::default()
     }
 }
 
@@ -631,28 +618,40 @@ mod tests {
             let stop = stop.clone();
             runtime.spawn(async move { spin_until(&stop) })
         };
-        // Refreshes come every second; the first with a named stack may take
-        // longer when the machine is loaded (loading the debug info).
-        let named = |e: &StuckPoll| {
+        // Refreshes come every second; the first with a stack as soon as a
+        // sample is in.
+        let sampled = |e: &StuckPoll| {
             e.state() == StuckPollState::StillStuck
                 && (e.stack_samples > 0 || !cfg!(feature = "stacks"))
         };
-        let events = run_watchdog(&mut watchdog, |e| e.iter().any(named));
+        let events = run_watchdog(&mut watchdog, |e| e.iter().any(sampled));
         let stuck = flagged(&events, StuckPollState::Stuck).unwrap();
         assert_eq!(stuck.class(), StuckPollClass::RunawayLoop, "{stuck:#?}");
         assert!(stuck.cpu_percent > 30.0, "{stuck:#?}");
         assert!(stuck.stuck_for_ms >= 300);
         assert_ne!(stuck.tid, 0);
-        let still = events.iter().find(|e| named(e)).unwrap();
+        let still = events.iter().find(|e| sampled(e)).unwrap();
         assert_eq!(still.key, stuck.key);
         if cfg!(feature = "stacks") {
+            // Raw samples for the collector to name: the spinning function
+            // at the leaf (or up to two frames above it, in a debug
+            // build), in a module the event describes.
+            let entry = spin_until as *const () as u64;
+            let sample = still.samples.last().unwrap();
+            assert!(
+                sample.addresses[..3.min(sample.addresses.len())]
+                    .iter()
+                    .any(|a| (entry..entry + 4096).contains(a)),
+                "{still:#x?}"
+            );
             assert!(
                 still
-                    .frames
+                    .modules
                     .iter()
-                    .any(|f| f.function.contains("spin_until")),
-                "{still:#?}"
+                    .any(|m| (m.start..m.end).contains(&sample.addresses[0])),
+                "{still:#x?}"
             );
+            assert!(still.frames.is_empty(), "the probe names nothing");
         }
         stop.store(true, Ordering::Relaxed);
         runtime.block_on(spinner).unwrap();

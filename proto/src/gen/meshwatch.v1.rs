@@ -126,6 +126,10 @@ pub struct Snapshot {
     /// /proc/self/net/tcp and tcp6 by inode.
     #[prost(message, optional, tag = "9")]
     pub sockets: ::core::option::Option<SocketStats>,
+    /// The loaded objects that hold the addresses of this snapshot's raw
+    /// stacks (`HeapSite.stack`), so the collector can name them.
+    #[prost(message, repeated, tag = "10")]
+    pub modules: ::prost::alloc::vec::Vec<Module>,
 }
 /// The TCP sockets the process holds, aggregated so the snapshot stays small
 /// whatever the number of connections. Leaks show as counts that keep rising:
@@ -346,9 +350,15 @@ pub struct HeapSite {
     /// The stack, innermost (the allocating call) first, without the
     /// allocator's own frames. Sent when the site is first reported and again
     /// from time to time, empty otherwise, so that snapshots stay small: the
-    /// collector keeps the last frames it received for each site.
+    /// collector keeps the last frames it received for each site. Probes that
+    /// send `stack` leave it empty: the collector names `stack` into it.
     #[prost(message, repeated, tag = "6")]
     pub frames: ::prost::alloc::vec::Vec<Frame>,
+    /// The stack as raw return addresses, innermost first, allocator frames
+    /// included, sent when `frames` would be. The collector names it with the
+    /// snapshot's `modules`, so that the service never loads debug info.
+    #[prost(message, optional, tag = "7")]
+    pub stack: ::core::option::Option<RawStack>,
 }
 /// The probe's own health, so that its gaps are visible rather than silent.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -426,6 +436,15 @@ pub struct StuckPoll {
     /// What the probe could not tell apart, said plainly rather than guessed.
     #[prost(string, tag = "14")]
     pub caveat: ::prost::alloc::string::String,
+    /// The latest stack samples as raw addresses, leaf first, the leaf the
+    /// exact instruction and every other address a return address. Probes
+    /// that send them leave `frames` and `hot_frames` empty: the collector
+    /// names the samples with `modules` and derives both.
+    #[prost(message, repeated, tag = "15")]
+    pub samples: ::prost::alloc::vec::Vec<RawStack>,
+    /// The loaded objects that hold the samples' addresses.
+    #[prost(message, repeated, tag = "16")]
+    pub modules: ::prost::alloc::vec::Vec<Module>,
 }
 /// One symbolized stack frame.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -438,6 +457,35 @@ pub struct Frame {
     pub line: u32,
     #[prost(uint64, tag = "4")]
     pub address: u64,
+}
+/// Code addresses of one stack, innermost first, not yet named.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RawStack {
+    #[prost(uint64, repeated, tag = "1")]
+    pub addresses: ::prost::alloc::vec::Vec<u64>,
+}
+/// A loaded object file (the executable or a shared library) as the probe's
+/// loader mapped it: what the collector needs to name addresses inside it
+/// without the service loading any debug info.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Module {
+    /// The path the loader opened, in the service's mount namespace; the
+    /// executable's is `/proc/self/exe`'s target.
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    /// The GNU build ID note, when the object has one: it finds the object's
+    /// debug info (`--debuginfo-dir`) and proves a file on disk is the one
+    /// that was loaded.
+    #[prost(bytes = "vec", tag = "2")]
+    pub build_id: ::prost::alloc::vec::Vec<u8>,
+    /// Runtime address minus the address in the file (the loader's bias).
+    #[prost(uint64, tag = "3")]
+    pub load_bias: u64,
+    /// Runtime addresses of the object's executable segments: [start, end).
+    #[prost(uint64, tag = "4")]
+    pub start: u64,
+    #[prost(uint64, tag = "5")]
+    pub end: u64,
 }
 /// A leaf frame and the share of stack samples it was on top of.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

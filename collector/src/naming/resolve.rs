@@ -1,0 +1,327 @@
+//! Names raw addresses with `blazesym`, caching by module and address.
+//!
+//! An address is matched to the module whose executable range holds it,
+//! turned into the address in the file by the module's load bias, and looked
+//! up in that file's DWARF (function, file and line, inlined calls
+//! included), falling back to its symbol table. Frames that cannot be named
+//! say which module and offset they are, never nothing:
+//! `libfoo.so.1+0x1a2b`, or the bare address when no module holds it.
+//!
+//! The parsed debug info lives here, in the collector, once per file; the
+//! services it belongs to never load it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer};
+use meshwatch_proto::v1::{Frame, Module};
+
+use super::locate::{LocateError, locate};
+
+/// Named addresses remembered before the cache is cleared: far above the
+/// distinct code addresses of a host's hot paths, and a bound on memory.
+const MAX_CACHED_ADDRESSES: usize = 64 * 1024;
+/// Module lookups remembered before that cache is cleared.
+const MAX_CACHED_MODULES: usize = 4096;
+
+/// Whether an address is the exact instruction a thread was executing (the
+/// leaf of a stack taken from a signal's context) or a return address, which
+/// points just past the call and is looked up one byte earlier so that the
+/// line is the call's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AddressKind {
+    Exact,
+    Return,
+}
+
+/// A module as one probe described it, identified for the caches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ModuleKey {
+    path: String,
+    build_id: Vec<u8>,
+}
+
+/// Names addresses; lives on the naming thread (blazesym's symbolizer is
+/// neither `Send` nor `Sync`).
+pub(crate) struct Resolver {
+    symbolizer: Symbolizer,
+    debuginfo_dirs: Vec<PathBuf>,
+    /// Where each module's names come from, or why they cannot.
+    files: HashMap<(u32, ModuleKey), Result<PathBuf, LocateError>>,
+    /// Frames per (file, address in the file, kind), innermost first.
+    frames: HashMap<(PathBuf, u64, AddressKind), Vec<Frame>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("debuginfo_dirs", &self.debuginfo_dirs)
+            .field("files", &self.files.len())
+            .field("frames", &self.frames.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    pub(crate) fn new(debuginfo_dirs: Vec<PathBuf>) -> Self {
+        let symbolizer = Symbolizer::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            // A binary replaced on disk is re-read, not served stale.
+            .enable_auto_reload(true)
+            .set_debug_dirs(Some(
+                debuginfo_dirs
+                    .iter()
+                    .cloned()
+                    .chain(["/usr/lib/debug".into(), "/lib/debug".into()]),
+            ))
+            .build();
+        Self {
+            symbolizer,
+            debuginfo_dirs,
+            files: HashMap::new(),
+            frames: HashMap::new(),
+        }
+    }
+
+    /// The frames of a whole stack, leaf first, where `addrs[0]` is of
+    /// `leaf_kind` and every other address is a return address. `pid` is
+    /// the process that loaded `modules`, in its own PID namespace.
+    pub(crate) fn stack(
+        &mut self,
+        pid: u32,
+        modules: &[Module],
+        addrs: &[u64],
+        leaf_kind: AddressKind,
+    ) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(addrs.len());
+        for (i, &addr) in addrs.iter().enumerate() {
+            let kind = if i == 0 {
+                leaf_kind
+            } else {
+                AddressKind::Return
+            };
+            frames.extend(self.frames(pid, modules, addr, kind));
+        }
+        frames
+    }
+
+    /// The frames at one address, innermost first; never empty.
+    fn frames(&mut self, pid: u32, modules: &[Module], addr: u64, kind: AddressKind) -> Vec<Frame> {
+        let Some(module) = modules.iter().find(|m| (m.start..m.end).contains(&addr)) else {
+            return unnamed_stack(modules, &[addr]);
+        };
+        let offset = addr.wrapping_sub(module.load_bias);
+        let Ok(file) = self.file(pid, module) else {
+            return unnamed_stack(modules, &[addr]);
+        };
+        let key = (file, offset, kind);
+        if let Some(frames) = self.frames.get(&key) {
+            // Cached from any process that loaded this file: the same names,
+            // at this process's address.
+            return frames
+                .iter()
+                .map(|f| Frame {
+                    address: addr,
+                    ..f.clone()
+                })
+                .collect();
+        }
+        if self.frames.len() >= MAX_CACHED_ADDRESSES {
+            self.frames.clear();
+        }
+        let lookup = match kind {
+            AddressKind::Exact => offset,
+            AddressKind::Return => offset.saturating_sub(1),
+        };
+        let source = Source::Elf(Elf::new(&key.0));
+        let named = match self
+            .symbolizer
+            .symbolize_single(&source, Input::VirtOffset(lookup))
+        {
+            Ok(Symbolized::Sym(sym)) => {
+                let mut frames: Vec<Frame> = sym
+                    .inlined
+                    .iter()
+                    .rev()
+                    .map(|inlined| frame(&inlined.name, inlined.code_info.as_ref(), addr))
+                    .collect();
+                frames.push(frame(&sym.name, sym.code_info.as_deref(), addr));
+                frames
+            }
+            Ok(Symbolized::Unknown(_)) | Err(_) => unnamed_stack(modules, &[addr]),
+        };
+        self.frames.insert(key, named.clone());
+        named
+    }
+
+    /// The file for `module`, found once per process and module.
+    fn file(&mut self, pid: u32, module: &Module) -> Result<PathBuf, LocateError> {
+        let key = (
+            pid,
+            ModuleKey {
+                path: module.path.clone(),
+                build_id: module.build_id.clone(),
+            },
+        );
+        if let Some(found) = self.files.get(&key) {
+            return found.clone();
+        }
+        if self.files.len() >= MAX_CACHED_MODULES {
+            self.files.clear();
+        }
+        let found = locate(&module.path, &module.build_id, pid, &self.debuginfo_dirs);
+        if let Err(error) = &found {
+            tracing::info!(%error, "frames in this module are shown as module+offset");
+        }
+        self.files.insert(key, found.clone());
+        found
+    }
+}
+
+fn frame(name: &str, code: Option<&CodeInfo<'_>>, addr: u64) -> Frame {
+    Frame {
+        function: name.to_owned(),
+        file: code
+            .map(|c| c.to_path().display().to_string())
+            .unwrap_or_default(),
+        line: code.and_then(|c| c.line).unwrap_or(0),
+        address: addr,
+    }
+}
+
+/// A frame that could not be named: its module and offset (the address in
+/// the file, as `addr2line -e MODULE` takes it), or the bare address.
+fn unnamed(addr: u64, module: Option<(&Module, u64)>) -> Frame {
+    let function = match module {
+        Some((module, offset)) => {
+            let name = module.path.rsplit('/').next().unwrap_or(&module.path);
+            format!("{name}+{offset:#x}")
+        }
+        None => format!("{addr:#x}"),
+    };
+    Frame {
+        function,
+        address: addr,
+        ..Frame::default()
+    }
+}
+
+/// The frames of a stack named by module and offset only: what a message
+/// carries when the naming thread cannot answer in time.
+pub(crate) fn unnamed_stack(modules: &[Module], addrs: &[u64]) -> Vec<Frame> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let module = modules.iter().find(|m| (m.start..m.end).contains(&addr));
+            unnamed(addr, module.map(|m| (m, addr.wrapping_sub(m.load_bias))))
+        })
+        .collect()
+}
+
+/// Whether a frame's function name is one [`Resolver`] gives to a frame it
+/// could not name (or empty, as from a probe without names).
+pub(crate) fn is_unnamed(name: &str) -> bool {
+    name.is_empty()
+        || name.starts_with("0x")
+        || name.rsplit_once("+0x").is_some_and(|(module, offset)| {
+            !module.contains("::") && u64::from_str_radix(offset, 16).is_ok()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_function_with_a_distinctive_name() -> u64 {
+        std::hint::black_box(7)
+    }
+
+    /// This test binary as a probe would describe it, worked out by
+    /// blazesym's own normalizer (an independent reading of the process's
+    /// mappings): the executable mapping holding `addr`, and the bias from
+    /// runtime address to the address in the file.
+    fn own_module(addr: u64) -> Module {
+        use blazesym::helper::ElfResolver;
+        use blazesym::normalize::Normalizer;
+        use blazesym::symbolize::TranslateFileOffset as _;
+
+        let normalizer = Normalizer::new();
+        let normalized = normalizer
+            .normalize_user_addrs(blazesym::Pid::Slf, &[addr])
+            .unwrap();
+        let (file_offset, meta) = normalized.outputs[0];
+        let elf = normalized.meta[meta].as_elf().unwrap();
+        let virt = ElfResolver::open(&elf.path)
+            .unwrap()
+            .file_offset_to_virt_offset(file_offset)
+            .unwrap()
+            .unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let (start, end) = maps
+            .lines()
+            .filter_map(|line| line.split_whitespace().next()?.split_once('-'))
+            .map(|(a, b)| {
+                (
+                    u64::from_str_radix(a, 16).unwrap(),
+                    u64::from_str_radix(b, 16).unwrap(),
+                )
+            })
+            .find(|(a, b)| (*a..*b).contains(&addr))
+            .unwrap();
+        Module {
+            path: elf.path.display().to_string(),
+            build_id: elf.build_id.as_deref().unwrap_or_default().to_vec(),
+            load_bias: addr - virt,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn names_a_function_of_this_binary_with_file_and_line() {
+        let addr = a_function_with_a_distinctive_name as *const () as u64;
+        let module = own_module(addr);
+        let mut resolver = Resolver::new(Vec::new());
+        let frames = resolver.stack(std::process::id(), &[module], &[addr], AddressKind::Exact);
+        let frame = frames.last().unwrap();
+        assert!(
+            frame
+                .function
+                .contains("a_function_with_a_distinctive_name"),
+            "{frames:?}"
+        );
+        assert!(frame.file.ends_with("resolve.rs"), "{frames:?}");
+        assert!(frame.line > 0);
+        assert!(frames.iter().all(|f| f.address == addr));
+        // Cached: the same answer without the file.
+        assert_eq!(resolver.frames.len(), 1);
+        let again = resolver.stack(
+            std::process::id(),
+            &[own_module(addr)],
+            &[addr],
+            AddressKind::Exact,
+        );
+        assert_eq!(again, frames);
+    }
+
+    #[test]
+    fn unnameable_frames_show_module_and_offset() {
+        let module = Module {
+            path: "/nowhere/libgone.so.1".to_owned(),
+            build_id: vec![0xab, 0xcd],
+            load_bias: 0x7000_0000,
+            start: 0x7000_1000,
+            end: 0x7000_9000,
+        };
+        let mut resolver = Resolver::new(Vec::new());
+        let frames = resolver.stack(1, &[module], &[0x7000_1a2b, 0x10], AddressKind::Exact);
+        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(names, ["libgone.so.1+0x1a2b", "0x10"]);
+        assert!(frames.iter().all(|f| is_unnamed(&f.function)));
+        assert!(!is_unnamed("<T as svc::Handler>::call"));
+    }
+}

@@ -1,0 +1,211 @@
+//! The evidence a stuck poll's stack samples give, once named: the frames
+//! every sample shares, the hottest leaves, and whether the samples agree on
+//! the service's code.
+//!
+//! The probe sends raw samples; this runs after [`crate::naming`] has named
+//! them. Comparing by function name rather than by address is what lets a
+//! loop caught at different instructions still count as one frame.
+
+use std::collections::HashMap;
+
+use meshwatch_proto::v1::{Frame, HotFrame, StuckPoll};
+
+/// Common frames kept, innermost first.
+const MAX_FRAMES: usize = 64;
+/// Hot leaves kept.
+const MAX_HOT: usize = 5;
+
+/// Whether a frame belongs to the Rust runtime, the standard library or the
+/// C library, or could not be named, rather than to the service's own code:
+/// the service's frames are what a person should look at first.
+pub(crate) fn is_runtime(frame: &Frame) -> bool {
+    const PREFIXES: &[&str] = &[
+        "std::", "core::", "alloc::", "tokio::", "<tokio::", "<core::", "<alloc::", "<std::", "__",
+    ];
+    const ENTRIES: &[&str] = &["start_thread", "clone", "clone3", "_start", "main"];
+    let name = frame.function.as_str();
+    crate::naming::is_unnamed(name)
+        || ENTRIES.contains(&name)
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Fills a stuck poll's `frames` and `hot_frames` from its named samples
+/// (oldest first, each leaf first), and adds to its caveat what the samples
+/// say about the rule that flagged it.
+pub(crate) fn add_evidence(stuck: &mut StuckPoll, samples: &[Vec<Frame>]) {
+    stuck.frames = common_frames(samples);
+    stuck.hot_frames = hot_frames(samples);
+    let kept = samples.len();
+    let agreement = if kept >= 2 {
+        if stuck.frames.iter().any(|f| !is_runtime(f)) {
+            format!(
+                "all {kept} stack samples share the service's frames below, consistent with one poll"
+            )
+        } else {
+            format!(
+                "the {kept} stack samples share no frame of the service's code, so this may be a run of long polls"
+            )
+        }
+    } else if kept == 1 {
+        "one stack sample so far".to_owned()
+    } else {
+        return;
+    };
+    stuck.caveat = if stuck.caveat.is_empty() {
+        agreement
+    } else {
+        format!("{}; {agreement}", stuck.caveat)
+    };
+}
+
+/// The frames every sample shares, innermost first, compared from the
+/// thread's entry inward by function name (reported with the latest
+/// sample's line).
+fn common_frames(samples: &[Vec<Frame>]) -> Vec<Frame> {
+    let Some(latest) = samples.last() else {
+        return Vec::new();
+    };
+    let shared = samples
+        .iter()
+        .map(|stack| {
+            latest
+                .iter()
+                .rev()
+                .zip(stack.iter().rev())
+                .take_while(|(a, b)| a.function == b.function)
+                .count()
+        })
+        .min()
+        .unwrap_or(0);
+    let start = latest.len() - shared;
+    latest[start..].iter().take(MAX_FRAMES).cloned().collect()
+}
+
+/// The leaf functions seen most often, hottest first.
+fn hot_frames(samples: &[Vec<Frame>]) -> Vec<HotFrame> {
+    let mut counts: HashMap<&str, (u32, &Frame)> = HashMap::new();
+    for leaf in samples.iter().filter_map(|s| s.first()) {
+        let entry = counts.entry(leaf.function.as_str()).or_insert((0, leaf));
+        entry.0 += 1;
+        entry.1 = leaf;
+    }
+    let mut hot: Vec<(u32, &Frame)> = counts.into_values().collect();
+    hot.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.function.cmp(&b.1.function)));
+    hot.into_iter()
+        .take(MAX_HOT)
+        .map(|(samples, frame)| HotFrame {
+            frame: Some(frame.clone()),
+            samples,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, line: u32) -> Frame {
+        Frame {
+            function: function.to_owned(),
+            file: "src/x.rs".to_owned(),
+            line,
+            address: u64::from(line),
+        }
+    }
+
+    fn stack(names: &[(&str, u32)]) -> Vec<Frame> {
+        names.iter().map(|&(n, l)| frame(n, l)).collect()
+    }
+
+    fn stuck(samples: &[Vec<Frame>]) -> StuckPoll {
+        let mut stuck = StuckPoll {
+            caveat: "the rule".to_owned(),
+            ..StuckPoll::default()
+        };
+        add_evidence(&mut stuck, samples);
+        stuck
+    }
+
+    #[test]
+    fn common_frames_match_by_function_from_the_root() {
+        let samples = [
+            stack(&[
+                ("svc::next_token", 10),
+                ("svc::parse", 30),
+                ("svc::handler", 50),
+                ("tokio::runtime::poll", 1),
+            ]),
+            stack(&[
+                ("svc::parse", 28),
+                ("svc::handler", 50),
+                ("tokio::runtime::poll", 1),
+            ]),
+        ];
+        let stuck = stuck(&samples);
+        let names: Vec<&str> = stuck.frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(
+            names,
+            ["svc::parse", "svc::handler", "tokio::runtime::poll"]
+        );
+        assert_eq!(stuck.frames[0].line, 28, "the latest sample's line");
+        assert!(
+            stuck.caveat.starts_with("the rule; all 2"),
+            "{}",
+            stuck.caveat
+        );
+        assert!(stuck.caveat.contains("consistent with one poll"));
+    }
+
+    #[test]
+    fn hot_frames_count_leaves_and_runtime_only_samples_say_so() {
+        let samples: Vec<Vec<Frame>> = (0..16)
+            .map(|i| {
+                let leaf = if i % 4 == 0 { "svc::b" } else { "svc::a" };
+                stack(&[(leaf, i), ("tokio::x", 1)])
+            })
+            .collect();
+        let stuck = stuck(&samples);
+        assert_eq!(
+            stuck.hot_frames[0].frame.as_ref().unwrap().function,
+            "svc::a"
+        );
+        assert_eq!(stuck.hot_frames[0].samples, 12);
+        assert_eq!(stuck.hot_frames[1].samples, 4);
+        assert_eq!(stuck.frames.len(), 1);
+        assert!(
+            stuck.caveat.contains("may be a run of long polls"),
+            "{}",
+            stuck.caveat
+        );
+    }
+
+    #[test]
+    fn no_samples_leave_the_event_as_it_was() {
+        let stuck = stuck(&[]);
+        assert!(stuck.frames.is_empty() && stuck.hot_frames.is_empty());
+        assert_eq!(stuck.caveat, "the rule");
+    }
+
+    #[test]
+    fn tells_runtime_and_unnamed_frames_from_the_services() {
+        for runtime in [
+            "",
+            "core::str::validations::next_code_point",
+            "<tokio::runtime::task::Task as Drop>::drop",
+            "std::thread::sleep",
+            "__libc_start_main",
+            "start_thread",
+            "libgone.so.1+0x1a2b",
+            "0x7f00dead",
+        ] {
+            assert!(is_runtime(&frame(runtime, 1)), "{runtime}");
+        }
+        for service in [
+            "meshwatch_examples::faults::loop_parser::parse_records",
+            "mainframe::run",
+        ] {
+            assert!(!is_runtime(&frame(service, 1)), "{service}");
+        }
+    }
+}

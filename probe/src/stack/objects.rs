@@ -1,0 +1,275 @@
+//! The object files the loader mapped into this process: the executable and
+//! its shared libraries, with their segments and build IDs.
+//!
+//! Two readers need them. The unwinder walks stacks with the unwind tables
+//! these objects carry in memory. The collector names the addresses the
+//! probe captures, and for that the probe tells it, for every object an
+//! address falls in, the path the loader opened, the GNU build ID (which
+//! finds the debug info and proves a file on disk is the one loaded) and the
+//! load bias (which turns a runtime address back into the file's address).
+//! The service itself never opens a debug section.
+//!
+//! The list comes from `dl_iterate_phdr`, from the program headers the
+//! loader keeps in memory: no file is read. It is taken again when the
+//! loader's add/remove counters say an object came or went.
+
+use std::ffi::{CStr, c_int, c_void};
+use std::ops::Range;
+
+use meshwatch_proto::v1::Module;
+
+/// `NT_GNU_BUILD_ID`, the note type of a GNU build ID.
+const NT_GNU_BUILD_ID: u32 = 3;
+/// Build IDs are 20 bytes (SHA-1) in practice; longer ones are refused.
+const MAX_BUILD_ID: usize = 64;
+
+/// One loaded object's segments, as its program headers describe them.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct LoadedObject {
+    /// The loader's name for it: empty for the executable.
+    pub name: String,
+    /// Runtime address minus the address in the file.
+    pub bias: u64,
+    /// `(vaddr, filesz, memsz, executable)` of each PT_LOAD.
+    pub loads: Vec<(u64, u64, u64, bool)>,
+    /// `(vaddr, memsz)` of PT_GNU_EH_FRAME.
+    pub eh_frame_hdr: Option<(u64, u64)>,
+    /// The GNU build ID from a PT_NOTE segment, when there is one.
+    pub build_id: Vec<u8>,
+}
+
+impl LoadedObject {
+    /// The runtime addresses its loadable segments cover; `None` without any.
+    pub fn range(&self) -> Option<Range<u64>> {
+        let start = self.loads.iter().map(|l| l.0).min()?;
+        let end = self.loads.iter().map(|l| l.0 + l.2).max()?;
+        Some((self.bias + start)..(self.bias + end))
+    }
+
+    /// The runtime addresses of its executable segments: where return
+    /// addresses can point.
+    fn code_range(&self) -> Option<Range<u64>> {
+        let code = self.loads.iter().filter(|l| l.3);
+        let start = code.clone().map(|l| l.0).min()?;
+        let end = code.map(|l| l.0 + l.2).max()?;
+        Some((self.bias + start)..(self.bias + end))
+    }
+}
+
+/// The loaded objects and the loader's add/remove counters when listed.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub generation: (u64, u64),
+    pub objects: Vec<LoadedObject>,
+}
+
+unsafe extern "C" fn collect(
+    info: *mut libc::dl_phdr_info,
+    _size: usize,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: `data` is the `Listing` passed by `list_objects`, and `info`
+    // is valid for the duration of the callback.
+    let (listing, info) = unsafe { (&mut *data.cast::<Listing>(), &*info) };
+    listing.generation = (info.dlpi_adds, info.dlpi_subs);
+    let name = if info.dlpi_name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: a NUL-terminated string owned by the loader.
+        unsafe { CStr::from_ptr(info.dlpi_name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut object = LoadedObject {
+        name,
+        bias: info.dlpi_addr,
+        ..LoadedObject::default()
+    };
+    // SAFETY: the loader gives `dlpi_phnum` headers at `dlpi_phdr`.
+    let headers =
+        unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+    for header in headers {
+        match header.p_type {
+            libc::PT_LOAD => object.loads.push((
+                header.p_vaddr,
+                header.p_filesz,
+                header.p_memsz,
+                header.p_flags & libc::PF_X != 0,
+            )),
+            libc::PT_GNU_EH_FRAME => object.eh_frame_hdr = Some((header.p_vaddr, header.p_memsz)),
+            libc::PT_NOTE if object.build_id.is_empty() => {
+                let start = info.dlpi_addr.wrapping_add(header.p_vaddr);
+                // SAFETY: a PT_NOTE segment lies inside a loaded, readable
+                // segment of an object the loader is holding for the
+                // duration of this callback.
+                let notes = unsafe {
+                    std::slice::from_raw_parts(
+                        start as usize as *const u8,
+                        usize::try_from(header.p_filesz).unwrap_or(0),
+                    )
+                };
+                object.build_id = gnu_build_id(notes).unwrap_or_default().to_vec();
+            }
+            _ => {}
+        }
+    }
+    listing.objects.push(object);
+    0
+}
+
+/// Every object loaded now.
+pub(crate) fn list_objects() -> Listing {
+    let mut listing = Listing::default();
+    // SAFETY: `collect` matches the callback signature and only touches the
+    // `Listing` passed through `data`.
+    unsafe { libc::dl_iterate_phdr(Some(collect), (&raw mut listing).cast()) };
+    listing
+}
+
+/// The loader's add/remove counters, to tell whether a listing is stale.
+pub(crate) fn current_generation() -> (u64, u64) {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: as in `collect`.
+        let (out, info) = unsafe { (&mut *data.cast::<(u64, u64)>(), &*info) };
+        *out = (info.dlpi_adds, info.dlpi_subs);
+        1 // stop after the first object
+    }
+    let mut generation = (0, 0);
+    // SAFETY: as in `list_objects`.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut generation).cast()) };
+    generation
+}
+
+/// The descriptor of a GNU build ID note among the ELF notes in `notes`.
+fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+    let word = |bytes: &[u8], at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        usize::try_from(u32::from_ne_bytes(raw)).ok()
+    };
+    let padded = |n: usize| n.checked_add(3).map(|n| n & !3);
+    while notes.len() >= 12 {
+        let (name_len, desc_len, kind) = (word(notes, 0)?, word(notes, 4)?, word(notes, 8)?);
+        let desc_at = 12 + padded(name_len)?;
+        let next = desc_at.checked_add(padded(desc_len)?)?;
+        let name = notes.get(12..12 + name_len)?;
+        let desc = notes.get(desc_at..desc_at + desc_len)?;
+        if kind == NT_GNU_BUILD_ID as usize && name == b"GNU\0" && desc.len() <= MAX_BUILD_ID {
+            return Some(desc);
+        }
+        notes = notes.get(next..)?;
+    }
+    None
+}
+
+/// Describes, for the collector, the objects that hold a set of addresses.
+/// Lives on one probe thread; refreshes its listing when the loader's
+/// counters move.
+#[derive(Debug, Default)]
+pub(crate) struct ModuleMap {
+    listing: Option<Listing>,
+    /// The executable's path, which the loader lists with an empty name.
+    exe: String,
+}
+
+impl ModuleMap {
+    /// The objects that hold any of `addrs`, each once, in the wire's form.
+    /// Addresses outside every object (none, in a sane stack) are left for
+    /// the collector to show as bare addresses.
+    pub fn modules_for(&mut self, addrs: impl IntoIterator<Item = u64>) -> Vec<Module> {
+        let generation = current_generation();
+        if self
+            .listing
+            .as_ref()
+            .is_none_or(|l| l.generation != generation)
+        {
+            self.listing = Some(list_objects());
+        }
+        if self.exe.is_empty() {
+            self.exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+        }
+        let Some(listing) = &self.listing else {
+            return Vec::new();
+        };
+        let mut used = vec![false; listing.objects.len()];
+        for addr in addrs {
+            if let Some(i) = listing
+                .objects
+                .iter()
+                .position(|o| o.code_range().is_some_and(|r| r.contains(&addr)))
+            {
+                used[i] = true;
+            }
+        }
+        listing
+            .objects
+            .iter()
+            .zip(used)
+            .filter(|(_, used)| *used)
+            .filter_map(|(object, _)| {
+                let code = object.code_range()?;
+                Some(Module {
+                    path: if object.name.is_empty() {
+                        self.exe.clone()
+                    } else {
+                        object.name.clone()
+                    },
+                    build_id: object.build_id.clone(),
+                    load_bias: object.bias,
+                    start: code.start,
+                    end: code.end,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_gnu_build_id_note_after_another_note() {
+        let mut notes = Vec::new();
+        // An ABI tag note first: name "GNU\0", type 1, 16 bytes.
+        notes.extend_from_slice(&4u32.to_ne_bytes());
+        notes.extend_from_slice(&16u32.to_ne_bytes());
+        notes.extend_from_slice(&1u32.to_ne_bytes());
+        notes.extend_from_slice(b"GNU\0");
+        notes.extend_from_slice(&[0; 16]);
+        notes.extend_from_slice(&4u32.to_ne_bytes());
+        notes.extend_from_slice(&3u32.to_ne_bytes());
+        notes.extend_from_slice(&NT_GNU_BUILD_ID.to_ne_bytes());
+        notes.extend_from_slice(b"GNU\0");
+        notes.extend_from_slice(&[0xab, 0xcd, 0xef, 0]);
+        assert_eq!(gnu_build_id(&notes), Some(&[0xab, 0xcd, 0xef][..]));
+        assert_eq!(gnu_build_id(&notes[..30]), None, "truncated");
+        assert_eq!(gnu_build_id(&[]), None);
+    }
+
+    #[inline(never)]
+    fn a_function_in_the_executable() -> u64 {
+        std::hint::black_box(0)
+    }
+
+    #[test]
+    fn describes_the_executable_holding_an_address() {
+        let here = a_function_in_the_executable as *const () as u64;
+        let modules = ModuleMap::default().modules_for([here, here + 1, 8]);
+        assert_eq!(modules.len(), 1, "{modules:?}");
+        let exe = &modules[0];
+        assert!(exe.start <= here && here < exe.end, "{exe:?}");
+        let on_disk = std::env::current_exe().unwrap();
+        assert_eq!(exe.path, on_disk.display().to_string());
+        // Rust's linker driver asks for a build ID on Linux.
+        assert!(!exe.build_id.is_empty(), "{exe:?}");
+        let listing = list_objects();
+        assert!(listing.objects.len() >= 2, "{listing:?}");
+        assert!(listing.objects[0].eh_frame_hdr.is_some());
+    }
+}
