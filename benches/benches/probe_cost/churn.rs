@@ -118,7 +118,12 @@ fn churn(
     let report = wrk::finish(child)?;
     if aborted_at.is_none() {
         let end = usage(server.pid())?;
-        rss.push((started.elapsed().as_secs_f64(), mib(end.rss_bytes)));
+        let t = started.elapsed().as_secs_f64();
+        // The end replaces a sample taken in the last second.
+        if rss.last().is_some_and(|s| t - s.0 < 1.0) {
+            rss.pop();
+        }
+        rss.push((t, mib(end.rss_bytes)));
         last = end;
     } else if server.exited() {
         eprintln!("churn {}: the server died", variant.name);

@@ -52,7 +52,14 @@ fn measure(
         eprintln!("  {}: warm-up failed: {err}", variant.name);
         return None;
     }
-    let before = usage(server.pid()).ok()?;
+    let read_usage = || match usage(server.pid()) {
+        Ok(usage) => Some(usage),
+        Err(err) => {
+            eprintln!("  {}: cannot read /proc of the server: {err}", variant.name);
+            None
+        }
+    };
+    let before = read_usage()?;
     let report = match load(settings.seconds).run() {
         Ok(report) => report,
         Err(err) => {
@@ -60,7 +67,7 @@ fn measure(
             return None;
         }
     };
-    let after = usage(server.pid()).ok()?;
+    let after = read_usage()?;
     if report.socket_errors > 0 || report.non_2xx > 0 {
         eprintln!(
             "  {}: {} socket errors, {} non-2xx responses",
