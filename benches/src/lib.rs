@@ -1,5 +1,9 @@
 //! Shared helpers for meshwatch's benchmarks: medians and process CPU/RSS
-//! readings. The benchmarks themselves are in `benches/`.
+//! readings, the hello-world server and the wrk runner of `probe_cost`. The
+//! benchmarks themselves are in `benches/`.
+
+pub mod hello;
+pub mod wrk;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -19,6 +23,30 @@ pub fn median(values: &[f64]) -> Option<f64> {
     } else {
         sorted[mid]
     })
+}
+
+/// The median of a figure over rounds with its extremes: how a noisy
+/// figure is quoted, so a reader sees the spread along with the middle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// The median of the finite values.
+    pub median: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of the finite `values`; `None` when there are none.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let finite = || values.iter().copied().filter(|v| v.is_finite());
+        Some(Self {
+            median: median(values)?,
+            min: finite().fold(f64::INFINITY, f64::min),
+            max: finite().fold(f64::NEG_INFINITY, f64::max),
+        })
+    }
 }
 
 /// The number in environment variable `name`, else `default`: how the
@@ -120,12 +148,26 @@ fn keep_alive_client(addr: &str, deadline: Instant) -> std::io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{Spread, median};
 
     #[test]
     fn median_of_odd_even_and_empty() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn spread_ignores_non_finite_values() {
+        let spread = Spread::of(&[3.0, f64::NAN, 1.0, 2.0]).unwrap();
+        assert_eq!(
+            spread,
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+        assert_eq!(Spread::of(&[f64::NAN]), None);
     }
 }
