@@ -18,6 +18,9 @@ use std::time::Duration;
 use meshwatch_benches::{env_or, http_load, median, usage};
 use meshwatch_e2e::{Collector, Process};
 
+/// Reads one moment's figure out of a measurement.
+type Pick = fn(&Moments) -> f64;
+
 /// RSS in MiB of one process at each moment measured.
 #[derive(Debug, Default, Clone, Copy)]
 struct Moments {
@@ -27,7 +30,10 @@ struct Moments {
 }
 
 fn rss_mib(process: &Process) -> f64 {
-    usage(process.pid()).expect("read the service's usage").rss_bytes as f64 / (1 << 20) as f64
+    usage(process.pid())
+        .expect("read the service's usage")
+        .rss_bytes as f64
+        / (1 << 20) as f64
 }
 
 /// Starts `bin` with the loop fault, then measures it idle, after load and
@@ -37,7 +43,14 @@ fn measure(bin: &str, envs: &[(&str, &str)], load: Duration, connections: usize)
     all_envs.extend_from_slice(envs);
     let (process, addr) = Process::start(
         bin,
-        &["--name", "memory-bench", "--workers", "2", "--fault", "loop"],
+        &[
+            "--name",
+            "memory-bench",
+            "--workers",
+            "2",
+            "--fault",
+            "loop",
+        ],
         &all_envs,
         "mesh-service listening http=",
     );
@@ -65,7 +78,10 @@ fn get_once(addr: &str, path: &str) -> std::io::Result<()> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    )?;
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply)?;
     Ok(())
@@ -97,7 +113,7 @@ fn main() {
         with.push(probe);
     }
     println!("moment  without (MiB)  with probe (MiB)  difference (MiB, median of rounds)");
-    let moments: [(&str, fn(&Moments) -> f64); 3] = [
+    let moments: [(&str, Pick); 3] = [
         ("idle", |m| m.idle),
         ("loaded", |m| m.loaded),
         ("looping", |m| m.looping),

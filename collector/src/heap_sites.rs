@@ -66,24 +66,10 @@ pub struct SiteHistory {
 impl SiteHistory {
     /// The first frame that is the service's own code rather than the
     /// standard library's or a dependency's: the name a person looks for.
-    /// Told by the file when known (the toolchain's sources are under
-    /// `/rustc/`, dependencies under cargo's registry), else by the name.
     pub fn own_function(&self) -> Option<&str> {
-        const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/"];
-        const LIBRARY: &[&str] = &["alloc::", "core::", "std::", "hashbrown::"];
-        let own = |f: &&SiteFrame| {
-            if crate::naming::is_unnamed(&f.function) {
-                false
-            } else if f.file.is_empty() {
-                let name = f.function.trim_start_matches('<');
-                !name.is_empty() && !LIBRARY.iter().any(|lib| name.starts_with(lib))
-            } else {
-                !FOREIGN_FILES.iter().any(|dir| f.file.contains(dir))
-            }
-        };
         self.frames
             .iter()
-            .find(own)
+            .find(|f| crate::own_code::is_own_code(&f.function, &f.file))
             .or(self.frames.first())
             .map(|f| f.function.as_str())
     }
@@ -96,8 +82,6 @@ impl SiteHistory {
 
 /// Frames searched for the allocator's own, among the innermost.
 const ALLOCATOR_FRAMES_SEARCH: usize = 16;
-/// Frames kept per site once the allocator's are trimmed.
-const SITE_FRAMES_KEPT: usize = 24;
 
 /// A site's named stack (innermost first, as captured inside the
 /// allocator) without the frames of the unwinder, the probe and the
@@ -128,7 +112,7 @@ pub(crate) fn allocating_frames(mut frames: Vec<Frame>) -> Vec<Frame> {
         skip += 1;
     }
     frames.drain(..skip.min(frames.len()));
-    frames.truncate(SITE_FRAMES_KEPT);
+    frames.truncate(MAX_FRAMES);
     frames
 }
 
@@ -172,7 +156,17 @@ impl HeapSiteStore {
                 live_samples: 0,
                 last_seen_ms: t_ms,
             });
-            if !site.frames.is_empty() {
+            // Frames the naming thread could not name in time (module and
+            // offset only) never replace names the site already has.
+            let unnamed = site
+                .frames
+                .iter()
+                .all(|f| crate::naming::is_unnamed(&f.function));
+            let named_before = history
+                .frames
+                .iter()
+                .any(|f| !crate::naming::is_unnamed(&f.function));
+            if !site.frames.is_empty() && !(unnamed && named_before) {
                 history.frames = site
                     .frames
                     .iter()

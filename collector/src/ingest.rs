@@ -169,6 +169,28 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) 
     }
 }
 
+/// How often an instance whose message is being named is marked alive.
+const ALIVE_EVERY: Duration = Duration::from_millis(250);
+
+/// Awaits `work` on a message of `instance` (naming its stacks), marking the
+/// instance alive meanwhile: the probe did speak, and a first parse of a
+/// large binary's debug info must not make it look down.
+async fn while_alive<F: std::future::Future>(
+    work: F,
+    shared: &Shared,
+    instance: &str,
+    conn: ConnId,
+) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    let mut alive = tokio::time::interval(ALIVE_EVERY);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = alive.tick() => shared.lock().registry.heard_from(instance, conn, now_ms()),
+        }
+    }
+}
+
 /// One line per event: what happened, without the stacks it carries.
 fn log_event(hello: &Hello, event: &Event) {
     match &event.kind {
@@ -265,7 +287,8 @@ impl Connection {
             };
             match message.kind {
                 Some(probe_message::Kind::Snapshot(mut snapshot)) => {
-                    shared.namer.snapshot(hello.pid, &mut snapshot).await;
+                    let naming = shared.namer.snapshot(hello.pid, &mut snapshot);
+                    while_alive(naming, shared, &hello.instance_id, conn_id).await;
                     shared
                         .lock()
                         .snapshot(&hello.instance_id, conn_id, snapshot, now_ms());
@@ -273,7 +296,8 @@ impl Connection {
                 Some(probe_message::Kind::Event(mut event)) => {
                     log_event(&hello, &event);
                     if let Some(event::Kind::StuckPoll(stuck)) = &mut event.kind {
-                        shared.namer.stuck_poll(hello.pid, stuck).await;
+                        let naming = shared.namer.stuck_poll(hello.pid, stuck);
+                        while_alive(naming, shared, &hello.instance_id, conn_id).await;
                     }
                     shared
                         .lock()

@@ -10,6 +10,7 @@ mod history;
 pub mod incidents;
 mod ingest;
 mod naming;
+mod own_code;
 mod prom;
 pub mod registry;
 pub mod series;

@@ -280,6 +280,15 @@ impl Registry {
         Some(instance)
     }
 
+    /// Notes that `conn` is alive: a message arrived and is still being
+    /// prepared (its stacks named), so that the wait does not read as the
+    /// probe's silence. Ignored when `conn` is not the current connection.
+    pub fn heard_from(&mut self, instance_id: &str, conn: ConnId, now_ms: i64) {
+        if let Some(instance) = self.current(instance_id, conn) {
+            instance.last_seen_ms = now_ms;
+        }
+    }
+
     /// Marks an instance down because its connection closed, unless it has
     /// reconnected since on another connection.
     pub fn disconnect(&mut self, instance_id: &str, conn: ConnId) {

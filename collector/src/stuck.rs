@@ -12,7 +12,7 @@ use meshwatch_proto::v1::{Frame, StuckPoll, StuckPollClass, StuckPollState};
 use serde_json::{Value, json};
 
 use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind, Severity};
-use crate::stuck_samples::is_runtime;
+use crate::stuck_samples::is_own;
 
 /// The incident kinds this module owns.
 const KINDS: [IncidentKind; 2] = [IncidentKind::RunawayLoop, IncidentKind::BlockedWorker];
@@ -103,8 +103,8 @@ fn top_function(stuck: &StuckPoll) -> Option<&Frame> {
     stuck
         .frames
         .iter()
-        .find(|f| !is_runtime(f))
-        .or(hot_leaf.filter(|f| !is_runtime(f)))
+        .find(|f| is_own(f))
+        .or(hot_leaf.filter(|f| is_own(f)))
 }
 
 fn describe(frame: &Frame) -> String {
@@ -147,10 +147,17 @@ mod tests {
     use crate::incidents::StateFilter;
     use meshwatch_proto::v1::HotFrame;
 
+    /// A frame as named from a binary's debug info: the service's own in
+    /// its source tree, the standard library's under the toolchain's.
     fn frame(function: &str, line: u32) -> Frame {
+        let file = if function.starts_with("svc::") {
+            "/src/examples/src/faults/loop_parser.rs"
+        } else {
+            "/rustc/59807616e/library/core/src/lib.rs"
+        };
         Frame {
             function: function.to_owned(),
-            file: "/src/examples/src/faults/loop_parser.rs".to_owned(),
+            file: file.to_owned(),
             line,
             address: 1,
         }

@@ -65,7 +65,8 @@ fn loop_is_diagnosed(collector: &Collector, service: &Service, instance: &str) {
     assert!(opened["evidence"]["stuck_for_ms"].as_u64().unwrap() >= 1000);
     let table = status(collector, false);
     assert!(table.contains("runaway_loop"), "{table}");
-    // Naming the first stack loads the debug info, slow in debug builds.
+    // The collector names the first stack from the binary's debug info,
+    // which takes a while in debug builds.
     // Release builds with line tables only name inlined frames without
     // their module path, so only the function's own name is required.
     let named = wait_for(

@@ -101,7 +101,9 @@ pub struct Results<'a> {
 }
 
 /// Runs `settings.rounds` rounds, each measuring every variant once in
-/// turn, and prints each round as it ends.
+/// turn, and prints each round as it ends. The order rotates by one each
+/// round, so that a load that rises during a round does not always fall on
+/// the same variants (plain included).
 pub fn run<'a>(
     variants: &[&'a Variant],
     binaries: &Binaries,
@@ -115,13 +117,14 @@ pub fn run<'a>(
         .collect();
     let mut rounds = Vec::new();
     for round in 1..=settings.rounds {
-        let samples: Vec<Option<Sample>> = runnable
-            .iter()
-            .map(|v| {
-                let binary = binaries.path(v.binary)?;
-                measure(v, binary, ingest, settings)
-            })
-            .collect();
+        let mut samples: Vec<Option<Sample>> = vec![None; runnable.len()];
+        let first = (round as usize - 1) % runnable.len().max(1);
+        for i in (first..runnable.len()).chain(0..first) {
+            let v = runnable[i];
+            samples[i] = binaries
+                .path(v.binary)
+                .and_then(|binary| measure(v, binary, ingest, settings));
+        }
         let line: Vec<String> = runnable
             .iter()
             .zip(&samples)

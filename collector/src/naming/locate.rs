@@ -11,16 +11,20 @@
 //!    services on other hosts get names;
 //! 2. at the path inside the process's root, `/proc/PID/root/PATH`, which
 //!    reaches into a container that shares the host's PID namespace;
-//! 3. at the path as given.
+//! 3. as the process's executable, `/proc/PID/exe`, which still opens a
+//!    binary that a deploy deleted or replaced while the process runs;
+//! 4. at the path as given.
 //!
 //! A file found at a path is used only if its build ID is the one the probe
 //! loaded: a binary replaced on disk by a deploy while the old process runs
-//! would otherwise give wrong names, which is worse than none. Only regular
-//! files are opened, so a probe cannot point the collector at a device or a
-//! FIFO.
+//! would otherwise give wrong names, which is worse than none. So a module
+//! without a build ID is not looked for at a path at all, only absolute
+//! paths without `..` are joined, and only regular files are opened: a probe
+//! cannot point the collector at a device, a FIFO or a file of its choosing
+//! that is not the build it claims.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Why no file could be found for a module, for the log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +37,12 @@ pub(crate) enum LocateError {
     /// A file was at the path, but it is another build than the one loaded.
     #[error("{path} on disk is not the build the process loaded (build ID {build_id})")]
     OtherBuild { path: String, build_id: String },
+    /// The module has no build ID, so no file can be proved to be it.
+    #[error("{path} has no build ID, so no file on disk can be proved to be the one loaded")]
+    NoBuildId { path: String },
+    /// The path is not absolute, or climbs with `..`.
+    #[error("{path:?} is not a plain absolute path")]
+    BadPath { path: String },
 }
 
 /// The build ID as lowercase hex, the form debug-info layouts use.
@@ -68,24 +78,31 @@ pub(crate) fn locate(
             }
         }
     }
-    let relative = path.trim_start_matches('/');
+    let plain = Path::new(path);
+    if !plain.is_absolute() || plain.components().any(|c| c == Component::ParentDir) {
+        return Err(LocateError::BadPath {
+            path: path.to_owned(),
+        });
+    }
+    if build_id.is_empty() {
+        return Err(LocateError::NoBuildId {
+            path: path.to_owned(),
+        });
+    }
+    let proc = Path::new("/proc").join(pid.to_string());
     let mut other_build = false;
-    if path.starts_with('/') {
-        for candidate in [
-            Path::new("/proc")
-                .join(pid.to_string())
-                .join("root")
-                .join(relative),
-            PathBuf::from(path),
-        ] {
-            if !is_regular_file(&candidate) {
-                continue;
-            }
-            if build_id.is_empty() || build_id_of(&candidate).as_deref() == Some(build_id) {
-                return Ok(candidate);
-            }
-            other_build = true;
+    for candidate in [
+        proc.join("root").join(path.trim_start_matches('/')),
+        proc.join("exe"),
+        PathBuf::from(path),
+    ] {
+        if !is_regular_file(&candidate) {
+            continue;
         }
+        if build_id_of(&candidate).as_deref() == Some(build_id) {
+            return Ok(candidate);
+        }
+        other_build = true;
     }
     let (path, build_id) = (path.to_owned(), id);
     Err(if other_build {
@@ -160,7 +177,20 @@ mod tests {
                 build_id: "abcd".to_owned()
             }
         );
-        assert!(locate("/tmp", &[], 0, &[]).is_err());
-        assert!(locate("relative/path", &[], 0, &[]).is_err());
+        assert!(locate("/tmp", &[1], 0, &[]).is_err());
+        assert!(matches!(
+            locate("relative/path", &[1], 0, &[]),
+            Err(LocateError::BadPath { .. })
+        ));
+        assert!(matches!(
+            locate("/proc/self/root/../../etc/passwd", &[1], 0, &[]),
+            Err(LocateError::BadPath { .. })
+        ));
+        // Without a build ID nothing on disk can be proved to be the binary.
+        let exe = std::env::current_exe().unwrap().display().to_string();
+        assert!(matches!(
+            locate(&exe, &[], std::process::id(), &[]),
+            Err(LocateError::NoBuildId { .. })
+        ));
     }
 }

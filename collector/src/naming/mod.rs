@@ -10,10 +10,16 @@
 //! probe had named it: `HeapSite.frames` trimmed of the allocator's frames,
 //! and `StuckPoll.frames`, `hot_frames` and the samples' part of the caveat.
 //!
-//! Naming never holds a message back for long: when the thread is behind or
-//! takes longer than [`NAMING_TIMEOUT`] (a first parse of a large debug
-//! build), the frames say module and offset instead, and the names come
-//! with the next message, from the cache.
+//! While a message waits for its names, ingest keeps its instance alive, so
+//! a first parse of a large debug build does not make it look down. When the
+//! thread is behind or takes longer than [`NAMING_TIMEOUT`], the frames say
+//! module and offset instead; the names come from the cache with the next
+//! message that carries the stack (a stuck poll's next event; a heap site's
+//! next resend), and a heap site keeps any names it already had.
+//!
+//! What one message may ask is bounded ([`MAX_MODULES`], [`MAX_STACKS`],
+//! [`MAX_DEPTH`]): past those, modules, stacks and frames are cut, so that a
+//! probe cannot make naming one message cost more than a real one does.
 
 mod locate;
 mod resolve;
@@ -30,8 +36,16 @@ use resolve::{AddressKind, Resolver, unnamed_stack};
 
 /// Messages waiting to be named; past this, frames go out unnamed.
 const QUEUE: usize = 64;
-/// How long a message waits for its names.
-const NAMING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a message waits for its names: a first parse of a large debug
+/// build takes seconds.
+const NAMING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Modules considered per message: a real process's stacks touch a few.
+const MAX_MODULES: usize = 256;
+/// Stacks named per message: a snapshot's heap sites, or a stuck poll's
+/// samples.
+const MAX_STACKS: usize = 64;
+/// Addresses named per stack.
+const MAX_DEPTH: usize = 256;
 
 /// One message's stacks, to name with its modules.
 struct Job {
@@ -55,7 +69,7 @@ impl Namer {
         let (jobs, incoming) = mpsc::sync_channel(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("meshwatch-namer".to_owned())
-            .spawn(move || serve(&incoming, Resolver::new(debuginfo_dirs)));
+            .spawn(move || serve(&incoming, &debuginfo_dirs));
         match spawned {
             Ok(_) => Self { jobs: Some(jobs) },
             Err(error) => {
@@ -104,9 +118,14 @@ impl Namer {
     async fn name(
         &self,
         pid: u32,
-        modules: Vec<Module>,
-        stacks: Vec<(Vec<u64>, AddressKind)>,
+        mut modules: Vec<Module>,
+        mut stacks: Vec<(Vec<u64>, AddressKind)>,
     ) -> Vec<Vec<Frame>> {
+        modules.truncate(MAX_MODULES);
+        stacks.truncate(MAX_STACKS);
+        for (addrs, _) in &mut stacks {
+            addrs.truncate(MAX_DEPTH);
+        }
         let unnamed = |modules: &[Module], stacks: &[(Vec<u64>, AddressKind)]| {
             stacks
                 .iter()
@@ -136,14 +155,29 @@ impl Namer {
     }
 }
 
-/// The naming thread: answers jobs until every sender is gone.
-fn serve(incoming: &Receiver<Job>, mut resolver: Resolver) {
+/// The naming thread: answers jobs until every sender is gone. A job that
+/// panics (a bug, or a file that trips the parser) is answered with module
+/// and offset, and the thread starts afresh with empty caches.
+fn serve(incoming: &Receiver<Job>, debuginfo_dirs: &[PathBuf]) {
+    let mut resolver = Resolver::new(debuginfo_dirs.to_vec());
     while let Ok(job) = incoming.recv() {
-        let named = job
-            .stacks
-            .iter()
-            .map(|(addrs, kind)| resolver.stack(job.pid, &job.modules, addrs, *kind))
-            .collect();
+        let named = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job.stacks
+                .iter()
+                .map(|(addrs, kind)| resolver.stack(job.pid, &job.modules, addrs, *kind))
+                .collect::<Vec<_>>()
+        }));
+        let named = named.unwrap_or_else(|_| {
+            tracing::warn!(
+                pid = job.pid,
+                "naming a stack panicked; those frames show module and offset"
+            );
+            resolver = Resolver::new(debuginfo_dirs.to_vec());
+            job.stacks
+                .iter()
+                .map(|(addrs, _)| unnamed_stack(&job.modules, addrs))
+                .collect()
+        });
         // The message may have stopped waiting; its names are cached anyway.
         let _ = job.reply.send(named);
     }

@@ -7,11 +7,16 @@
 //! say which module and offset they are, never nothing:
 //! `libfoo.so.1+0x1a2b`, or the bare address when no module holds it.
 //!
-//! The parsed debug info lives here, in the collector, once per file; the
-//! services it belongs to never load it.
+//! The parsed debug info lives here, in the collector; the services it
+//! belongs to never load it. Names are cached by build ID and address in the
+//! file, so every instance of a binary shares them and two builds never do.
+//! blazesym keeps every file it has read open and parsed; past
+//! [`MAX_FILES`] distinct files the symbolizer and the caches start afresh,
+//! so deploys and hostile probes cannot grow the collector's memory or fds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer};
@@ -24,6 +29,12 @@ use super::locate::{LocateError, locate};
 const MAX_CACHED_ADDRESSES: usize = 64 * 1024;
 /// Module lookups remembered before that cache is cleared.
 const MAX_CACHED_MODULES: usize = 4096;
+/// Distinct files read before the symbolizer starts afresh: a host runs a
+/// few dozen binaries and libraries at a time.
+const MAX_FILES: usize = 64;
+/// How long a module that could not be found stays unnamed before it is
+/// looked for again (debug info may be installed meanwhile).
+const RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Whether an address is the exact instruction a thread was executing (the
 /// leaf of a stack taken from a signal's context) or a return address, which
@@ -42,15 +53,20 @@ struct ModuleKey {
     build_id: Vec<u8>,
 }
 
+/// Where a module's names come from, or why they cannot, and since when.
+type Located = (Result<PathBuf, LocateError>, Instant);
+
 /// Names addresses; lives on the naming thread (blazesym's symbolizer is
 /// neither `Send` nor `Sync`).
 pub(crate) struct Resolver {
     symbolizer: Symbolizer,
     debuginfo_dirs: Vec<PathBuf>,
-    /// Where each module's names come from, or why they cannot.
-    files: HashMap<(u32, ModuleKey), Result<PathBuf, LocateError>>,
-    /// Frames per (file, address in the file, kind), innermost first.
-    frames: HashMap<(PathBuf, u64, AddressKind), Vec<Frame>>,
+    /// Per process and module.
+    files: HashMap<(u32, ModuleKey), Located>,
+    /// The files the symbolizer has read since it started.
+    files_read: HashSet<PathBuf>,
+    /// Frames per (build ID, address in the file, kind), innermost first.
+    frames: HashMap<(Vec<u8>, u64, AddressKind), Vec<Frame>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -65,23 +81,11 @@ impl std::fmt::Debug for Resolver {
 
 impl Resolver {
     pub(crate) fn new(debuginfo_dirs: Vec<PathBuf>) -> Self {
-        let symbolizer = Symbolizer::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            // A binary replaced on disk is re-read, not served stale.
-            .enable_auto_reload(true)
-            .set_debug_dirs(Some(
-                debuginfo_dirs
-                    .iter()
-                    .cloned()
-                    .chain(["/usr/lib/debug".into(), "/lib/debug".into()]),
-            ))
-            .build();
         Self {
-            symbolizer,
+            symbolizer: symbolizer(&debuginfo_dirs),
             debuginfo_dirs,
             files: HashMap::new(),
+            files_read: HashSet::new(),
             frames: HashMap::new(),
         }
     }
@@ -117,10 +121,11 @@ impl Resolver {
         let Ok(file) = self.file(pid, module) else {
             return unnamed_stack(modules, &[addr]);
         };
-        let key = (file, offset, kind);
+        // `locate` only finds files whose build ID is the module's.
+        let key = (module.build_id.clone(), offset, kind);
         if let Some(frames) = self.frames.get(&key) {
-            // Cached from any process that loaded this file: the same names,
-            // at this process's address.
+            // Cached from any process that loaded this build: the same
+            // names, at this process's address.
             return frames
                 .iter()
                 .map(|f| Frame {
@@ -136,7 +141,7 @@ impl Resolver {
             AddressKind::Exact => offset,
             AddressKind::Return => offset.saturating_sub(1),
         };
-        let source = Source::Elf(Elf::new(&key.0));
+        let source = Source::Elf(Elf::new(&file));
         let named = match self
             .symbolizer
             .symbolize_single(&source, Input::VirtOffset(lookup))
@@ -151,13 +156,19 @@ impl Resolver {
                 frames.push(frame(&sym.name, sym.code_info.as_deref(), addr));
                 frames
             }
-            Ok(Symbolized::Unknown(_)) | Err(_) => unnamed_stack(modules, &[addr]),
+            Ok(Symbolized::Unknown(_)) => unnamed_stack(modules, &[addr]),
+            // Not remembered: the file may read fine next time.
+            Err(error) => {
+                tracing::debug!(%error, file = %file.display(), "naming an address failed");
+                return unnamed_stack(modules, &[addr]);
+            }
         };
         self.frames.insert(key, named.clone());
         named
     }
 
-    /// The file for `module`, found once per process and module.
+    /// The file for `module`, found once per process and module (a module
+    /// that could not be found is looked for again after [`RETRY_AFTER`]).
     fn file(&mut self, pid: u32, module: &Module) -> Result<PathBuf, LocateError> {
         let key = (
             pid,
@@ -166,19 +177,51 @@ impl Resolver {
                 build_id: module.build_id.clone(),
             },
         );
-        if let Some(found) = self.files.get(&key) {
+        if let Some((found, at)) = self.files.get(&key)
+            && (found.is_ok() || at.elapsed() < RETRY_AFTER)
+        {
             return found.clone();
         }
         if self.files.len() >= MAX_CACHED_MODULES {
             self.files.clear();
         }
         let found = locate(&module.path, &module.build_id, pid, &self.debuginfo_dirs);
-        if let Err(error) = &found {
-            tracing::info!(%error, "frames in this module are shown as module+offset");
+        match &found {
+            Ok(file) => {
+                if !self.files_read.contains(file) && self.files_read.len() >= MAX_FILES {
+                    // blazesym keeps every file it read open and parsed.
+                    self.symbolizer = symbolizer(&self.debuginfo_dirs);
+                    self.files_read.clear();
+                    self.frames.clear();
+                }
+                self.files_read.insert(file.clone());
+            }
+            Err(error) => {
+                tracing::debug!(%error, "frames in this module are shown as module+offset");
+            }
         }
-        self.files.insert(key, found.clone());
+        self.files.insert(key, (found.clone(), Instant::now()));
         found
     }
+}
+
+/// A symbolizer that reads DWARF (with inlined calls) and symbol tables,
+/// demangles, and follows debug links into `debuginfo_dirs` and the
+/// system's debug directories.
+fn symbolizer(debuginfo_dirs: &[PathBuf]) -> Symbolizer {
+    Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        // A file replaced on disk is read again, not served stale.
+        .enable_auto_reload(true)
+        .set_debug_dirs(Some(
+            debuginfo_dirs
+                .iter()
+                .cloned()
+                .chain(["/usr/lib/debug".into(), "/lib/debug".into()]),
+        ))
+        .build()
 }
 
 fn frame(name: &str, code: Option<&CodeInfo<'_>>, addr: u64) -> Frame {

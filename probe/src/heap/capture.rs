@@ -11,7 +11,8 @@ use super::table::Stack;
 
 /// The calling thread's stack, innermost first, at most [`MAX_DEPTH`](super::table::MAX_DEPTH)
 /// frames. The first few are the profiler's and the allocator's own; the
-/// report trims them when it names the frames.
+/// collector trims them once it has named the frames
+/// (`heap_sites::allocating_frames`).
 #[cfg(feature = "stacks")]
 #[inline(never)]
 pub(crate) fn capture() -> Stack {

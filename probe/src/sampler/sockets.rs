@@ -22,6 +22,7 @@
 //! so a scan every few seconds loses nothing that matters.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +37,12 @@ const AGE_BOUNDS_SECS: [u64; 5] = [1, 10, 60, 600, 3600];
 const TOP_PEERS: usize = 10;
 /// The share of the snapshot interval the scan may take on average.
 const SCAN_BUDGET: f64 = 0.01;
+/// Bytes of a tcp table read at a time. The table lists every socket of the
+/// network namespace (tens of thousands of TIME_WAIT ones on a host that
+/// makes short connections), so it is streamed through this buffer rather
+/// than read whole: the probe's memory must not follow the host's sockets.
+const TABLE_BUFFER: usize = 64 * 1024;
+
 /// The most snapshots in a row that reuse one scan.
 const MAX_REUSE: u32 = 30;
 
@@ -104,9 +111,22 @@ impl SocketSampler {
             }
         };
         let mut entries = Vec::with_capacity(owned.len());
-        for (table, required) in [(&self.tcp, true), (&self.tcp6, false)] {
-            match std::fs::read_to_string(table) {
-                Ok(text) => entries.extend(parse_tcp_table(&text, &owned)),
+        // Without a socket of its own, the process has nothing to find in
+        // the namespace's tables.
+        let tables = if owned.is_empty() {
+            Vec::new()
+        } else {
+            vec![(&self.tcp, true), (&self.tcp6, false)]
+        };
+        for (table, required) in tables {
+            let mut found = Vec::new();
+            let read = std::fs::File::open(table).and_then(|file| {
+                let reader = BufReader::with_capacity(TABLE_BUFFER, file);
+                read_tcp_table(reader, &owned, &mut found)
+            });
+            match read {
+                // A table that failed partway is left out whole.
+                Ok(()) => entries.append(&mut found),
                 // A kernel without IPv6 has no tcp6 table; that is no error
                 // worth reporting every second, but a missing tcp table is.
                 Err(_) if !required => {}
@@ -142,29 +162,49 @@ fn socket_inodes(fd_dir: &Path) -> std::io::Result<HashSet<u64>> {
     Ok(inodes)
 }
 
-/// The lines of a `/proc/net/tcp` or `tcp6` table whose inode is `owned`.
-/// Columns: `sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout
-/// inode ...`, addresses as hex `ADDR:PORT`.
-fn parse_tcp_table(text: &str, owned: &HashSet<u64>) -> Vec<SocketEntry> {
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_ascii_whitespace().take(10).collect();
-            let inode: u64 = fields.get(9)?.parse().ok()?;
-            if !owned.contains(&inode) {
-                return None;
-            }
-            let (tx, rx) = fields[4].split_once(':')?;
-            Some(SocketEntry {
-                inode,
-                state: TcpState::from_u8(u8::from_str_radix(fields[3], 16).ok()?)?,
-                local: parse_hex_addr(fields[1])?,
-                remote: parse_hex_addr(fields[2])?,
-                tx_queue: u32::from_str_radix(tx, 16).ok()?,
-                rx_queue: u32::from_str_radix(rx, 16).ok()?,
-            })
-        })
-        .collect()
+/// Appends to `out` the lines of a `/proc/net/tcp` or `tcp6` table whose
+/// inode is `owned`, reading it line by line into one reused buffer.
+fn read_tcp_table(
+    mut reader: impl BufRead,
+    owned: &HashSet<u64>,
+    out: &mut Vec<SocketEntry>,
+) -> std::io::Result<()> {
+    let mut line = String::with_capacity(256);
+    let mut header = true;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if std::mem::take(&mut header) {
+            continue;
+        }
+        out.extend(parse_tcp_line(&line, owned));
+    }
+}
+
+/// One line of a tcp table, when its inode is `owned`. Columns: `sl local
+/// rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...`,
+/// addresses as hex `ADDR:PORT`. The inode is checked first, so the lines of
+/// other processes' sockets cost one split and one parse.
+fn parse_tcp_line(line: &str, owned: &HashSet<u64>) -> Option<SocketEntry> {
+    let mut fields = [""; 10];
+    for (slot, field) in fields.iter_mut().zip(line.split_ascii_whitespace()) {
+        *slot = field;
+    }
+    let inode: u64 = fields[9].parse().ok()?;
+    if !owned.contains(&inode) {
+        return None;
+    }
+    let (tx, rx) = fields[4].split_once(':')?;
+    Some(SocketEntry {
+        inode,
+        state: TcpState::from_u8(u8::from_str_radix(fields[3], 16).ok()?)?,
+        local: parse_hex_addr(fields[1])?,
+        remote: parse_hex_addr(fields[2])?,
+        tx_queue: u32::from_str_radix(tx, 16).ok()?,
+        rx_queue: u32::from_str_radix(rx, 16).ok()?,
+    })
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits (IPv6) and a port: the kernel
@@ -414,10 +454,11 @@ mod tests {
         let _server = listener.accept().unwrap();
         let owned = socket_inodes(Path::new("/proc/self/fd")).unwrap();
         assert!(owned.len() >= 3);
-        let mut ours = parse_tcp_table(
-            &std::fs::read_to_string("/proc/self/net/tcp").unwrap(),
-            &owned,
-        );
+        let mut ours = Vec::new();
+        let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
+        // A buffer far smaller than the table: lines cross its refills.
+        let reader = BufReader::with_capacity(16, table.as_bytes());
+        read_tcp_table(reader, &owned, &mut ours).unwrap();
         let mut theirs: Vec<SocketEntry> = procfs::process::Process::myself()
             .unwrap()
             .tcp()

@@ -63,6 +63,8 @@ pub(crate) struct Listing {
     pub objects: Vec<LoadedObject>,
 }
 
+/// The `dl_iterate_phdr` callback: appends one object's description to the
+/// `Listing` that `data` points to.
 unsafe extern "C" fn collect(
     info: *mut libc::dl_phdr_info,
     _size: usize,
@@ -88,6 +90,16 @@ unsafe extern "C" fn collect(
     // SAFETY: the loader gives `dlpi_phnum` headers at `dlpi_phdr`.
     let headers =
         unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) };
+    // The loadable segments first: a note is read only where one of them
+    // maps it from the file.
+    let mapped_from_file = |start: u64, len: u64| {
+        headers.iter().any(|h| {
+            h.p_type == libc::PT_LOAD
+                && h.p_flags & libc::PF_R != 0
+                && start >= h.p_vaddr
+                && start.saturating_add(len) <= h.p_vaddr.saturating_add(h.p_filesz)
+        })
+    };
     for header in headers {
         match header.p_type {
             libc::PT_LOAD => object.loads.push((
@@ -97,11 +109,16 @@ unsafe extern "C" fn collect(
                 header.p_flags & libc::PF_X != 0,
             )),
             libc::PT_GNU_EH_FRAME => object.eh_frame_hdr = Some((header.p_vaddr, header.p_memsz)),
-            libc::PT_NOTE if object.build_id.is_empty() => {
+            libc::PT_NOTE
+                if object.build_id.is_empty()
+                    && header.p_filesz > 0
+                    && mapped_from_file(header.p_vaddr, header.p_filesz) =>
+            {
                 let start = info.dlpi_addr.wrapping_add(header.p_vaddr);
-                // SAFETY: a PT_NOTE segment lies inside a loaded, readable
-                // segment of an object the loader is holding for the
-                // duration of this callback.
+                // SAFETY: the note lies inside the file-backed part of a
+                // readable PT_LOAD segment (checked just above) of an object
+                // the loader holds for the duration of this callback, and it
+                // is not empty.
                 let notes = unsafe {
                     std::slice::from_raw_parts(
                         start as usize as *const u8,
@@ -189,9 +206,13 @@ impl ModuleMap {
             self.listing = Some(list_objects());
         }
         if self.exe.is_empty() {
-            self.exe = std::env::current_exe()
+            // After a deploy replaced the binary, the link reads
+            // "PATH (deleted)"; the collector looks for PATH's build, and
+            // falls back to the process's own /proc/PID/exe.
+            let exe = std::env::current_exe()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
+            self.exe = exe.strip_suffix(" (deleted)").unwrap_or(&exe).to_owned();
         }
         let Some(listing) = &self.listing else {
             return Vec::new();

@@ -9,8 +9,11 @@ use std::collections::VecDeque;
 
 use meshwatch_proto::v1::RawStack;
 
-/// Samples kept per stuck period: the most recent ones.
-pub(crate) const MAX_SAMPLES: usize = 16;
+/// Samples kept per stuck period, the most recent ones (two seconds' worth
+/// at one every 250 ms). Every event carries them all as raw addresses, so
+/// this bounds an event's size (a few KiB for typical depths), which matters
+/// while the collector is away and events wait in the outbox.
+pub(crate) const MAX_SAMPLES: usize = 8;
 
 /// The stack samples of one stuck period, leaf first each.
 #[derive(Debug, Default)]

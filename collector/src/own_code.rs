@@ -1,0 +1,77 @@
+//! Which frames of a stack are the service's own code: the ones a person
+//! reads first, in a summary or a leak's suspect.
+//!
+//! Told by the source file when the frame has one (the toolchain's sources
+//! are under `/rustc/`, dependencies under cargo's registry or git
+//! checkouts), else by the function's name (the standard library, tokio, the
+//! C library's entry points). A frame that could not be named is never the
+//! service's own: nothing says it is.
+
+/// Source paths of code that is not the service's.
+const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/"];
+/// Name prefixes of the standard library's, the runtime's and the C
+/// library's functions, for frames without a file.
+const FOREIGN_PREFIXES: &[&str] = &[
+    "std::",
+    "core::",
+    "alloc::",
+    "tokio::",
+    "hashbrown::",
+    "<tokio::",
+    "<core::",
+    "<alloc::",
+    "<std::",
+    "__",
+];
+/// Thread and process entry points of the C library.
+const ENTRIES: &[&str] = &["start_thread", "clone", "clone3", "_start", "main"];
+
+/// Whether the frame of `function` in `file` (empty when unknown) is the
+/// service's own code.
+pub(crate) fn is_own_code(function: &str, file: &str) -> bool {
+    if crate::naming::is_unnamed(function) {
+        return false;
+    }
+    if !file.is_empty() {
+        return !FOREIGN_FILES.iter().any(|dir| file.contains(dir));
+    }
+    !ENTRIES.contains(&function) && !FOREIGN_PREFIXES.iter().any(|p| function.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_the_services_frames_from_the_rest() {
+        for (function, file) in [
+            ("", ""),
+            ("core::str::validations::next_code_point", ""),
+            ("<tokio::runtime::task::Task as Drop>::drop", ""),
+            ("std::thread::sleep", ""),
+            ("__libc_start_main", ""),
+            ("start_thread", ""),
+            ("libgone.so.1+0x1a2b", ""),
+            ("0x7f00dead", ""),
+            (
+                "<&str as core::str::pattern::Pattern>::into_searcher",
+                "/rustc/59807616e/library/core/src/str/pattern.rs",
+            ),
+            (
+                "hyper::proto::h1::role::parse_headers",
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hyper-1.7.0/src/proto/h1/role.rs",
+            ),
+        ] {
+            assert!(!is_own_code(function, file), "{function} in {file}");
+        }
+        for (function, file) in [
+            (
+                "meshwatch_examples::faults::loop_parser::parse_records",
+                "/work/main/examples/src/faults/loop_parser.rs",
+            ),
+            ("mainframe::run", ""),
+        ] {
+            assert!(is_own_code(function, file), "{function} in {file}");
+        }
+    }
+}
