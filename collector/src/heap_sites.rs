@@ -166,7 +166,8 @@ impl HeapSiteStore {
                 .frames
                 .iter()
                 .any(|f| !crate::naming::is_unnamed(&f.function));
-            if !site.frames.is_empty() && !(unnamed && named_before) {
+            let no_better = site.frames.is_empty() || (unnamed && named_before);
+            if !no_better {
                 history.frames = site
                     .frames
                     .iter()
