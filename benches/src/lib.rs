@@ -98,10 +98,34 @@ pub fn usage(pid: u32) -> procfs::ProcResult<Usage> {
 ///
 /// When a connection fails or a response is malformed.
 pub fn http_load(addr: &str, connections: usize, duration: Duration) -> std::io::Result<u64> {
-    let deadline = Instant::now() + duration;
+    drive(
+        addr,
+        connections,
+        Until::Deadline(Instant::now() + duration),
+    )
+}
+
+/// Like [`http_load`], but sends exactly `per_connection` requests on each
+/// connection: for measurements counted per request rather than timed.
+///
+/// # Errors
+///
+/// When a connection fails or a response is malformed.
+pub fn http_requests(addr: &str, connections: usize, per_connection: u64) -> std::io::Result<u64> {
+    drive(addr, connections, Until::Count(per_connection))
+}
+
+/// When a load connection stops sending.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    Deadline(Instant),
+    Count(u64),
+}
+
+fn drive(addr: &str, connections: usize, until: Until) -> std::io::Result<u64> {
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..connections.max(1))
-            .map(|_| scope.spawn(|| keep_alive_client(addr, deadline)))
+            .map(|_| scope.spawn(|| keep_alive_client(addr, until)))
             .collect();
         let mut total = 0;
         for worker in workers {
@@ -113,7 +137,7 @@ pub fn http_load(addr: &str, connections: usize, duration: Duration) -> std::io:
     })
 }
 
-fn keep_alive_client(addr: &str, deadline: Instant) -> std::io::Result<u64> {
+fn keep_alive_client(addr: &str, until: Until) -> std::io::Result<u64> {
     let stream = TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     let mut writer = stream.try_clone()?;
@@ -121,7 +145,10 @@ fn keep_alive_client(addr: &str, deadline: Instant) -> std::io::Result<u64> {
     let mut line = String::new();
     let mut body = Vec::new();
     let mut done = 0;
-    while Instant::now() < deadline {
+    while match until {
+        Until::Deadline(deadline) => Instant::now() < deadline,
+        Until::Count(count) => done < count,
+    } {
         writer.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")?;
         let mut length = 0usize;
         loop {
@@ -146,9 +173,27 @@ fn keep_alive_client(addr: &str, deadline: Instant) -> std::io::Result<u64> {
     Ok(done)
 }
 
+/// The instruction total of one callgrind dump: its `totals:` (or
+/// `summary:`) line, the first event being instructions executed (`Ir`).
+pub fn callgrind_totals(dump: &str) -> Option<u64> {
+    dump.lines().find_map(|line| {
+        let rest = line
+            .strip_prefix("totals:")
+            .or_else(|| line.strip_prefix("summary:"))?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Spread, median};
+    use super::{Spread, callgrind_totals, median};
+
+    #[test]
+    fn reads_the_totals_of_a_callgrind_dump() {
+        let dump = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 1234\n\nfl=(1) x\nfn=(1) y\n0 5\ntotals: 1234\n";
+        assert_eq!(callgrind_totals(dump), Some(1234));
+        assert_eq!(callgrind_totals("events: Ir\n"), None);
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {

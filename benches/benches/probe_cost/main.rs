@@ -19,6 +19,7 @@
 //! cargo bench -p meshwatch-benches --bench probe_cost            # ROUNDS=5 SECONDS=10
 //! QUICK=1 cargo bench -p meshwatch-benches --bench probe_cost    # ~2 min, one line per variant
 //! CHURN=1 cargo bench -p meshwatch-benches --bench probe_cost    # new connection per request, 4 min each
+//! INSTRUCTIONS=1 cargo bench -p meshwatch-benches --bench probe_cost   # instructions per request (callgrind)
 //! ```
 //!
 //! Settings (environment): `ROUNDS` (5, at least 5 unless `QUICK`),
@@ -34,6 +35,7 @@
 
 mod budget;
 mod churn;
+mod instructions;
 mod steady;
 mod variants;
 
@@ -163,6 +165,7 @@ fn main() {
     }
     let quick = flag("QUICK");
     let churn = flag("CHURN");
+    let instructions = flag("INSTRUCTIONS");
     let settings = Settings {
         rounds: if quick {
             env_or("ROUNDS", 2)
@@ -182,7 +185,9 @@ fn main() {
     let nproc = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "probe_cost: {} on {nproc} cores ({}), load average {} at start",
-        if churn {
+        if instructions {
+            "instructions"
+        } else if churn {
             "churn"
         } else if quick {
             "quick"
@@ -209,7 +214,11 @@ fn main() {
             }
         );
     }
-    if churn {
+    if instructions {
+        let warmup = env_or("WARMUP_REQUESTS", 2_000);
+        let requests = env_or("REQUESTS", 20_000);
+        instructions::run(&selected, &binaries, &collector.ingest, warmup, requests);
+    } else if churn {
         churn::run(&selected, &binaries, &collector.ingest, &settings);
     } else {
         println!(

@@ -159,8 +159,22 @@ impl Server {
         core: usize,
         ingest: &str,
     ) -> std::io::Result<Self> {
+        Self::start_under(&[], variant, binary, core, ingest)
+    }
+
+    /// Like [`Server::start`], with the server run by `wrapper` (a
+    /// command and its arguments, such as valgrind), which must exec or run
+    /// it in the same process.
+    pub fn start_under(
+        wrapper: &[&str],
+        variant: &Variant,
+        binary: &Path,
+        core: usize,
+        ingest: &str,
+    ) -> std::io::Result<Self> {
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", &core.to_string()])
+            .args(wrapper)
             .arg(binary)
             .arg(variant.mode)
             .envs(variant.envs.iter().copied())
