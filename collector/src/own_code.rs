@@ -1,16 +1,17 @@
 //! Which frames of a stack are the service's own code: the ones a person
 //! reads first, in a summary or a leak's suspect.
 //!
-//! Told by the source file when the frame has one (the toolchain's sources
-//! are under `/rustc/`, dependencies under cargo's registry or git
-//! checkouts), else by the function's name (the standard library, tokio, the
-//! C library's entry points). A frame that could not be named is never the
-//! service's own: nothing says it is.
+//! A frame is foreign when either its source file says so (the toolchain's
+//! sources are under `/rustc/`, dependencies under cargo's registry or git
+//! checkouts, the C library's are relative `./` paths under `sysdeps/`) or
+//! its name does (the standard library, tokio, the C library's internal
+//! `__` functions and entry points). A frame that could not be named is
+//! never the service's own: nothing says it is.
 
 /// Source paths of code that is not the service's.
-const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/"];
+const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/", "/sysdeps/"];
 /// Name prefixes of the standard library's, the runtime's and the C
-/// library's functions, for frames without a file.
+/// library's functions.
 const FOREIGN_PREFIXES: &[&str] = &[
     "std::",
     "core::",
@@ -32,10 +33,10 @@ pub(crate) fn is_own_code(function: &str, file: &str) -> bool {
     if crate::naming::is_unnamed(function) {
         return false;
     }
-    if !file.is_empty() {
-        return !FOREIGN_FILES.iter().any(|dir| file.contains(dir));
-    }
-    !ENTRIES.contains(&function) && !FOREIGN_PREFIXES.iter().any(|p| function.starts_with(p))
+    let foreign_file = file.starts_with("./") || FOREIGN_FILES.iter().any(|dir| file.contains(dir));
+    let foreign_name =
+        ENTRIES.contains(&function) || FOREIGN_PREFIXES.iter().any(|p| function.starts_with(p));
+    !foreign_file && !foreign_name
 }
 
 #[cfg(test)]
@@ -52,6 +53,14 @@ mod tests {
             ("__libc_start_main", ""),
             ("start_thread", ""),
             ("libgone.so.1+0x1a2b", ""),
+            (
+                "__memcmp_evex_movbe",
+                "./string/../sysdeps/x86_64/multiarch/memcmp-evex-movbe.S",
+            ),
+            (
+                "memchr",
+                "./string/../sysdeps/x86_64/multiarch/memchr-evex.S",
+            ),
             ("0x7f00dead", ""),
             (
                 "<&str as core::str::pattern::Pattern>::into_searcher",

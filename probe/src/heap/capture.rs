@@ -1,11 +1,13 @@
-//! Captures the calling thread's return addresses without allocating.
+//! Captures the calling thread's return addresses into a fixed array.
 //!
-//! Uses `backtrace::trace_unsynchronized` (the unwinder walking the stack
-//! through the DWARF CFI of each frame) into a fixed array. It is the
-//! unsynchronized variant because the synchronized one takes a lock that a
-//! reentrant call from inside the allocator could find held; on Linux the
-//! unwinder is thread-safe. Without the `stacks` feature, nothing is
-//! captured and every sample falls into one anonymous site.
+//! First with the probe's own framehop unwinder (`stack::unwind_here`),
+//! which caches each address's unwind rule and so costs a fraction of
+//! libgcc's per-frame parsing; when that unwinder is busy on another thread,
+//! with `backtrace::trace_unsynchronized` (libgcc's `_Unwind_Backtrace`).
+//! That is the unsynchronized variant because the synchronized one takes a
+//! lock that a reentrant call from inside the allocator could find held; on
+//! Linux the unwinder is thread-safe. Without the `stacks` feature, nothing
+//! is captured and every sample falls into one anonymous site.
 
 use super::table::Stack;
 
@@ -17,6 +19,11 @@ use super::table::Stack;
 #[inline(never)]
 pub(crate) fn capture() -> Stack {
     let mut stack = Stack::EMPTY;
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if let Some(depth) = crate::stack::unwind_here(&mut stack.frames) {
+        stack.depth = depth;
+        return stack;
+    }
     // SAFETY: the closure only writes into `stack`, bounded by MAX_DEPTH;
     // on Linux the unwinder may run on several threads at once.
     unsafe {

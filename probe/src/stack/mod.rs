@@ -26,6 +26,17 @@ mod unwind;
 
 pub(crate) use objects::ModuleMap;
 
+#[cfg(all(
+    feature = "stacks",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+mod here;
+#[cfg(all(
+    feature = "stacks",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+pub(crate) use here::unwind_here;
+
 /// Why a thread's stack could not be sampled, in words for the event's
 /// `caveat`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

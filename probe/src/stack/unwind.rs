@@ -17,7 +17,7 @@ use framehop::{
     Unwinder, UnwinderNative,
 };
 
-use super::capture::RawStack;
+use super::capture::{RawStack, Registers};
 use super::objects::{LoadedObject, current_generation, list_objects};
 
 /// Frames kept per stack: deeper stacks are cut, outermost frames last.
@@ -171,28 +171,71 @@ impl StackUnwinder {
     /// The code addresses of `raw`, leaf (the program counter) first, every
     /// other one a return address.
     pub fn unwind(&mut self, raw: &RawStack) -> Vec<u64> {
-        self.refresh();
         let regs = raw.regs;
         let stack = &raw.stack;
-        let mut read = |addr: u64| -> Result<u64, ()> {
+        let read = |addr: u64| -> Result<u64, ()> {
             let offset = usize::try_from(addr.checked_sub(regs.sp).ok_or(())?).map_err(|_| ())?;
             let bytes = stack.get(offset..offset + 8).ok_or(())?;
             Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
         };
+        let mut addrs = Vec::new();
+        self.walk(regs, read, MAX_FRAMES, |addr| addrs.push(addr));
+        addrs
+    }
+
+    /// Unwinds the calling thread from `regs` (taken just now, in a frame
+    /// that is still live), reading its stack in place between `regs.sp` and
+    /// `stack_end`, into `out`; returns how many addresses it wrote. Used
+    /// inside the allocator, so it allocates nothing once warm.
+    pub fn unwind_here(&mut self, regs: Registers, stack_end: u64, out: &mut [usize]) -> usize {
+        let read = |addr: u64| -> Result<u64, ()> {
+            if addr < regs.sp
+                || addr.checked_add(8).is_none_or(|end| end > stack_end)
+                || !addr.is_multiple_of(8)
+            {
+                return Err(());
+            }
+            // SAFETY: `addr..addr+8` lies between this thread's stack
+            // pointer and the end of its stack, memory that is mapped and
+            // live while the caller's frame is.
+            Ok(unsafe { std::ptr::read(addr as usize as *const u64) })
+        };
+        let mut depth = 0;
+        self.walk(regs, read, out.len(), |addr| {
+            out[depth] = addr as usize;
+            depth += 1;
+        });
+        depth
+    }
+
+    /// Walks from `regs` with `read` reading the stack, passing each code
+    /// address (leaf first) to `push`, at most `max`.
+    fn walk(
+        &mut self,
+        regs: Registers,
+        mut read: impl FnMut(u64) -> Result<u64, ()>,
+        max: usize,
+        mut push: impl FnMut(u64),
+    ) {
+        self.refresh();
         #[cfg(target_arch = "x86_64")]
         let unwind_regs = framehop::x86_64::UnwindRegsX86_64::new(regs.pc, regs.sp, regs.fp);
         #[cfg(target_arch = "aarch64")]
         let unwind_regs = framehop::aarch64::UnwindRegsAarch64::new(regs.lr, regs.sp, regs.fp);
+        let code = &self.code;
         let mut frames =
             self.unwinder
                 .iter_frames(regs.pc, unwind_regs, &mut self.cache, &mut read);
-        let mut addrs = Vec::new();
-        while addrs.len() < MAX_FRAMES {
+        let mut pushed = 0;
+        while pushed < max {
             match frames.next() {
                 Ok(Some(frame)) => {
                     let addr = frame.address();
-                    if addrs.is_empty() || matches!(frame, FrameAddress::ReturnAddress(_)) {
-                        addrs.push(addr);
+                    let kept = pushed == 0 || matches!(frame, FrameAddress::ReturnAddress(_));
+                    // Addresses outside every object are garbage, not code.
+                    if kept && code.iter().any(|r| r.contains(&addr)) {
+                        push(addr);
+                        pushed += 1;
                     }
                 }
                 // The end of the stack, or a frame the tables cannot walk
@@ -200,10 +243,15 @@ impl StackUnwinder {
                 Ok(None) | Err(_) => break,
             }
         }
-        addrs.retain(|a| self.code.iter().any(|r| r.contains(a)));
-        addrs
     }
 }
+
+// SAFETY: the unwinder's `Mapped` pointers refer to segments the loader
+// mapped for the whole process (not to any thread's memory), valid until
+// `dlclose`; the unwinder lists the objects again whenever the loader's
+// add/remove counters change. Moving it to another thread changes none of
+// that.
+unsafe impl Send for StackUnwinder {}
 
 #[cfg(test)]
 mod tests {
