@@ -216,11 +216,18 @@ pub(crate) fn heap_totals() -> HeapTotals {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The counters are process-wide: every test that allocates through a
+    /// `TrackingAllocator` takes this lock, so exact deltas hold.
+    pub(crate) static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     #[test]
     fn counts_alloc_realloc_and_free_through_the_wrapper() {
+        let _serial = SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let alloc = TrackingAllocator::system();
         let before = heap_totals();
         let layout = Layout::from_size_align(1000, 8).unwrap();
@@ -235,8 +242,8 @@ mod tests {
         }
         let after = heap_totals();
         assert!(after.installed);
-        // Other tests may allocate through the same statics concurrently only
-        // if they install the wrapper; none does, so the deltas are exact.
+        // Every other test that allocates through the wrapper holds SERIAL,
+        // so the deltas are exact.
         assert_eq!(after.allocated_bytes - before.allocated_bytes, 4000);
         assert_eq!(after.freed_bytes - before.freed_bytes, 4000);
         assert_eq!(after.allocations - before.allocations, 2);

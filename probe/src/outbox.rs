@@ -188,11 +188,19 @@ mod tests {
         let outbox = std::sync::Arc::new(Outbox::new(1));
         let waiter = {
             let outbox = outbox.clone();
-            std::thread::spawn(move || outbox.pop(Duration::from_secs(30)))
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let popped = outbox.pop(Duration::from_secs(60));
+                (popped, started.elapsed())
+            })
         };
         std::thread::sleep(Duration::from_millis(50));
         outbox.close();
-        assert!(waiter.join().unwrap().is_none());
+        let (popped, waited) = waiter.join().unwrap();
+        assert!(popped.is_none());
+        // Woken by the close, not by its 60 s timeout (the bound is generous
+        // for a loaded machine).
+        assert!(waited < Duration::from_secs(30), "waited {waited:?}");
         assert!(outbox.wait_closed(Duration::ZERO));
     }
 }

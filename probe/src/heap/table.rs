@@ -364,8 +364,9 @@ pub(crate) fn read(out: &mut Vec<SiteReading>) -> TableTotals {
 pub(crate) mod tests {
     use super::*;
 
-    /// The tables are process-wide: tests that touch them take this lock.
-    pub(crate) static SERIAL: Mutex<()> = Mutex::new(());
+    /// The tables and the allocator's counters are process-wide: tests that
+    /// touch them take this one lock.
+    pub(crate) use crate::alloc::tests::SERIAL;
 
     pub(crate) fn stack(addrs: &[usize]) -> Stack {
         let mut stack = Stack::EMPTY;

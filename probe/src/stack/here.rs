@@ -122,6 +122,10 @@ mod tests {
 
     #[test]
     fn walks_from_here_through_the_caller_into_the_thread_entry() {
+        // The heap profiler's tests sample through the same shared unwinder.
+        let _serial = crate::alloc::tests::SERIAL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = [0usize; 64];
         let depth = unwind_from_a_distinctive_function(&mut out).expect("the unwinder is free");
         let addrs = &out[..depth];
