@@ -4,6 +4,7 @@
 //! a reader never sees an instance without its history. Every critical
 //! section is short and does no I/O.
 
+use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,7 +48,7 @@ pub(crate) struct State {
     pub(crate) heap_sites: HeapSiteStore,
     pub(crate) incidents: IncidentBook,
     /// Rows for the persistent history, written by the flusher task.
-    pending_history: Vec<HistoryRow>,
+    pending_history: VecDeque<HistoryRow>,
     /// When each instance last had a row queued, for the store's resolution.
     last_stored_ms: std::collections::HashMap<String, i64>,
     history_resolution_ms: i64,
@@ -76,7 +77,7 @@ impl State {
                     .unwrap_or(i64::MAX),
             ),
             incidents: IncidentBook::default(),
-            pending_history: Vec::new(),
+            pending_history: VecDeque::new(),
             last_stored_ms: std::collections::HashMap::new(),
             history_resolution_ms: i64::try_from(config.history_resolution.as_millis())
                 .unwrap_or(i64::MAX),
@@ -127,10 +128,10 @@ impl State {
                         .collect(),
                 };
                 if self.pending_history.len() >= MAX_PENDING_ROWS {
-                    self.pending_history.remove(0);
+                    self.pending_history.pop_front();
                     self.history_rows_overflowed += 1;
                 }
-                self.pending_history.push(row);
+                self.pending_history.push_back(row);
             }
             self.heap_sites
                 .record(instance_id, t_ms, &snapshot.heap_sites);
@@ -141,7 +142,7 @@ impl State {
     /// dropped since the last call because the queue was full.
     pub(crate) fn take_history(&mut self) -> (Vec<HistoryRow>, u64) {
         (
-            std::mem::take(&mut self.pending_history),
+            Vec::from(std::mem::take(&mut self.pending_history)),
             std::mem::take(&mut self.history_rows_overflowed),
         )
     }

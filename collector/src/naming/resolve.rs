@@ -114,7 +114,14 @@ impl Resolver {
 
     /// The frames at one address, innermost first; never empty.
     fn frames(&mut self, pid: u32, modules: &[Module], addr: u64, kind: AddressKind) -> Vec<Frame> {
-        let Some(module) = modules.iter().find(|m| (m.start..m.end).contains(&addr)) else {
+        // A return address can sit just past the end of its module's code
+        // (a call that never returns, last in the segment): the call is at
+        // the byte before.
+        let call = match kind {
+            AddressKind::Exact => addr,
+            AddressKind::Return => addr.saturating_sub(1),
+        };
+        let Some(module) = modules.iter().find(|m| (m.start..m.end).contains(&call)) else {
             return unnamed_stack(modules, &[addr]);
         };
         let offset = addr.wrapping_sub(module.load_bias);
