@@ -22,8 +22,13 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Acquire, Ordering::Relaxed, fence};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-/// Return addresses kept per stack, allocator frames included.
-pub(crate) const MAX_DEPTH: usize = 40;
+/// Return addresses kept per stack, allocator frames included: the
+/// unwinder's, the profiler's and the allocator's (about five), then the
+/// sixteen callers the collector keeps and shows, and a margin. Deeper
+/// frames (the runtime's, down to the thread's entry) would only tell apart
+/// sites that read the same, and unwinding each costs the allocating
+/// thread.
+pub(crate) const MAX_DEPTH: usize = 24;
 /// Distinct stacks tracked at once. When full, a site with no live sample
 /// is reused; when there is none, the sample is dropped and counted.
 pub(crate) const MAX_SITES: usize = 1024;
@@ -44,6 +49,15 @@ static KEYS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(EMPTY) }; SLOTS];
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// Live samples now: a free skips the table entirely while it is 0.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Bits of the filter in front of the table, a power of two.
+const FILTER_BITS: usize = 1 << 16;
+/// One bit per hash of every pointer sampled since the last purge: a free
+/// whose bit is clear was certainly not sampled, which one load tells,
+/// where a probe of the table walks past every tombstone in its way (most
+/// samples are short-lived, so tombstones pile up between purges). Bits are
+/// set before a key is stored and cleared only by the purge, which rebuilds
+/// them from the live keys under the seqlock.
+static FILTER: [AtomicU64; FILTER_BITS / 64] = [const { AtomicU64::new(0) }; FILTER_BITS / 64];
 static TABLES: Mutex<Tables> = Mutex::new(Tables::EMPTY);
 
 /// A stack, as captured: return addresses, innermost first.
@@ -180,6 +194,8 @@ impl Tables {
         self.account(sample);
         self.live += 1;
         LIVE.fetch_add(1, Relaxed);
+        let (word, bit) = filter_bit(ptr);
+        FILTER[word].fetch_or(bit, Relaxed);
         KEYS[slot].store(ptr, std::sync::atomic::Ordering::Release);
     }
 
@@ -238,7 +254,12 @@ impl Tables {
         for key in &KEYS {
             key.store(EMPTY, Relaxed);
         }
+        for word in &FILTER {
+            word.store(0, Relaxed);
+        }
         for &(ptr, sample) in &self.scratch[..n] {
+            let (word, bit) = filter_bit(ptr);
+            FILTER[word].fetch_or(bit, Relaxed);
             let mut i = home(ptr);
             while KEYS[i].load(Relaxed) != EMPTY {
                 i = (i + 1) & (SLOTS - 1);
@@ -268,6 +289,14 @@ impl SiteReading {
         live_objects: 0.0,
         allocated_bytes: 0.0,
     };
+}
+
+/// The filter word and bit of `ptr`: a hash other than [`home`]'s, so the
+/// filter and the table do not collide on the same pointers.
+fn filter_bit(ptr: usize) -> (usize, u64) {
+    let hash =
+        ((ptr as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) >> 48) as usize & (FILTER_BITS - 1);
+    (hash / 64, 1 << (hash % 64))
 }
 
 fn home(ptr: usize) -> usize {
@@ -323,6 +352,13 @@ fn maybe_sampled(ptr: usize) -> bool {
     let before = SEQUENCE.load(Acquire);
     if before & 1 == 1 {
         return true;
+    }
+    let (word, bit) = filter_bit(ptr);
+    if FILTER[word].load(Acquire) & bit == 0 {
+        // Certainly never sampled since the last purge, unless a purge
+        // (which clears the filter while it rebuilds it) overlapped.
+        fence(Acquire);
+        return SEQUENCE.load(Relaxed) != before;
     }
     let mut i = home(ptr);
     let mut found = false;
