@@ -125,7 +125,9 @@ unsafe extern "C" fn collect(
                         usize::try_from(header.p_filesz).unwrap_or(0),
                     )
                 };
-                object.build_id = gnu_build_id(notes).unwrap_or_default().to_vec();
+                object.build_id = gnu_build_id(notes, header.p_align)
+                    .unwrap_or_default()
+                    .to_vec();
             }
             _ => {}
         }
@@ -161,17 +163,21 @@ pub(crate) fn current_generation() -> (u64, u64) {
     generation
 }
 
-/// The descriptor of a GNU build ID note among the ELF notes in `notes`.
-fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+/// The descriptor of a GNU build ID note among the ELF notes in `notes`,
+/// a note segment aligned to `align` (8 for segments such as
+/// `.note.gnu.property`, whose fields are padded to 8 bytes; 4 otherwise).
+fn gnu_build_id(mut notes: &[u8], align: u64) -> Option<&[u8]> {
+    let mask = if align == 8 { 7 } else { 3 };
     let word = |bytes: &[u8], at: usize| -> Option<usize> {
         let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
         usize::try_from(u32::from_ne_bytes(raw)).ok()
     };
-    let padded = |n: usize| n.checked_add(3).map(|n| n & !3);
+    let padded = |n: usize| n.checked_add(mask).map(|n| n & !mask);
     while notes.len() >= 12 {
         let (name_len, desc_len, kind) = (word(notes, 0)?, word(notes, 4)?, word(notes, 8)?);
-        let desc_at = 12 + padded(name_len)?;
-        let next = desc_at.checked_add(padded(desc_len)?)?;
+        // The descriptor and the next note start at the segment's alignment.
+        let desc_at = padded(12 + name_len)?;
+        let next = padded(desc_at.checked_add(desc_len)?)?;
         let name = notes.get(12..12 + name_len)?;
         let desc = notes.get(desc_at..desc_at + desc_len)?;
         if kind == NT_GNU_BUILD_ID as usize && name == b"GNU\0" && desc.len() <= MAX_BUILD_ID {
@@ -268,9 +274,24 @@ mod tests {
         notes.extend_from_slice(&NT_GNU_BUILD_ID.to_ne_bytes());
         notes.extend_from_slice(b"GNU\0");
         notes.extend_from_slice(&[0xab, 0xcd, 0xef, 0]);
-        assert_eq!(gnu_build_id(&notes), Some(&[0xab, 0xcd, 0xef][..]));
-        assert_eq!(gnu_build_id(&notes[..30]), None, "truncated");
-        assert_eq!(gnu_build_id(&[]), None);
+        assert_eq!(gnu_build_id(&notes, 4), Some(&[0xab, 0xcd, 0xef][..]));
+        assert_eq!(gnu_build_id(&notes[..30], 4), None, "truncated");
+        assert_eq!(gnu_build_id(&[], 4), None);
+
+        // In an 8-aligned segment (a property note first, as on x86_64), a
+        // 12-byte descriptor starts at 16 and the next note at 32.
+        let mut aligned = Vec::new();
+        aligned.extend_from_slice(&4u32.to_ne_bytes());
+        aligned.extend_from_slice(&12u32.to_ne_bytes());
+        aligned.extend_from_slice(&5u32.to_ne_bytes());
+        aligned.extend_from_slice(b"GNU\0");
+        aligned.extend_from_slice(&[0; 16]);
+        aligned.extend_from_slice(&4u32.to_ne_bytes());
+        aligned.extend_from_slice(&2u32.to_ne_bytes());
+        aligned.extend_from_slice(&NT_GNU_BUILD_ID.to_ne_bytes());
+        aligned.extend_from_slice(b"GNU\0");
+        aligned.extend_from_slice(&[0x12, 0x34, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(gnu_build_id(&aligned, 8), Some(&[0x12, 0x34][..]));
     }
 
     #[inline(never)]
