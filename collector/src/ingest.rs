@@ -303,6 +303,10 @@ impl Connection {
                         .lock()
                         .event(&hello.instance_id, conn_id, event, now_ms());
                 }
+                Some(probe_message::Kind::Goodbye(_)) => {
+                    tracing::info!(service = %hello.service, instance = %hello.instance_id, "probe said goodbye: the process is stopping");
+                    shared.lock().registry.goodbye(&hello.instance_id, conn_id);
+                }
                 // A second Hello, or a kind newer than this collector: the
                 // protocol lets fields be added, so skip rather than fail.
                 Some(probe_message::Kind::Hello(_)) | None => {

@@ -112,6 +112,9 @@ pub struct Instance {
     pub thread_cpu: Vec<ThreadCpu>,
     /// The latest events, oldest first, bounded by [`RegistryLimits::max_events`].
     pub events: VecDeque<Event>,
+    /// The probe said goodbye before its connection closed: the process
+    /// stopped on purpose (a deploy, a Ctrl-C), which is no death.
+    pub stopped: bool,
     restarted_until_ms: Option<i64>,
     /// A successor has already counted this instance's death.
     succeeded: bool,
@@ -150,6 +153,7 @@ impl Instance {
     }
 
     fn revive(&mut self, now_ms: i64) {
+        self.stopped = false;
         self.state = match self.restarted_until_ms {
             Some(until) if now_ms < until => InstanceState::Restarted,
             _ => InstanceState::Up,
@@ -230,6 +234,7 @@ impl Registry {
                 cpu_percent: None,
                 thread_cpu: Vec::new(),
                 events: VecDeque::new(),
+                stopped: false,
                 restarted_until_ms,
                 succeeded: false,
                 conn,
@@ -278,6 +283,14 @@ impl Registry {
         }
         instance.events.push_back(event);
         Some(instance)
+    }
+
+    /// Notes that the probe on `conn` is stopping on purpose; its instance
+    /// goes down when the connection closes, as a stop rather than a death.
+    pub fn goodbye(&mut self, instance_id: &str, conn: ConnId) {
+        if let Some(instance) = self.current(instance_id, conn) {
+            instance.stopped = true;
+        }
     }
 
     /// Notes that `conn` is alive: a message arrived and is still being

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meshwatch_proto::v1::{
-    CollectorMessage, Hello, ProbeMessage, RejectCode, collector_message, probe_message,
+    CollectorMessage, Goodbye, Hello, ProbeMessage, RejectCode, collector_message, probe_message,
 };
 use meshwatch_proto::{FrameDecoder, FrameError, PROTOCOL_VERSION, encode_frame};
 
@@ -154,6 +154,7 @@ impl Exporter {
         loop {
             let Some(msg) = self.outbox.pop(POLL_PERIOD) else {
                 if self.outbox.is_closed() {
+                    say_goodbye(&mut stream, self.config.max_frame_len);
                     return Ok(());
                 }
                 check_still_open(&stream)?;
@@ -172,6 +173,22 @@ impl Exporter {
                 return Err(err);
             }
         }
+    }
+}
+
+/// How long the last frame may take to write: the service is exiting.
+const GOODBYE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Tells the collector this is a stop, not a death. Best effort: the
+/// service is shutting down and does not wait for it.
+fn say_goodbye(stream: &mut TcpStream, max_frame_len: usize) {
+    let goodbye = ProbeMessage {
+        kind: Some(probe_message::Kind::Goodbye(Goodbye {})),
+    };
+    let mut frame = Vec::new();
+    if encode_frame(&goodbye, max_frame_len, &mut frame).is_ok() {
+        let _ = stream.set_write_timeout(Some(GOODBYE_TIMEOUT));
+        let _ = stream.write_all(&frame);
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use meshwatch_proto::v1::{ProbeMessage, probe_message};
 
@@ -116,8 +116,10 @@ impl ProbeHandle {
         self.running.is_some()
     }
 
-    /// Stops the probe and waits for its threads to finish. Dropping the
-    /// handle stops them too, without waiting.
+    /// Stops the probe and waits for its threads to finish, the exporter
+    /// saying goodbye to the collector (so this end is counted as a stop,
+    /// not a death). Dropping the handle does the same, waiting at most
+    /// 250 ms.
     pub fn shutdown(mut self) {
         if let Some(running) = self.running.take() {
             running.stop();
@@ -130,12 +132,23 @@ impl ProbeHandle {
 }
 
 impl Drop for ProbeHandle {
+    /// Stops the probe, and gives the exporter 250 ms at most to
+    /// tell the collector this is a stop, not a death: the handle is usually
+    /// dropped as `main` returns, and the process exits right after.
     fn drop(&mut self) {
         if let Some(running) = &self.running {
             running.stop();
+            let deadline = Instant::now() + GOODBYE_WAIT;
+            while running.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
     }
 }
+
+/// The longest a dropped handle waits for the probe's threads to finish,
+/// among them the exporter's goodbye to the collector.
+const GOODBYE_WAIT: Duration = Duration::from_millis(250);
 
 impl Running {
     /// Tells the threads to stop, and stops heap sampling: nothing would

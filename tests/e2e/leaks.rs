@@ -196,3 +196,43 @@ fn connection_churn_and_bursts_open_no_leak() {
     let span = points.last().unwrap()[0].as_i64().unwrap() - points[0][0].as_i64().unwrap();
     assert!(span >= 20_000, "only {span} ms of history");
 }
+
+#[test]
+fn clean_stops_are_not_a_crash_loop() {
+    let collector = Collector::start_with(None, WINDOW);
+    // A deploy, or a person pressing Ctrl-C: each process is asked to stop
+    // and returns from main, so its probe says goodbye.
+    for life in 0..4 {
+        let mut service = Service::start(&collector, "deployed", 1);
+        let pid = service.process.pid();
+        collector.wait_for_instance(&format!("life {life} up"), |i| i["pid"] == pid);
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        collector.wait_for_instance(&format!("life {life} down"), |i| {
+            i["pid"] == pid && i["state"] == "down"
+        });
+        service.process.kill();
+    }
+    let last = Service::start(&collector, "deployed", 1);
+    let pid = last.process.pid();
+    collector.wait_for_instance("the last life up", |i| i["pid"] == pid);
+    // The detectors run every 1.6 s with this window; give them several
+    // passes over the four stops.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let incidents = collector.get_json("/api/v1/incidents");
+    assert!(
+        incidents["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["kind"] != "crash_loop"),
+        "{incidents:#}"
+    );
+    assert!(
+        collector.process.stderr().contains("probe said goodbye"),
+        "the collector heard the goodbyes"
+    );
+}

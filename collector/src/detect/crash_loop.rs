@@ -46,7 +46,9 @@ impl Detector for CrashLoop {
         let deaths: Vec<_> = window
             .instances
             .iter()
-            .filter(|i| i.state == InstanceState::Down && i.last_seen_ms >= since)
+            // A stop (the probe said goodbye) is no death: a deploy or a
+            // Ctrl-C is not a crash.
+            .filter(|i| i.state == InstanceState::Down && !i.stopped && i.last_seen_ms >= since)
             .collect();
         if deaths.len() < self.settings.crash_min_deaths {
             return Verdict::Healthy;
@@ -139,6 +141,35 @@ mod tests {
         assert_eq!(evidence["median_lifetime_seconds"], 5.0);
         assert_eq!(problems[0].finding.severity, Severity::Warning);
         assert_eq!(problems[0].instance, None, "a service-wide problem");
+    }
+
+    #[test]
+    fn clean_stops_are_not_deaths() {
+        let stopped = |id, started, ended| {
+            let mut i = life(id, started, Some(ended));
+            i.stopped = true;
+            i
+        };
+        let verdict = CrashLoop::new(LeakSettings::default()).check(&window(vec![
+            stopped("a", 40, 35),
+            stopped("b", 30, 25),
+            stopped("c", 20, 15),
+            life("d", 10, None),
+        ]));
+        assert_eq!(
+            verdict,
+            Verdict::Healthy,
+            "five Ctrl-Cs are not a crash loop"
+        );
+        // Deaths among the stops still count.
+        let verdict = CrashLoop::new(LeakSettings::default()).check(&window(vec![
+            stopped("a", 40, 35),
+            life("b", 30, Some(25)),
+            life("c", 20, Some(15)),
+            life("d", 12, Some(11)),
+            life("e", 10, None),
+        ]));
+        assert!(matches!(verdict, Verdict::Unhealthy(_)), "{verdict:?}");
     }
 
     #[test]

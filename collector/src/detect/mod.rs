@@ -114,6 +114,9 @@ pub struct InstanceWindow<'a> {
     pub last_seen_ms: i64,
     /// Up, down or restarted.
     pub state: InstanceState,
+    /// Down because it stopped on purpose (its probe said goodbye), not
+    /// because it died.
+    pub stopped: bool,
     /// Dead predecessors it replaces.
     pub restarts: u32,
     /// The points of each series asked for, within the span, oldest first.
@@ -232,6 +235,7 @@ fn cut_window<'a>(
                 started_at_ms: instance.started_at_ms(),
                 last_seen_ms: instance.last_seen_ms,
                 state: instance.state,
+                stopped: instance.stopped,
                 restarts: instance.restarts,
                 series,
                 heap_sites,

@@ -32,6 +32,7 @@ pub fn instance(id: &'static str, series: &[(Metric, SeriesFn<'_>)]) -> Instance
         started_at_ms: start,
         last_seen_ms: NOW_MS,
         state: InstanceState::Up,
+        stopped: false,
         restarts: 0,
         series,
         heap_sites: Vec::new(),

@@ -3,7 +3,7 @@
 /// that a decoder needs one message type per direction.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbeMessage {
-    #[prost(oneof = "probe_message::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "probe_message::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<probe_message::Kind>,
 }
 /// Nested message and enum types in `ProbeMessage`.
@@ -16,8 +16,17 @@ pub mod probe_message {
         Snapshot(super::Snapshot),
         #[prost(message, tag = "3")]
         Event(super::Event),
+        #[prost(message, tag = "4")]
+        Goodbye(super::Goodbye),
     }
 }
+/// The probe's last frame when it stops on purpose: its handle was dropped
+/// or shut down, as when the service returns from main after a SIGTERM or
+/// Ctrl-C. The collector counts the instance's end as a stop, not a death, so
+/// that a clean restart or a rolling deploy is not a crash loop. A process
+/// that is killed, aborts or loses its connection sends none.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Goodbye {}
 /// Every frame the collector sends.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CollectorMessage {

@@ -64,6 +64,7 @@ impl Fixture {
             started_at_ms: self.rss.first().map_or(0, |p| p.0),
             last_seen_ms: self.rss.last().map_or(0, |p| p.0),
             state,
+            stopped: false,
             restarts: 0,
             series,
             heap_sites: self.sites.iter().collect(),
