@@ -104,6 +104,39 @@ fn runaway_loop_is_flagged_with_the_looping_function_and_resolves() {
     let collector = Collector::start();
     let (service, instance) = faulty(&collector, "looping", &[]);
     loop_is_diagnosed(&collector, &service, &instance);
+    report_names_the_loop(&collector, &instance);
+}
+
+/// `meshwatch report` on the real incident: the stack the collector named
+/// reaches the report and its flame graph.
+fn report_names_the_loop(collector: &Collector, instance: &str) {
+    let incident = find(collector, instance, |i| i["kind"] == "runaway_loop").unwrap();
+    let id = match &incident["id"] {
+        Value::String(id) => id.clone(),
+        other => other.to_string(),
+    };
+    let out = tempfile::tempdir().unwrap();
+    let ran = Command::new(meshwatch_e2e::bin_dir().join("meshwatch"))
+        .args(["report", &id, "--collector", &collector.http, "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(report.contains("parse_records"), "{report}");
+    assert!(
+        report.contains("loop_parser.rs:"),
+        "file and line: {report}"
+    );
+    let flame = std::fs::read_to_string(out.path().join("flame.svg")).unwrap();
+    assert!(
+        flame.contains("parse_records"),
+        "the flame graph names the loop"
+    );
 }
 
 #[test]
