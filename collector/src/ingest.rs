@@ -182,7 +182,10 @@ async fn while_alive<F: std::future::Future>(
     conn: ConnId,
 ) -> F::Output {
     let mut work = std::pin::pin!(work);
-    let mut alive = tokio::time::interval(ALIVE_EVERY);
+    // The first mark is due one period in: a message named at once (most
+    // are: they carry no stack, or names from the cache) takes no extra lock.
+    let mut alive =
+        tokio::time::interval_at(tokio::time::Instant::now() + ALIVE_EVERY, ALIVE_EVERY);
     loop {
         tokio::select! {
             output = &mut work => return output,

@@ -145,23 +145,8 @@ fn evidence(stuck: &StuckPoll) -> Value {
 mod tests {
     use super::*;
     use crate::incidents::StateFilter;
+    use crate::stuck_samples::tests::frame;
     use meshwatch_proto::v1::HotFrame;
-
-    /// A frame as named from a binary's debug info: the service's own in
-    /// its source tree, the standard library's under the toolchain's.
-    fn frame(function: &str, line: u32) -> Frame {
-        let file = if function.starts_with("svc::") {
-            "/src/examples/src/faults/loop_parser.rs"
-        } else {
-            "/rustc/59807616e/library/core/src/lib.rs"
-        };
-        Frame {
-            function: function.to_owned(),
-            file: file.to_owned(),
-            line,
-            address: 1,
-        }
-    }
 
     fn event(key: &str, state: StuckPollState, class: StuckPollClass) -> StuckPoll {
         StuckPoll {

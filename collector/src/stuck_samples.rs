@@ -98,16 +98,17 @@ fn hot_frames(samples: &[Vec<Frame>]) -> Vec<HotFrame> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A frame as named from a binary's debug info: the service's own in
-    /// its source tree, tokio's in cargo's registry.
-    fn frame(function: &str, line: u32) -> Frame {
+    /// A frame as the collector names it from a binary's debug info: the
+    /// service's own (`svc::…`) in its source tree, any other under the
+    /// toolchain's sources.
+    pub(crate) fn frame(function: &str, line: u32) -> Frame {
         let file = if function.starts_with("svc::") {
-            "/src/svc/src/x.rs"
+            "/src/examples/src/faults/loop_parser.rs"
         } else {
-            "/root/.cargo/registry/src/index/tokio-1.54.1/src/x.rs"
+            "/rustc/59807616e/library/core/src/lib.rs"
         };
         Frame {
             function: function.to_owned(),

@@ -71,11 +71,16 @@ impl HeapReporter {
                 ..HeapSite::default()
             });
         }
-        let addresses = sites
-            .iter()
-            .filter_map(|s| s.stack.as_ref())
-            .flat_map(|s| s.addresses.iter().copied());
-        let modules = self.modules.modules_for(addresses);
+        // Most reports resend no stack, and then need no module either.
+        let modules = if sites.iter().any(|s| s.stack.is_some()) {
+            let addresses = sites
+                .iter()
+                .filter_map(|s| s.stack.as_ref())
+                .flat_map(|s| s.addresses.iter().copied());
+            self.modules.modules_for(addresses)
+        } else {
+            Vec::new()
+        };
         HeapReport {
             sites,
             modules,

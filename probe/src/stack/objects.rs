@@ -260,37 +260,40 @@ impl ModuleMap {
 mod tests {
     use super::*;
 
+    /// One ELF note named "GNU", as a linker lays it out in a segment
+    /// aligned to `align`: header, name and descriptor, each padded.
+    fn note(kind: u32, desc: &[u8], align: usize) -> Vec<u8> {
+        let mut note = Vec::new();
+        note.extend_from_slice(&4u32.to_ne_bytes());
+        note.extend_from_slice(&u32::try_from(desc.len()).unwrap().to_ne_bytes());
+        note.extend_from_slice(&kind.to_ne_bytes());
+        note.extend_from_slice(b"GNU\0");
+        note.resize(note.len().next_multiple_of(align), 0);
+        note.extend_from_slice(desc);
+        note.resize(note.len().next_multiple_of(align), 0);
+        note
+    }
+
     #[test]
     fn reads_a_gnu_build_id_note_after_another_note() {
-        let mut notes = Vec::new();
-        // An ABI tag note first: name "GNU\0", type 1, 16 bytes.
-        notes.extend_from_slice(&4u32.to_ne_bytes());
-        notes.extend_from_slice(&16u32.to_ne_bytes());
-        notes.extend_from_slice(&1u32.to_ne_bytes());
-        notes.extend_from_slice(b"GNU\0");
-        notes.extend_from_slice(&[0; 16]);
-        notes.extend_from_slice(&4u32.to_ne_bytes());
-        notes.extend_from_slice(&3u32.to_ne_bytes());
-        notes.extend_from_slice(&NT_GNU_BUILD_ID.to_ne_bytes());
-        notes.extend_from_slice(b"GNU\0");
-        notes.extend_from_slice(&[0xab, 0xcd, 0xef, 0]);
+        // An ABI tag note first, then the build ID.
+        let notes = [
+            note(1, &[0; 16], 4),
+            note(NT_GNU_BUILD_ID, &[0xab, 0xcd, 0xef], 4),
+        ]
+        .concat();
         assert_eq!(gnu_build_id(&notes, 4), Some(&[0xab, 0xcd, 0xef][..]));
         assert_eq!(gnu_build_id(&notes[..30], 4), None, "truncated");
         assert_eq!(gnu_build_id(&[], 4), None);
 
         // In an 8-aligned segment (a property note first, as on x86_64), a
         // 12-byte descriptor starts at 16 and the next note at 32.
-        let mut aligned = Vec::new();
-        aligned.extend_from_slice(&4u32.to_ne_bytes());
-        aligned.extend_from_slice(&12u32.to_ne_bytes());
-        aligned.extend_from_slice(&5u32.to_ne_bytes());
-        aligned.extend_from_slice(b"GNU\0");
-        aligned.extend_from_slice(&[0; 16]);
-        aligned.extend_from_slice(&4u32.to_ne_bytes());
-        aligned.extend_from_slice(&2u32.to_ne_bytes());
-        aligned.extend_from_slice(&NT_GNU_BUILD_ID.to_ne_bytes());
-        aligned.extend_from_slice(b"GNU\0");
-        aligned.extend_from_slice(&[0x12, 0x34, 0, 0, 0, 0, 0, 0]);
+        let aligned = [
+            note(5, &[0; 12], 8),
+            note(NT_GNU_BUILD_ID, &[0x12, 0x34], 8),
+        ]
+        .concat();
+        assert_eq!(aligned.len(), 32 + 24);
         assert_eq!(gnu_build_id(&aligned, 8), Some(&[0x12, 0x34][..]));
     }
 
