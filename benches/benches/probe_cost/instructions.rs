@@ -21,7 +21,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use meshwatch_benches::{callgrind_totals, http_requests};
+use meshwatch_benches::{callgrind_totals, http_requests, median};
 
 use crate::SERVER_CORE;
 use crate::variants::{Binaries, Server, Variant};
@@ -55,6 +55,8 @@ fn count(
         "valgrind",
         "--tool=callgrind",
         "--separate-threads=yes",
+        // Names in full in every dump, so each thread's file reads alone.
+        "--compress-strings=no",
         "--quiet",
         &out_arg,
     ];
@@ -78,6 +80,9 @@ fn count(
         }
     }
     drop(server);
+    if let Some(keep) = std::env::var_os("CALLGRIND_KEEP") {
+        keep_outputs(dir.path(), Path::new(&keep), variant.name)?;
+    }
     threads.sort_unstable();
     let worker = threads.pop().ok_or("callgrind dumped no thread")?;
     Ok(Counts {
@@ -85,6 +90,20 @@ fn count(
         worker,
         others: threads.iter().sum(),
     })
+}
+
+/// Copies a run's dumps into `keep` as `VARIANT.cg.out.*`, for
+/// `callgrind_annotate` (`CALLGRIND_KEEP=DIR`).
+fn keep_outputs(from: &Path, keep: &Path, variant: &str) -> Result<(), String> {
+    std::fs::create_dir_all(keep).map_err(|e| format!("{}: {e}", keep.display()))?;
+    for entry in std::fs::read_dir(from).map_err(|e| e.to_string())? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            let to = keep.join(format!("{variant}.{name}"));
+            std::fs::copy(&path, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `callgrind_control` and insists it worked.
@@ -102,34 +121,64 @@ fn control(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Counts every variant and prints instructions per request with ratios to
-/// plain (the first variant).
-pub fn run(variants: &[&Variant], binaries: &Binaries, ingest: &str, warmup: u64, requests: u64) {
+/// Counts every variant `rounds` times, alternating, and prints the medians
+/// of instructions per request and of the round-by-round ratios to plain
+/// (the first variant). One round's count is exact for what was sent, but
+/// how many requests each wake-up of the worker serves varies between runs,
+/// which moves the count per request by about 1 %: hence rounds and medians.
+pub fn run(
+    variants: &[&Variant],
+    binaries: &Binaries,
+    ingest: &str,
+    warmup: u64,
+    requests: u64,
+    rounds: usize,
+) {
     println!(
-        "callgrind: {warmup} warm-up requests, then {requests} counted, over {CONNECTIONS} keep-alive connections"
+        "callgrind: {rounds} rounds; each {warmup} warm-up requests, then {requests} counted, over {CONNECTIONS} keep-alive connections"
     );
+    let built: Vec<(&Variant, &Path)> = variants
+        .iter()
+        .filter_map(|v| Some((*v, binaries.path(v.binary)?)))
+        .collect();
+    // Per variant: worker and other threads' instructions per request, and
+    // the worker's ratio to plain, one entry per round.
+    let mut worker = vec![Vec::new(); built.len()];
+    let mut others = vec![Vec::new(); built.len()];
+    let mut ratios = vec![Vec::new(); built.len()];
+    for round in 1..=rounds {
+        let mut plain = None;
+        for (i, (variant, binary)) in built.iter().enumerate() {
+            match count(variant, binary, ingest, warmup, requests) {
+                Ok(counts) => {
+                    let per = |n: u64| n as f64 / counts.requests.max(1) as f64;
+                    let w = per(counts.worker);
+                    let base = *plain.get_or_insert(w);
+                    println!("  round {round}: {} {w:.0}", variant.name);
+                    worker[i].push(w);
+                    others[i].push(per(counts.others));
+                    ratios[i].push(w / base);
+                }
+                Err(why) => println!("  round {round}: {} failed: {why}", variant.name),
+            }
+        }
+    }
     println!(
-        "| variant | worker instructions / request | ÷ plain | other threads / request (upper bound) |"
+        "| variant | worker instructions / request (median, min–max) | ÷ plain (median of rounds) | other threads / request (upper bound) |"
     );
     println!("|---|---|---|---|");
-    let mut plain = None;
-    for variant in variants {
-        let Some(binary) = binaries.path(variant.binary) else {
+    for (i, (variant, _)) in built.iter().enumerate() {
+        let (Some(w), Some(r), Some(o)) =
+            (median(&worker[i]), median(&ratios[i]), median(&others[i]))
+        else {
+            println!("| {} | failed | | |", variant.name);
             continue;
         };
-        match count(variant, binary, ingest, warmup, requests) {
-            Ok(counts) => {
-                let per = |n: u64| n as f64 / counts.requests.max(1) as f64;
-                let worker = per(counts.worker);
-                let base = *plain.get_or_insert(worker);
-                println!(
-                    "| {} | {worker:.0} | {:.3} | {:.0} |",
-                    variant.name,
-                    worker / base,
-                    per(counts.others)
-                );
-            }
-            Err(why) => println!("| {} | failed: {why} | | |", variant.name),
-        }
+        let min = worker[i].iter().copied().fold(f64::INFINITY, f64::min);
+        let max = worker[i].iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {} | {w:.0} ({min:.0}–{max:.0}) | {r:.3} | {o:.0} |",
+            variant.name
+        );
     }
 }

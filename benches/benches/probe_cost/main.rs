@@ -26,7 +26,9 @@
 //! `SECONDS` (10), `WARMUP_SECONDS` (2), `CONNECTIONS` (50), `VARIANTS`
 //! (comma-separated names; plain always runs), `CHURN_SECONDS` (240),
 //! `RSS_CAP_MIB` (2048: a server past it under churn is killed and reported
-//! as aborted). The budget printed is issue 9's; it is informational, never
+//! as aborted), and with `INSTRUCTIONS`, `ROUNDS` (3), `REQUESTS` (20000),
+//! `WARMUP_REQUESTS` (2000) and `CALLGRIND_KEEP` (a directory to keep each
+//! variant's callgrind dumps in, for `callgrind_annotate`). The budget printed is issue 9's; it is informational, never
 //! asserted. Installs `wrk` with apt-get if it is missing. Run by
 //! `cargo test --benches` (no `--bench` flag), it only checks that each
 //! server build answers one request.
@@ -217,7 +219,15 @@ fn main() {
     if instructions {
         let warmup = env_or("WARMUP_REQUESTS", 2_000);
         let requests = env_or("REQUESTS", 20_000);
-        instructions::run(&selected, &binaries, &collector.ingest, warmup, requests);
+        let rounds = env_or("ROUNDS", 3) as usize;
+        instructions::run(
+            &selected,
+            &binaries,
+            &collector.ingest,
+            warmup,
+            requests,
+            rounds,
+        );
     } else if churn {
         churn::run(&selected, &binaries, &collector.ingest, &settings);
     } else {

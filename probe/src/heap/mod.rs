@@ -11,8 +11,9 @@
 //! stacks go out as raw addresses, and the collector names them.
 //!
 //! Cost: an allocation that is not sampled pays one thread-local
-//! subtraction; a free pays one atomic load while no sample is alive, and a
-//! short lock-free probe of the table otherwise. Memory: the tables are
+//! subtraction; a free pays one load of a counter in the table's filter,
+//! and a short lock-free probe of the table only when a live sample shares
+//! that counter. Memory: the tables are
 //! statics of about 1 MiB, touched only once sampling runs.
 
 mod capture;
@@ -29,26 +30,35 @@ pub(crate) use sampling::{
 /// about 2 samples per MiB allocated.
 pub(crate) const DEFAULT_SAMPLE_INTERVAL: u64 = 512 * 1024;
 
-/// Called by the tracking allocator after every successful allocation.
+/// Called by the tracking allocator after every successful allocation of
+/// `size` bytes: counts them down and says whether this one must go to
+/// [`sample`].
 #[inline]
-pub(crate) fn on_alloc(ptr: *mut u8, size: usize) {
-    if sampling::countdown(size) {
-        sample(ptr, size);
-    }
+pub(crate) fn sample_due(size: usize) -> bool {
+    sampling::countdown(size)
 }
 
-/// Called by the tracking allocator before every free.
+/// Called by the tracking allocator before every free: whether `ptr` may
+/// have been sampled, so that [`forget`] must run. One load.
 #[inline]
-pub(crate) fn on_free(ptr: *mut u8) {
+pub(crate) fn may_be_sampled(ptr: *mut u8) -> bool {
+    table::counted(ptr as usize)
+}
+
+/// Forgets `ptr` if it was sampled; for a pointer [`may_be_sampled`] did
+/// not rule out.
+#[cold]
+#[inline(never)]
+pub(crate) fn forget(ptr: *mut u8) {
     table::forget(ptr as usize);
 }
 
-/// The slow path of [`on_alloc`]: decide, then capture and record under
+/// The slow path of [`sample_due`]: decide, then capture and record under
 /// the reentrancy guard, so allocations made by the unwinder are not
 /// sampled in turn.
 #[cold]
 #[inline(never)]
-fn sample(ptr: *mut u8, size: usize) {
+pub(crate) fn sample(ptr: *mut u8, size: usize) {
     let Some(mean) = sampling::decide() else {
         return;
     };

@@ -69,10 +69,10 @@ pub(crate) fn mean() -> u64 {
 pub(crate) fn countdown(size: usize) -> bool {
     STATE
         .try_with(|state| {
-            let left = state
-                .countdown
-                .get()
-                .saturating_sub(i64::try_from(size).unwrap_or(i64::MAX));
+            // The countdown is above 0 here (the slow path always draws a
+            // positive one) and `size` fits an isize (a `Layout` guarantees
+            // it), so this cannot overflow.
+            let left = state.countdown.get() - size as i64;
             state.countdown.set(left);
             left <= 0
         })
