@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use meshwatch_api::{ErrorBody, IncidentsView, InstanceSeries, SeriesView};
+
 use crate::incidents::StateFilter;
 use crate::series::{Metric, Point};
 use crate::state::{Shared, now_ms};
@@ -75,13 +77,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message });
+        let body = ErrorBody {
+            error: self.message,
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
 
-/// Serializes `value` as the JSON body of a 200 answer. Used while the state
-/// lock is held, so views can borrow from the state instead of copying it.
+/// Serializes `value` as the JSON body of a 200 answer. Views are built
+/// under the state lock and serialized after it is released, so a large
+/// answer does not hold up ingest.
 fn json<T: Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
@@ -130,13 +135,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn services(State(shared): State<Arc<Shared>>) -> Response {
-    let state = shared.lock();
-    json(&views::services(&state, now_ms()))
-}
-
-#[derive(Debug, Serialize)]
-struct IncidentsView<'a> {
-    incidents: Vec<&'a crate::incidents::Incident>,
+    let view = views::services(&shared.lock(), now_ms());
+    json(&view)
 }
 
 async fn incidents(State(shared): State<Arc<Shared>>, query: Params) -> Result<Response, ApiError> {
@@ -147,10 +147,14 @@ async fn incidents(State(shared): State<Arc<Shared>>, query: Params) -> Result<R
             .map_err(|e| ApiError::bad_request(e.to_string()))?,
         None => StateFilter::All,
     };
-    let state = shared.lock();
-    Ok(json(&IncidentsView {
-        incidents: state.incidents.list(filter),
-    }))
+    let incidents = shared
+        .lock()
+        .incidents
+        .list(filter)
+        .into_iter()
+        .cloned()
+        .collect();
+    Ok(json(&IncidentsView { incidents }))
 }
 
 /// A validated `/api/v1/series` request.
@@ -213,19 +217,6 @@ impl SeriesQuery {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct SeriesView<'a> {
-    service: &'a str,
-    metric: &'static str,
-    series: Vec<InstanceSeries>,
-}
-
-#[derive(Debug, Serialize)]
-struct InstanceSeries {
-    instance_id: String,
-    points: Vec<Point>,
-}
-
 /// History of one metric of one service: the persistent store (every
 /// instance the service ever had, across collector restarts, at the store's
 /// resolution) completed with the in-memory series (every sample of the
@@ -277,8 +268,8 @@ async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Resp
         return Err(ApiError::not_found(what));
     }
     Ok(json(&SeriesView {
-        service: &query.service,
-        metric: query.metric.name(),
+        service: query.service,
+        metric: query.metric.name().to_owned(),
         series,
     }))
 }

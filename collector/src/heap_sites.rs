@@ -12,7 +12,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use meshwatch_proto::v1::{Frame, HeapSite};
-use serde::{Deserialize, Serialize};
 
 /// Sites kept per instance: the probe sends 32 per snapshot.
 pub const MAX_SITES: usize = 48;
@@ -24,16 +23,8 @@ pub const MAX_FRAMES: usize = 16;
 /// run to kilobytes.
 const MAX_NAME: usize = 200;
 
-/// One frame of an allocation site's stack.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SiteFrame {
-    /// The demangled function name, empty when unknown.
-    pub function: String,
-    /// The source file, empty when unknown.
-    pub file: String,
-    /// The line, 0 when unknown.
-    pub line: u32,
-}
+/// One frame of an allocation site's stack: the API's frame.
+pub use meshwatch_api::Frame as SiteFrame;
 
 /// One point of a site's history.
 #[derive(Debug, Clone, Copy, PartialEq)]

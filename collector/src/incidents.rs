@@ -9,87 +9,7 @@
 
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
-
-/// What kind of trouble an incident describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IncidentKind {
-    /// A poll that does not return while its thread burns a CPU.
-    RunawayLoop,
-    /// A poll that does not return while its thread is idle: blocking code in async.
-    BlockedWorker,
-    /// Memory that keeps climbing.
-    MemoryGrowth,
-    /// TCP connections that are never closed.
-    SocketLeak,
-    /// File descriptors rising toward their limit.
-    FdLeak,
-    /// Alive tasks rising while the load is flat.
-    TaskLeak,
-    /// A service whose instances keep dying.
-    CrashLoop,
-    /// A service with no instance up.
-    ServiceDown,
-}
-
-impl IncidentKind {
-    /// The snake_case name used in the API, e.g. `runaway_loop`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IncidentKind::RunawayLoop => "runaway_loop",
-            IncidentKind::BlockedWorker => "blocked_worker",
-            IncidentKind::MemoryGrowth => "memory_growth",
-            IncidentKind::SocketLeak => "socket_leak",
-            IncidentKind::FdLeak => "fd_leak",
-            IncidentKind::TaskLeak => "task_leak",
-            IncidentKind::CrashLoop => "crash_loop",
-            IncidentKind::ServiceDown => "service_down",
-        }
-    }
-}
-
-/// How urgent an incident is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Worth a look.
-    Warning,
-    /// Hurting the service now, or soon.
-    Critical,
-}
-
-/// One finding of a detector, as served by `/api/v1/incidents`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Incident {
-    /// Unique within this collector; stable for the incident's life.
-    pub id: String,
-    /// What kind of trouble.
-    pub kind: IncidentKind,
-    /// How urgent.
-    pub severity: Severity,
-    /// The service affected.
-    pub service: String,
-    /// The instance affected, when the incident concerns one.
-    pub instance: Option<String>,
-    /// When it was first detected (ms since the Unix epoch).
-    pub opened_at_ms: i64,
-    /// When the condition was last observed.
-    pub last_seen_at_ms: i64,
-    /// When it ended; `None` while open.
-    pub resolved_at_ms: Option<i64>,
-    /// One sentence for a person: what is wrong.
-    pub summary: String,
-    /// The detector's concrete evidence (stack, slope, counts), as JSON.
-    pub evidence: serde_json::Value,
-}
-
-impl Incident {
-    /// Whether the incident is still going on.
-    pub fn is_open(&self) -> bool {
-        self.resolved_at_ms.is_none()
-    }
-}
+pub use meshwatch_api::{Evidence, Incident, IncidentKind, Severity};
 
 /// Which incidents a query wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -156,8 +76,8 @@ pub struct Finding {
     pub severity: Severity,
     /// One sentence for a person: what is wrong.
     pub summary: String,
-    /// Concrete evidence, as JSON: stacks, slopes, counts.
-    pub evidence: serde_json::Value,
+    /// Concrete evidence, typed by the incident's kind.
+    pub evidence: Evidence,
 }
 
 /// Resolved incidents kept for the API; older ones are forgotten so a
@@ -174,6 +94,7 @@ pub struct IncidentBook {
 }
 
 impl IncidentBook {
+    #[cfg(test)]
     /// Records a new incident or, when one with the same id exists,
     /// replaces it.
     pub fn upsert(&mut self, incident: Incident) {
@@ -200,7 +121,7 @@ impl IncidentBook {
         let id = self.next_id.to_string();
         self.incidents.push(Incident {
             id: id.clone(),
-            kind: key.kind,
+            kind: key.kind.clone(),
             severity: finding.severity,
             service: key.service.clone(),
             instance: key.instance.clone(),
@@ -234,17 +155,27 @@ impl IncidentBook {
         keys.iter().filter(|key| self.resolve(key, now_ms)).count()
     }
 
-    /// Whether some open incident's key passes `pred`.
-    pub fn any_open(&self, pred: impl Fn(&IncidentKey) -> bool) -> bool {
-        self.open.keys().any(pred)
+    /// The kinds with an incident open for `service`.
+    pub fn open_kinds(&self, service: &str) -> Vec<IncidentKind> {
+        let mut kinds: Vec<IncidentKind> = self
+            .open
+            .keys()
+            .filter(|key| key.service == service)
+            .map(|key| key.kind.clone())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        kinds
     }
 
+    #[cfg(test)]
     /// The open incident for `key`, if any.
     pub fn open_incident(&self, key: &IncidentKey) -> Option<&Incident> {
         let id = self.open.get(key)?;
         self.incidents.iter().find(|i| &i.id == id)
     }
 
+    #[cfg(test)]
     /// The incident with `id`, open or resolved.
     pub fn get(&self, id: &str) -> Option<&Incident> {
         self.incidents.iter().find(|i| i.id == id)
@@ -308,7 +239,7 @@ pub(crate) mod tests {
             last_seen_at_ms: 2,
             resolved_at_ms: resolved,
             summary: "a loop".to_owned(),
-            evidence: serde_json::json!({}),
+            evidence: Evidence::Other(serde_json::json!({})),
         }
     }
 
@@ -356,7 +287,7 @@ pub(crate) mod tests {
         Finding {
             severity: Severity::Critical,
             summary: summary.to_owned(),
-            evidence: serde_json::json!({"n": summary.len()}),
+            evidence: Evidence::Other(serde_json::json!({"n": summary.len()})),
         }
     }
 

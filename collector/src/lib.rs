@@ -4,21 +4,21 @@
 mod api;
 pub mod config;
 mod datadir;
-pub mod detect;
-pub mod heap_sites;
+mod detect;
+mod heap_sites;
 mod history;
-pub mod incidents;
+mod incidents;
 mod ingest;
 mod naming;
 mod own_code;
 mod prom;
-pub mod registry;
-pub mod series;
+mod registry;
+mod series;
 mod state;
 mod store;
 mod stuck;
 mod stuck_samples;
-pub mod views;
+mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +30,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::Config;
+pub use detect::leaks::LeakSettings;
+pub use detect::memory::MemorySettings;
 
 use datadir::DataDirLock;
 use state::{Shared, now_ms};

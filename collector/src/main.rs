@@ -63,6 +63,12 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..))]
     leak_window_secs: Option<u64>,
 
+    /// How long every instance of a service must have been down, in
+    /// seconds, before `service_down` opens: room for a restart or a
+    /// rolling deploy. Default 30.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    service_down_grace_secs: Option<u64>,
+
     /// A directory of debug info, looked up by build ID before a binary's
     /// own path (`.build-id/ab/cdef….debug` as GDB reads it, or a debuginfod
     /// cache): names the stacks of stripped or remote binaries. Repeatable.
@@ -160,6 +166,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config.leaks.window = Duration::from_secs(secs);
         config.leaks.crash_window = Duration::from_secs(secs);
         config.detect_interval = config.detect_interval.min(config.leaks.window / 12);
+    }
+    if let Some(secs) = cli.service_down_grace_secs {
+        config.leaks.service_down_grace = Duration::from_secs(secs);
+        // Noticed within a few seconds of the grace running out.
+        config.detect_interval = config
+            .detect_interval
+            .min(config.leaks.service_down_grace / 4)
+            .max(Duration::from_millis(250));
     }
 
     config.debuginfo_dirs = cli.debuginfo_dir.clone();

@@ -15,33 +15,12 @@
 use std::collections::{HashMap, VecDeque};
 
 use meshwatch_proto::v1::{Event, Hello, Snapshot};
-use serde::{Deserialize, Serialize};
 
 /// The interval assumed for a probe that announces none.
 const DEFAULT_INTERVAL_MS: u32 = 1000;
 
-/// Whether an instance is alive, as shown to people and tools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InstanceState {
-    /// Connected and sending snapshots on time.
-    Up,
-    /// Its connection closed, or it missed too many snapshots.
-    Down,
-    /// Up, and a recent replacement of a dead instance of its service.
-    Restarted,
-}
-
-impl InstanceState {
-    /// The lowercase name used in the API: `up`, `down` or `restarted`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceState::Up => "up",
-            InstanceState::Down => "down",
-            InstanceState::Restarted => "restarted",
-        }
-    }
-}
+pub use meshwatch_api::evidence::Ending;
+pub use meshwatch_api::{InstanceState, ThreadCpu};
 
 /// Identifies one connection of an instance, so that the close of an old
 /// connection cannot mark down an instance that has already reconnected.
@@ -60,18 +39,6 @@ pub struct RegistryLimits {
     pub max_down_per_service: usize,
     /// Events kept per instance, newest last, for the detectors.
     pub max_events: usize,
-}
-
-/// One thread's CPU use between the last two snapshots.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ThreadCpu {
-    /// The OS thread id.
-    pub tid: u32,
-    /// The thread's name, e.g. `tokio-rt-worker`.
-    pub name: String,
-    /// Percent of one core; `None` when the thread is new since the previous
-    /// snapshot or on the first snapshot.
-    pub cpu_percent: Option<f64>,
 }
 
 /// Everything known about one instance. Read-only outside this module: the
@@ -115,6 +82,9 @@ pub struct Instance {
     /// The probe said goodbye before its connection closed: the process
     /// stopped on purpose (a deploy, a Ctrl-C), which is no death.
     pub stopped: bool,
+    /// How it went down, while down: a stop (after a goodbye), a lost
+    /// connection, or silence. `None` while up.
+    pub ending: Option<Ending>,
     restarted_until_ms: Option<i64>,
     /// A successor has already counted this instance's death.
     succeeded: bool,
@@ -154,6 +124,7 @@ impl Instance {
 
     fn revive(&mut self, now_ms: i64) {
         self.stopped = false;
+        self.ending = None;
         self.state = match self.restarted_until_ms {
             Some(until) if now_ms < until => InstanceState::Restarted,
             _ => InstanceState::Up,
@@ -235,6 +206,7 @@ impl Registry {
                 thread_cpu: Vec::new(),
                 events: VecDeque::new(),
                 stopped: false,
+                ending: None,
                 restarted_until_ms,
                 succeeded: false,
                 conn,
@@ -309,6 +281,14 @@ impl Registry {
             instance.connected = false;
             instance.state = InstanceState::Down;
             instance.restarted_until_ms = None;
+            // Silence noticed first stays the story: the connection of a
+            // hung process closes later, if ever.
+            let ending = if instance.stopped {
+                Ending::Stopped
+            } else {
+                Ending::Disconnected
+            };
+            instance.ending.get_or_insert(ending);
         }
     }
 
@@ -325,9 +305,10 @@ impl Registry {
                 _ if now_ms.saturating_sub(instance.last_seen_ms) > allowed => {
                     instance.state = InstanceState::Down;
                     instance.restarted_until_ms = None;
+                    instance.ending = Some(Ending::MissedHeartbeats);
                 }
                 InstanceState::Restarted => instance.revive(now_ms),
-                InstanceState::Up => {}
+                InstanceState::Up | InstanceState::Unknown => {}
             }
         }
         self.prune()
@@ -472,6 +453,18 @@ mod tests {
         reg.disconnect("a1", conn);
         assert_eq!(state(&reg, "a1"), InstanceState::Down);
         assert!(!reg.get("a1").unwrap().connected);
+        assert_eq!(reg.get("a1").unwrap().ending, Some(Ending::Disconnected));
+    }
+
+    #[test]
+    fn a_goodbye_makes_the_disconnect_a_stop_and_a_revival_forgets_the_ending() {
+        let mut reg = Registry::new(LIMITS);
+        let conn = reg.hello(&hello("a", "a1"), 1000);
+        reg.goodbye("a1", conn);
+        reg.disconnect("a1", conn);
+        assert_eq!(reg.get("a1").unwrap().ending, Some(Ending::Stopped));
+        reg.hello(&hello("a", "a1"), 2000);
+        assert_eq!(reg.get("a1").unwrap().ending, None);
     }
 
     #[test]
@@ -486,6 +479,10 @@ mod tests {
         );
         reg.tick(4001);
         assert_eq!(state(&reg, "a1"), InstanceState::Down);
+        assert_eq!(
+            reg.get("a1").unwrap().ending,
+            Some(Ending::MissedHeartbeats)
+        );
         reg.snapshot("a1", conn, snap(5000, 1.0, 0), 5000).unwrap();
         assert_eq!(state(&reg, "a1"), InstanceState::Up);
     }

@@ -4,7 +4,7 @@
 //! Every metric the collector keeps is one line of the [`Metric`] table: its
 //! name (snake_case with its unit, the same in the store, the JSON API and,
 //! prefixed `meshwatch_`, in `/metrics`), whether it is a gauge or a counter,
-//! its unit, its help text, and how to read it from a [`Sample`]. The store
+//! its help text, and how to read it from a [`Sample`]. The store
 //! itself is generic over that table, so adding a metric touches nothing else.
 //!
 //! Memory is bounded by construction: each ring holds at most the configured
@@ -35,7 +35,7 @@ pub enum MetricKind {
 }
 
 macro_rules! metrics {
-    ($( $variant:ident => $name:literal, $kind:ident, $unit:literal, $help:literal, $read:expr; )*) => {
+    ($( $variant:ident => $name:literal, $kind:ident, $help:literal, $read:expr; )*) => {
         /// A series the collector keeps for every instance.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Metric {
@@ -59,11 +59,6 @@ macro_rules! metrics {
                 match self { $(Metric::$variant => $help,)* }
             }
 
-            /// The unit of the values: `bytes`, `seconds`, `percent` or `count`.
-            pub fn unit(self) -> &'static str {
-                match self { $(Metric::$variant => $unit,)* }
-            }
-
             /// Gauge or counter, for the Prometheus type.
             pub fn kind(self) -> MetricKind {
                 match self { $(Metric::$variant => MetricKind::$kind,)* }
@@ -82,45 +77,45 @@ macro_rules! metrics {
 // Counts are exported as f64 because every series stores f64; u64 counts
 // above 2^53 lose precision, far beyond any real process.
 metrics! {
-    RssBytes => "rss_bytes", Gauge, "bytes", "Resident set size of the process.",
+    RssBytes => "rss_bytes", Gauge, "Resident set size of the process.",
         |s| s.snapshot.process.map(|p| p.rss_bytes as f64);
-    VirtualBytes => "virtual_bytes", Gauge, "bytes", "Virtual memory size of the process.",
+    VirtualBytes => "virtual_bytes", Gauge, "Virtual memory size of the process.",
         |s| s.snapshot.process.map(|p| p.virtual_bytes as f64);
-    HeapLiveBytes => "heap_live_bytes", Gauge, "bytes", "Bytes live in the probe's tracking allocator (only when the service installed it).",
+    HeapLiveBytes => "heap_live_bytes", Gauge, "Bytes live in the probe's tracking allocator (only when the service installed it).",
         |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.live_bytes as f64);
-    HeapAllocatedBytesTotal => "heap_allocated_bytes_total", Counter, "bytes", "Bytes allocated through the probe's tracking allocator since the process started.",
+    HeapAllocatedBytesTotal => "heap_allocated_bytes_total", Counter, "Bytes allocated through the probe's tracking allocator since the process started.",
         |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.allocated_bytes_total as f64);
-    HeapSamplesDroppedTotal => "heap_samples_dropped_total", Counter, "count", "Heap samples the probe could not record because its fixed-size tables were full.",
+    HeapSamplesDroppedTotal => "heap_samples_dropped_total", Counter, "Heap samples the probe could not record because its fixed-size tables were full.",
         |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.samples_dropped_total as f64);
-    CpuSecondsTotal => "cpu_seconds_total", Counter, "seconds", "User plus system CPU time of the process since it started.",
+    CpuSecondsTotal => "cpu_seconds_total", Counter, "User plus system CPU time of the process since it started.",
         |s| s.snapshot.process.map(|p| p.cpu_seconds_total);
-    CpuPercent => "cpu_percent", Gauge, "percent", "Process CPU use between the last two snapshots, in percent of one core.",
+    CpuPercent => "cpu_percent", Gauge, "Process CPU use between the last two snapshots, in percent of one core.",
         |s| s.cpu_percent;
-    Threads => "threads", Gauge, "count", "OS threads of the process.",
+    Threads => "threads", Gauge, "OS threads of the process.",
         |s| s.snapshot.process.map(|p| f64::from(p.threads));
-    TasksAlive => "tasks_alive", Gauge, "count", "Alive tokio tasks, summed over the watched runtimes.",
+    TasksAlive => "tasks_alive", Gauge, "Alive tokio tasks, summed over the watched runtimes.",
         |s| runtimes_sum(s, |r| r.tasks_alive as f64);
-    Workers => "workers", Gauge, "count", "Worker threads, summed over the watched runtimes.",
+    Workers => "workers", Gauge, "Worker threads, summed over the watched runtimes.",
         |s| runtimes_sum(s, |r| f64::from(r.workers));
-    GlobalQueueDepth => "global_queue_depth", Gauge, "count", "Tasks waiting in the runtimes' global queues.",
+    GlobalQueueDepth => "global_queue_depth", Gauge, "Tasks waiting in the runtimes' global queues.",
         |s| runtimes_sum(s, |r| r.global_queue_depth as f64);
-    FdsOpen => "fds_open", Gauge, "count", "Open file descriptors of the process.",
+    FdsOpen => "fds_open", Gauge, "Open file descriptors of the process.",
         |s| s.snapshot.process.map(|p| p.fds_open as f64);
-    FdsLimit => "fds_limit", Gauge, "count", "The soft limit on open file descriptors; 0 when unlimited.",
+    FdsLimit => "fds_limit", Gauge, "The soft limit on open file descriptors; 0 when unlimited.",
         |s| s.snapshot.process.map(|p| p.fds_limit as f64);
-    TcpSockets => "tcp_sockets", Gauge, "count", "TCP sockets held by the process, in every state.",
+    TcpSockets => "tcp_sockets", Gauge, "TCP sockets held by the process, in every state.",
         |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.total));
-    TcpEstablished => "tcp_established", Gauge, "count", "TCP connections of the process in ESTABLISHED.",
+    TcpEstablished => "tcp_established", Gauge, "TCP connections of the process in ESTABLISHED.",
         |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.established));
-    TcpCloseWait => "tcp_close_wait", Gauge, "count", "TCP sockets in CLOSE_WAIT: the peer hung up and the process has not closed its side.",
+    TcpCloseWait => "tcp_close_wait", Gauge, "TCP sockets in CLOSE_WAIT: the peer hung up and the process has not closed its side.",
         |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.close_wait));
-    TcpTimeWait => "tcp_time_wait", Gauge, "count", "TCP sockets of the process in TIME_WAIT.",
+    TcpTimeWait => "tcp_time_wait", Gauge, "TCP sockets of the process in TIME_WAIT.",
         |s| s.snapshot.sockets.as_ref().map(|t| f64::from(t.time_wait));
-    MemoryLimitBytes => "memory_limit_bytes", Gauge, "bytes", "Memory the process may use before it is killed: the cgroup limit, else host memory.",
+    MemoryLimitBytes => "memory_limit_bytes", Gauge, "Memory the process may use before it is killed: the cgroup limit, else host memory.",
         |s| s.snapshot.process.map(|p| p.memory_limit_bytes as f64);
-    ProbeSnapshotsDroppedTotal => "probe_snapshots_dropped_total", Counter, "count", "Snapshots the probe dropped because the collector was away.",
+    ProbeSnapshotsDroppedTotal => "probe_snapshots_dropped_total", Counter, "Snapshots the probe dropped because the collector was away.",
         |s| s.snapshot.probe.map(|p| p.snapshots_dropped_total as f64);
-    ProbeEventsDroppedTotal => "probe_events_dropped_total", Counter, "count", "Events the probe dropped because the collector was away.",
+    ProbeEventsDroppedTotal => "probe_events_dropped_total", Counter, "Events the probe dropped because the collector was away.",
         |s| s.snapshot.probe.map(|p| p.events_dropped_total as f64);
 }
 
@@ -153,8 +148,8 @@ impl Metric {
     }
 }
 
-/// One point of a series: milliseconds since the Unix epoch, and the value.
-pub type Point = (i64, f64);
+/// One point of a series: `(t_ms, value)`, as the API writes it.
+pub use meshwatch_api::Point;
 
 /// One instance's history: a ring of sample times and, aligned with it, a
 /// column of values per metric, at most `capacity` samples, oldest first.

@@ -8,10 +8,10 @@
 //! probe's period key, so two stuck workers of one instance are two
 //! incidents, and a worker stuck again later is a new one.
 
+use meshwatch_api::evidence::{HotFrame, StackSample, StuckPollEvidence, ThreadRef};
 use meshwatch_proto::v1::{Frame, StuckPoll, StuckPollClass, StuckPollState};
-use serde_json::{Value, json};
 
-use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind, Severity};
+use crate::incidents::{Evidence, Finding, IncidentBook, IncidentKey, IncidentKind, Severity};
 use crate::stuck_samples::is_own;
 
 /// The incident kinds this module owns.
@@ -44,7 +44,8 @@ pub(crate) fn apply(
             for other in KINDS.into_iter().filter(|k| *k != kind) {
                 book.resolve(&key(other), now_ms);
             }
-            book.report(&key(kind), finding(kind, stuck), now_ms);
+            let finding = finding(&kind, stuck);
+            book.report(&key(kind), finding, now_ms);
         }
     }
 }
@@ -70,7 +71,7 @@ fn kind_of(class: StuckPollClass) -> IncidentKind {
     }
 }
 
-fn finding(kind: IncidentKind, stuck: &StuckPoll) -> Finding {
+fn finding(kind: &IncidentKind, stuck: &StuckPoll) -> Finding {
     let thread = if stuck.thread_name.is_empty() {
         format!("thread {}", stuck.tid)
     } else {
@@ -116,27 +117,48 @@ fn describe(frame: &Frame) -> String {
     }
 }
 
-fn frame_json(frame: &Frame) -> Value {
-    json!({"function": frame.function, "file": frame.file, "line": frame.line})
+/// A wire frame as the API's.
+fn api_frame(frame: &Frame) -> meshwatch_api::Frame {
+    meshwatch_api::Frame {
+        function: frame.function.clone(),
+        file: frame.file.clone(),
+        line: frame.line,
+    }
 }
 
-fn evidence(stuck: &StuckPoll) -> Value {
-    json!({
-        "thread": {"tid": stuck.tid, "name": stuck.thread_name},
-        "runtime_id": stuck.runtime_id,
-        "worker_index": stuck.worker_index,
-        "cpu_percent": stuck.cpu_percent,
-        "stuck_for_ms": stuck.stuck_for_ms,
-        "spawn_location": (!stuck.spawn_location.is_empty()).then_some(&stuck.spawn_location),
-        "frames": stuck.frames.iter().map(frame_json).collect::<Vec<_>>(),
-        "hot_frames": stuck.hot_frames.iter().filter_map(|h| {
-            let mut frame = frame_json(h.frame.as_ref()?);
-            frame["samples"] = json!(h.samples);
-            Some(frame)
-        }).collect::<Vec<_>>(),
-        "stack_samples": stuck.stack_samples,
-        "caveat": stuck.caveat,
-        "key": stuck.key,
+fn evidence(stuck: &StuckPoll) -> Evidence {
+    Evidence::StuckPoll(StuckPollEvidence {
+        thread: ThreadRef {
+            tid: stuck.tid,
+            name: stuck.thread_name.clone(),
+        },
+        runtime_id: stuck.runtime_id,
+        worker_index: stuck.worker_index,
+        cpu_percent: stuck.cpu_percent,
+        stuck_for_ms: stuck.stuck_for_ms,
+        spawn_location: (!stuck.spawn_location.is_empty()).then(|| stuck.spawn_location.clone()),
+        frames: stuck.frames.iter().map(api_frame).collect(),
+        hot_frames: stuck
+            .hot_frames
+            .iter()
+            .filter_map(|h| {
+                Some(HotFrame {
+                    frame: api_frame(h.frame.as_ref()?),
+                    samples: h.samples,
+                })
+            })
+            .collect(),
+        stack_samples: stuck.stack_samples,
+        samples: stuck
+            .named_samples
+            .iter()
+            .map(|s| StackSample {
+                frames: s.frames.iter().map(api_frame).collect(),
+                count: s.count,
+            })
+            .collect(),
+        caveat: (!stuck.caveat.is_empty()).then(|| stuck.caveat.clone()),
+        key: stuck.key.clone(),
     })
 }
 
@@ -190,12 +212,14 @@ mod tests {
             incident.summary
         );
         assert!(incident.summary.contains("99% CPU"), "{}", incident.summary);
-        let evidence = &incident.evidence;
-        assert_eq!(evidence["thread"]["tid"], 42);
-        assert_eq!(evidence["frames"][1]["function"], "svc::parse_records");
-        assert_eq!(evidence["hot_frames"][0]["samples"], 4);
-        assert_eq!(evidence["spawn_location"], Value::Null);
-        assert_eq!(evidence["caveat"], "may be a run");
+        let Evidence::StuckPoll(evidence) = &incident.evidence else {
+            panic!("stuck poll evidence");
+        };
+        assert_eq!(evidence.thread.tid, 42);
+        assert_eq!(evidence.frames[1].function, "svc::parse_records");
+        assert_eq!(evidence.hot_frames[0].samples, 4);
+        assert_eq!(evidence.spawn_location, None);
+        assert_eq!(evidence.caveat.as_deref(), Some("may be a run"));
 
         let mut still = event(
             "k1",
@@ -206,7 +230,10 @@ mod tests {
         apply(&mut book, "svc", "i1", &still, 20);
         let open = book.list(StateFilter::Open);
         assert_eq!(open.len(), 1);
-        assert_eq!(open[0].evidence["stuck_for_ms"], 2500);
+        let Evidence::StuckPoll(evidence) = &open[0].evidence else {
+            panic!("stuck poll evidence");
+        };
+        assert_eq!(evidence.stuck_for_ms, 2500);
         assert_eq!(open[0].last_seen_at_ms, 20);
 
         let recovered = event("k1", StuckPollState::Recovered, StuckPollClass::RunawayLoop);

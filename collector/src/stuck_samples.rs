@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use meshwatch_proto::v1::{Frame, HotFrame, StuckPoll};
+use meshwatch_proto::v1::{Frame, HotFrame, NamedStack, StuckPoll};
 
 /// Common frames kept, innermost first.
 const MAX_FRAMES: usize = 64;
@@ -26,6 +26,7 @@ pub(crate) fn is_own(frame: &Frame) -> bool {
 pub(crate) fn add_evidence(stuck: &mut StuckPoll, samples: &[Vec<Frame>]) {
     stuck.frames = common_frames(samples);
     stuck.hot_frames = hot_frames(samples);
+    stuck.named_samples = distinct_stacks(samples);
     let kept = samples.len();
     let unnamed = |f: &Frame| crate::naming::is_unnamed(&f.function);
     let agreement = if kept >= 2 {
@@ -75,6 +76,35 @@ fn common_frames(samples: &[Vec<Frame>]) -> Vec<Frame> {
         .unwrap_or(0);
     let start = latest.len() - shared;
     latest[start..].iter().take(MAX_FRAMES).cloned().collect()
+}
+
+/// Each distinct stack of the samples (by function, innermost first) once,
+/// with how many samples had it, most first: what a flame graph is drawn
+/// from. A stack shows the latest of its samples' lines.
+fn distinct_stacks(samples: &[Vec<Frame>]) -> Vec<NamedStack> {
+    let mut stacks: Vec<NamedStack> = Vec::new();
+    for sample in samples.iter().filter(|s| !s.is_empty()) {
+        let same = |stack: &&mut NamedStack| {
+            stack.frames.len() == sample.len()
+                && stack
+                    .frames
+                    .iter()
+                    .zip(sample)
+                    .all(|(a, b)| a.function == b.function)
+        };
+        match stacks.iter_mut().find(same) {
+            Some(stack) => {
+                stack.count += 1;
+                stack.frames.clone_from(sample);
+            }
+            None => stacks.push(NamedStack {
+                frames: sample.clone(),
+                count: 1,
+            }),
+        }
+    }
+    stacks.sort_by_key(|s| std::cmp::Reverse(s.count));
+    stacks
 }
 
 /// The leaf functions seen most often, hottest first.
@@ -176,6 +206,11 @@ pub(crate) mod tests {
         );
         assert_eq!(stuck.hot_frames[0].samples, 12);
         assert_eq!(stuck.hot_frames[1].samples, 4);
+        // Two distinct stacks, whatever their lines: 12 and 4 samples.
+        let counts: Vec<u32> = stuck.named_samples.iter().map(|s| s.count).collect();
+        assert_eq!(counts, [12, 4]);
+        assert_eq!(stuck.named_samples[0].frames[0].function, "svc::a");
+        assert_eq!(stuck.named_samples[0].frames[0].line, 15, "the latest line");
         assert_eq!(stuck.frames.len(), 1);
         assert!(
             stuck.caveat.contains("may be a run of long polls"),

@@ -54,7 +54,28 @@ fn unclosed_sockets_open_socket_leak_and_fd_leak() {
         "{sockets:#}"
     );
 
+    let report = meshwatch_e2e::report(&collector, &sockets);
+    assert!(
+        report.markdown.contains("| `tcp_close_wait` |"),
+        "{}",
+        report.markdown
+    );
+    assert!(report.svg("sockets.svg").is_some(), "the sockets chart");
+
     let fds = wait_for_incident(&collector, "fd_leak", "lines");
+    let report = meshwatch_e2e::report(&collector, &fds);
+    assert!(
+        report.markdown.contains("| `fds_open` |"),
+        "{}",
+        report.markdown
+    );
+    assert!(
+        report
+            .markdown
+            .contains("| `projected_time_to_limit_seconds` |"),
+        "{}",
+        report.markdown
+    );
     let eta = fds["evidence"]["projected_time_to_limit_seconds"]
         .as_f64()
         .unwrap();
@@ -99,6 +120,12 @@ fn tasks_waiting_forever_open_task_leak() {
         tasks["summary"].as_str().unwrap().contains("leaks tasks"),
         "{tasks:#}"
     );
+    let report = meshwatch_e2e::report(&collector, &tasks);
+    assert!(
+        report.markdown.contains("| `tasks_alive` |"),
+        "{}",
+        report.markdown
+    );
     let table = status(&collector, false);
     assert!(table.contains("task_leak"), "{table}");
 }
@@ -136,6 +163,17 @@ fn a_service_dying_every_few_seconds_is_a_crash_loop() {
             .as_str()
             .unwrap()
             .contains("crash-looping")
+    );
+    let report = meshwatch_e2e::report(&collector, &crash_loop);
+    assert!(
+        report.markdown.contains("| `deaths` |"),
+        "{}",
+        report.markdown
+    );
+    assert!(
+        report.markdown.contains("### lives"),
+        "each life in a table: {}",
+        report.markdown
     );
     // The live instance carries its service's flag.
     let table = status(&collector, false);

@@ -75,6 +75,19 @@ fn a_leaking_session_cache_opens_memory_growth_naming_the_leaking_function() {
             .contains("remember_session"),
         "{incident}"
     );
+    assert!(first["live_bytes"].is_u64(), "whole bytes: {first:#}");
+
+    // What a reader needs, rendered from the collector's real answer: the
+    // sites by live bytes and the trend line on the memory chart.
+    let report = meshwatch_e2e::report(&collector, &incident);
+    let md = &report.markdown;
+    assert!(md.contains("remember_session"), "{md}");
+    assert!(md.contains(" — live "), "the sites' live bytes: {md}");
+    let memory = report.svg("memory.svg").expect("the memory chart");
+    assert!(
+        memory.contains(">trend<"),
+        "the detector's trend line is drawn"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Services appear in the registry, go down when killed, and come back as
 //! restarts.
 
+use std::time::Duration;
+
 use meshwatch_e2e::{Collector, Service};
 use serde_json::Value;
 
@@ -56,4 +58,54 @@ fn killed_service_turns_down_and_its_successor_is_restarted() {
     assert_ne!(after["instance_id"], before["instance_id"]);
     assert_eq!(after["pid"], second.process.pid());
     assert_eq!(after["restarts"], 1);
+}
+
+/// The open incidents of `kind` on `service`.
+fn open_of(collector: &Collector, kind: &str, service: &str) -> Vec<Value> {
+    collector.get_json("/api/v1/incidents?state=open")["incidents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i["kind"] == kind && i["service"] == service)
+        .collect()
+}
+
+#[test]
+fn a_service_with_no_instance_up_past_the_grace_is_down_until_one_returns() {
+    let collector = Collector::start_with(None, &["--service-down-grace-secs", "2"]);
+    let mut only = Service::start(&collector, "lonely", 1);
+    let up = collector.wait_for_instance("lonely up", |i| is(i, "lonely", "up"));
+    only.process.kill();
+
+    let down = meshwatch_e2e::wait_for("service_down on lonely", Duration::from_secs(30), || {
+        open_of(&collector, "service_down", "lonely").pop()
+    });
+    assert_eq!(down["severity"], "critical", "a kill is a death: {down:#}");
+    assert!(down["instance"].is_null(), "service-wide: {down:#}");
+    let last = &down["evidence"]["last_instance"];
+    assert_eq!(last["instance_id"], up["instance_id"], "{down:#}");
+    assert_eq!(last["ending"], "disconnected", "{down:#}");
+    assert!(
+        down["summary"]
+            .as_str()
+            .unwrap()
+            .contains("connection lost"),
+        "{down:#}"
+    );
+    let report = meshwatch_e2e::report(&collector, &down);
+    assert!(
+        report
+            .markdown
+            .contains("| `last_instance.ending` | disconnected |"),
+        "{}",
+        report.markdown
+    );
+
+    let _back = Service::start(&collector, "lonely", 1);
+    meshwatch_e2e::wait_for("service_down resolved", Duration::from_secs(30), || {
+        open_of(&collector, "service_down", "lonely")
+            .is_empty()
+            .then_some(())
+    });
 }

@@ -359,6 +359,47 @@ pub fn status(collector: &Collector, json: bool) -> String {
     String::from_utf8(out.stdout).expect("utf-8 status")
 }
 
+/// What `meshwatch report` wrote for one incident: its directory (kept
+/// while this lives) and the markdown.
+#[derive(Debug)]
+pub struct Report {
+    /// The report's directory: `report.md` and the SVGs.
+    pub dir: tempfile::TempDir,
+    /// `report.md`.
+    pub markdown: String,
+}
+
+impl Report {
+    /// The SVG named `file` if the report drew it.
+    pub fn svg(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join(file)).ok()
+    }
+}
+
+/// Runs `meshwatch report` on `incident` (as the API served it) against
+/// `collector`: the same evidence views the TUI shows, rendered from the
+/// collector's real answer.
+pub fn report(collector: &Collector, incident: &serde_json::Value) -> Report {
+    let id = match &incident["id"] {
+        serde_json::Value::String(id) => id.clone(),
+        other => other.to_string(),
+    };
+    let dir = tempfile::tempdir().expect("a report directory");
+    let ran = Command::new(bin_dir().join("meshwatch"))
+        .args(["report", &id, "--collector", &collector.http, "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run meshwatch report");
+    assert!(
+        ran.status.success(),
+        "meshwatch report {id} failed: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let markdown =
+        std::fs::read_to_string(dir.path().join("report.md")).expect("report.md was written");
+    Report { dir, markdown }
+}
+
 /// Polls `probe` every 100 ms until it returns `Some`, or panics after
 /// `timeout` naming `what` was awaited.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {

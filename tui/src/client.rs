@@ -3,11 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use meshwatch_collector::incidents::Incident;
-use meshwatch_collector::views::ServicesView;
-use serde::Deserialize;
+use meshwatch_api::{Incident, IncidentsView, InstanceSeries, SeriesView, ServicesView};
 
-use crate::model::{Instance, InstanceSeries};
+use crate::model::Instance;
 
 /// How long one API call may take before the CLI gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -17,18 +15,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ApiClient {
     base: String,
     agent: ureq::Agent,
-}
-
-/// `GET /api/v1/incidents`.
-#[derive(Debug, Deserialize)]
-struct IncidentsView {
-    incidents: Vec<Incident>,
-}
-
-/// `GET /api/v1/series`: one entry per instance of the service.
-#[derive(Debug, Deserialize)]
-struct SeriesView {
-    series: Vec<InstanceSeries>,
 }
 
 /// A closed time range in milliseconds since the Unix epoch.

@@ -8,6 +8,8 @@
 mod client;
 mod demo;
 mod evidence;
+#[cfg(test)]
+mod fixtures;
 mod format;
 mod model;
 mod report;

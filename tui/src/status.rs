@@ -1,6 +1,6 @@
 //! `meshwatch status`: the mesh, once, as a table or as JSON.
 
-use meshwatch_collector::views::{InstanceView, ServicesView};
+use meshwatch_api::{InstanceView, ServicesView};
 
 use crate::format;
 
@@ -38,10 +38,7 @@ const COLUMNS: &[(&str, Cell)] = &[
     ("INCIDENTS", |i| incident_flags(i)),
 ];
 
-fn sized(
-    instance: &InstanceView,
-    figure: fn(&meshwatch_collector::views::Headline) -> Option<u64>,
-) -> String {
+fn sized(instance: &InstanceView, figure: fn(&meshwatch_api::Headline) -> Option<u64>) -> String {
     instance
         .headline
         .as_ref()

@@ -8,11 +8,11 @@
 //! `crash_min_deaths` deaths within `crash_window`. The evidence lists each
 //! life, so the rhythm (every 5 s? every 3 h?) is visible at a glance.
 
-use serde_json::json;
+use meshwatch_api::evidence::CrashLoopEvidence;
 
 use super::leaks::LeakSettings;
-use super::{Detector, Needs, Problem, Verdict, Window};
-use crate::incidents::{Finding, IncidentKind, Severity};
+use super::{Detector, InstanceWindow, Needs, Problem, Verdict, Window};
+use crate::incidents::{Evidence, Finding, IncidentKind, Severity};
 use crate::registry::InstanceState;
 
 /// The `crash_loop` detector.
@@ -48,7 +48,7 @@ impl Detector for CrashLoop {
             .iter()
             // A stop (the probe said goodbye) is no death: a deploy or a
             // Ctrl-C is not a crash.
-            .filter(|i| i.state == InstanceState::Down && !i.stopped && i.last_seen_ms >= since)
+            .filter(|i| i.died() && i.last_seen_ms >= since)
             .collect();
         if deaths.len() < self.settings.crash_min_deaths {
             return Verdict::Healthy;
@@ -85,19 +85,13 @@ impl Detector for CrashLoop {
                     super::memory::duration(median_life),
                     if alive { "" } else { "; no instance is up now" },
                 ),
-                evidence: json!({
-                    "window_seconds": window.span_ms / 1000,
-                    "deaths": deaths.len(),
-                    "restarts": restarts,
-                    "median_lifetime_seconds": median_life,
-                    "instance_up": alive,
-                    "lives": window.instances.iter().map(|i| json!({
-                        "instance_id": i.instance_id,
-                        "started_at_ms": i.started_at_ms,
-                        "last_seen_ms": i.last_seen_ms,
-                        "state": i.state.as_str(),
-                        "lived_seconds": (i.last_seen_ms - i.started_at_ms).max(0) / 1000,
-                    })).collect::<Vec<_>>(),
+                evidence: Evidence::CrashLoop(CrashLoopEvidence {
+                    window_seconds: window.span_ms / 1000,
+                    deaths: u32::try_from(deaths.len()).unwrap_or(u32::MAX),
+                    restarts,
+                    median_lifetime_seconds: median_life,
+                    instance_up: alive,
+                    lives: window.instances.iter().map(InstanceWindow::life).collect(),
                 }),
             },
         }])
@@ -136,9 +130,13 @@ mod tests {
         let Verdict::Unhealthy(problems) = verdict else {
             panic!("expected a crash loop, got {verdict:?}");
         };
-        let evidence = &problems[0].finding.evidence;
-        assert_eq!(evidence["deaths"], 3);
-        assert_eq!(evidence["median_lifetime_seconds"], 5.0);
+        let Evidence::CrashLoop(evidence) = &problems[0].finding.evidence else {
+            panic!("crash loop evidence");
+        };
+        assert_eq!(evidence.deaths, 3);
+        assert_eq!(evidence.median_lifetime_seconds, 5.0);
+        assert_eq!(evidence.lives.len(), 4);
+        assert_eq!(evidence.lives[0].lived_seconds, 5);
         assert_eq!(problems[0].finding.severity, Severity::Warning);
         assert_eq!(problems[0].instance, None, "a service-wide problem");
     }
@@ -147,7 +145,7 @@ mod tests {
     fn clean_stops_are_not_deaths() {
         let stopped = |id, started, ended| {
             let mut i = life(id, started, Some(ended));
-            i.stopped = true;
+            i.ending = Some(crate::registry::Ending::Stopped);
             i
         };
         let verdict = CrashLoop::new(LeakSettings::default()).check(&window(vec![

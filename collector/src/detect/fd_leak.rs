@@ -6,11 +6,11 @@
 //! floor of open fds that keeps rising faster than load explains, and
 //! projects when the limit is reached at the current slope.
 
-use serde_json::json;
+use meshwatch_api::evidence::FdLeakEvidence;
 
 use super::leaks::{LeakSettings, explained_by_load, per_instance};
 use super::{Detector, Needs, Verdict, Window};
-use crate::incidents::{Finding, IncidentKind, Severity};
+use crate::incidents::{Evidence, Finding, IncidentKind, Severity};
 use crate::series::Metric;
 
 /// The `fd_leak` detector.
@@ -79,14 +79,14 @@ impl Detector for FdLeak {
                     Severity::Warning
                 },
                 summary,
-                evidence: json!({
-                    "instance": instance.instance_id,
-                    "window_seconds": window.span_ms / 1000,
-                    "fds_open": open,
-                    "fds_limit": limit,
-                    "projected_time_to_limit_seconds": time_to_limit_s,
-                    "fds_trend": fds.to_json(),
-                    "tcp_sockets": instance.latest(Metric::TcpSockets),
+                evidence: Evidence::FdLeak(FdLeakEvidence {
+                    instance: instance.instance_id.to_owned(),
+                    window_seconds: window.span_ms / 1000,
+                    fds_open: open.max(0.0).round() as u64,
+                    fds_limit: limit.map(|l| l.round() as u64),
+                    projected_time_to_limit_seconds: time_to_limit_s,
+                    fds_trend: fds.evidence(),
+                    tcp_sockets: instance.latest_count(Metric::TcpSockets),
                 }),
             })
         })
@@ -116,10 +116,11 @@ mod tests {
         let Verdict::Unhealthy(problems) = verdict else {
             panic!("expected a leak, got {verdict:?}");
         };
-        let evidence = &problems[0].finding.evidence;
-        let eta = evidence["projected_time_to_limit_seconds"]
-            .as_f64()
-            .unwrap();
+        let Evidence::FdLeak(evidence) = &problems[0].finding.evidence else {
+            panic!("fd leak evidence");
+        };
+        assert_eq!(evidence.fds_limit, Some(1024));
+        let eta = evidence.projected_time_to_limit_seconds.unwrap();
         // (1024 - 150) fds at 0.2 fd/s is about 73 minutes.
         assert!((4000.0..4800.0).contains(&eta), "{eta}");
         assert_eq!(problems[0].finding.severity, Severity::Warning);

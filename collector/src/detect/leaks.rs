@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use meshwatch_api::evidence::SignTest;
 
 use super::memory::{Trend, trend};
 use super::{InstanceWindow, Problem, Verdict, Window};
@@ -56,6 +56,9 @@ pub struct LeakSettings {
     /// Deaths of a service's instances within `crash_window` that make a
     /// crash loop.
     pub crash_min_deaths: usize,
+    /// How long every instance of a service must have been down before
+    /// `service_down` opens: room for a restart or a rolling deploy.
+    pub service_down_grace: Duration,
 }
 
 impl Default for LeakSettings {
@@ -69,6 +72,7 @@ impl Default for LeakSettings {
             min_task_relative_growth: 0.25,
             crash_window: Duration::from_secs(10 * 60),
             crash_min_deaths: 3,
+            service_down_grace: Duration::from_secs(30),
         }
     }
 }
@@ -86,19 +90,19 @@ pub struct CountTrend {
 
 impl CountTrend {
     /// The trend as evidence.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "per_minute": self.trend.slope * 60.0,
-            "recent_per_minute": self.trend.recent_slope * 60.0,
-            "growth_over_window": self.growth,
-            "floor_now": self.trend.level,
-            "sign_test": {
-                "rising": self.trend.sign.rising,
-                "pairs": self.trend.sign.pairs,
-                "p_value": self.trend.sign.p_value,
+    pub fn evidence(&self) -> meshwatch_api::evidence::CountTrend {
+        meshwatch_api::evidence::CountTrend {
+            per_minute: self.trend.slope * 60.0,
+            recent_per_minute: self.trend.recent_slope * 60.0,
+            growth_over_window: self.growth,
+            floor_now: self.trend.level,
+            sign_test: SignTest {
+                rising: self.trend.sign.rising as u64,
+                pairs: self.trend.sign.pairs as u64,
+                p_value: self.trend.sign.p_value,
             },
-            "span_seconds": self.trend.span_s,
-        })
+            span_seconds: self.trend.span_s,
+        }
     }
 }
 

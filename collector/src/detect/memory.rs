@@ -32,12 +32,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use meshwatch_api::evidence::{MemoryGrowthEvidence, MemoryTrend, SuspectSite};
 
 use super::trend::{SignTest, cox_stuart, lower_envelope, theil_sen};
 use super::{Detector, InstanceWindow, Needs, Problem, Verdict, Window};
 use crate::heap_sites::SiteHistory;
-use crate::incidents::{Finding, IncidentKind, Severity};
+use crate::incidents::{Evidence, Finding, IncidentKind, Severity};
 use crate::series::{Metric, Point};
 
 /// Thresholds of the memory detector. The defaults flag a 1 MB/min leak in
@@ -294,19 +294,6 @@ impl MemoryGrowth {
         {
             summary.push_str(&format!("; top growing site: {function}"));
         }
-        let restarts: Vec<Value> = window
-            .instances
-            .iter()
-            .map(|i| {
-                json!({
-                    "instance_id": i.instance_id,
-                    "started_at_ms": i.started_at_ms,
-                    "last_seen_ms": i.last_seen_ms,
-                    "state": i.state.as_str(),
-                    "restarts": i.restarts,
-                })
-            })
-            .collect();
         Finding {
             severity: if critical {
                 Severity::Critical
@@ -314,37 +301,42 @@ impl MemoryGrowth {
                 Severity::Warning
             },
             summary,
-            evidence: json!({
-                "instance": j.instance.instance_id,
-                "window_seconds": window.span_ms / 1000,
-                "series": j.primary.name(),
-                "growth_bytes_per_hour": j.trend.slope * 3600.0,
-                "relative_growth_per_hour": j.trend.slope * 3600.0 / j.trend.level.max(1.0),
-                "heap": (j.primary == Metric::HeapLiveBytes).then(|| trend_json(&j.trend)),
-                "rss": j.rss.as_ref().map(trend_json),
-                "rss_bytes": j.rss_now,
-                "memory_limit_bytes": j.limit,
-                "projected_time_to_limit_seconds": j.time_to_limit_s,
-                "suspects": suspects.iter().map(Suspect::to_json).collect::<Vec<_>>(),
-                "instances": restarts,
+            evidence: Evidence::MemoryGrowth(MemoryGrowthEvidence {
+                instance: j.instance.instance_id.to_owned(),
+                window_seconds: window.span_ms / 1000,
+                series: j.primary.name().to_owned(),
+                growth_bytes_per_hour: j.trend.slope * 3600.0,
+                relative_growth_per_hour: j.trend.slope * 3600.0 / j.trend.level.max(1.0),
+                heap: (j.primary == Metric::HeapLiveBytes).then(|| memory_trend(&j.trend)),
+                rss: j.rss.as_ref().map(memory_trend),
+                rss_bytes: j.rss_now.map(whole_bytes),
+                memory_limit_bytes: j.limit.map(whole_bytes),
+                projected_time_to_limit_seconds: j.time_to_limit_s,
+                suspects: suspects.iter().map(Suspect::evidence).collect(),
+                instances: window.instances.iter().map(InstanceWindow::life).collect(),
             }),
         }
     }
+}
+
+/// A figure of bytes from a series, as a whole number.
+fn whole_bytes(value: f64) -> u64 {
+    value.max(0.0).round() as u64
 }
 
 fn trend_of(instance: &InstanceWindow<'_>, metric: Metric, window_ms: i64) -> Option<Trend> {
     trend(instance.points(metric), window_ms)
 }
 
-fn trend_json(t: &Trend) -> Value {
-    json!({
-        "slope_bytes_per_hour": t.slope * 3600.0,
-        "recent_slope_bytes_per_hour": t.recent_slope * 3600.0,
-        "level_bytes": t.level,
-        "rising_pairs": t.sign.rising,
-        "pairs": t.sign.pairs,
-        "p_value": t.sign.p_value,
-    })
+fn memory_trend(t: &Trend) -> MemoryTrend {
+    MemoryTrend {
+        slope_bytes_per_hour: t.slope * 3600.0,
+        recent_slope_bytes_per_hour: t.recent_slope * 3600.0,
+        level_bytes: t.level,
+        rising_pairs: t.sign.rising as u64,
+        pairs: t.sign.pairs as u64,
+        p_value: t.sign.p_value,
+    }
 }
 
 /// An allocation site and how it moved over the window.
@@ -360,18 +352,28 @@ impl Suspect<'_> {
         self.site.own_function()
     }
 
-    fn to_json(&self) -> Value {
-        json!({
-            "site": format!("{:016x}", self.site.id),
-            "function": self.function(),
-            "growing": self.growing,
-            "growth_bytes_per_hour": self.slope * 3600.0,
-            "live_bytes": self.site.points.back().map(|p| p.live_bytes),
-            "live_objects": self.site.live_objects,
-            "live_samples": self.site.live_samples,
-            "allocated_bytes_per_second": self.alloc_rate,
-            "frames": self.site.frames.iter().take(EVIDENCE_FRAMES).collect::<Vec<_>>(),
-        })
+    fn evidence(&self) -> SuspectSite {
+        SuspectSite {
+            site: format!("{:016x}", self.site.id),
+            function: self.function().map(str::to_owned),
+            growing: self.growing,
+            growth_bytes_per_hour: self.slope * 3600.0,
+            live_bytes: self
+                .site
+                .points
+                .back()
+                .map_or(0, |p| whole_bytes(p.live_bytes)),
+            live_objects: self.site.live_objects,
+            live_samples: self.site.live_samples,
+            allocated_bytes_per_second: self.alloc_rate,
+            frames: self
+                .site
+                .frames
+                .iter()
+                .take(EVIDENCE_FRAMES)
+                .cloned()
+                .collect(),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ pub mod crash_loop;
 pub mod fd_leak;
 pub mod leaks;
 pub mod memory;
+pub mod service_down;
 pub mod socket_leak;
 pub mod task_leak;
 #[cfg(test)]
@@ -38,8 +39,9 @@ use meshwatch_proto::v1::Snapshot;
 use crate::config::Config;
 use crate::heap_sites::{HeapSiteStore, SiteHistory};
 use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind};
-use crate::registry::{Instance, InstanceState, Registry};
+use crate::registry::{Ending, Instance, InstanceState, Registry};
 use crate::series::{Metric, Point, SeriesStore};
+use meshwatch_api::evidence::InstanceLife;
 
 /// What a detector needs cut out of the stores.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +100,10 @@ pub struct Window<'a> {
     /// so a detector can demand more to open one than to keep it (and not
     /// flap on the edge).
     pub open: bool,
+    /// The kinds with an incident open for this service now, so that one
+    /// detector can stand back for a more telling one (`service_down` for
+    /// `crash_loop`).
+    pub open_kinds: Vec<IncidentKind>,
     /// Every instance of the service the collector still knows, oldest
     /// start first, with the series of those that have points in the span.
     pub instances: Vec<InstanceWindow<'a>>,
@@ -114,9 +120,9 @@ pub struct InstanceWindow<'a> {
     pub last_seen_ms: i64,
     /// Up, down or restarted.
     pub state: InstanceState,
-    /// Down because it stopped on purpose (its probe said goodbye), not
-    /// because it died.
-    pub stopped: bool,
+    /// How it went down, while down: a stop (its probe said goodbye) is no
+    /// death.
+    pub ending: Option<Ending>,
     /// Dead predecessors it replaces.
     pub restarts: u32,
     /// The points of each series asked for, within the span, oldest first.
@@ -138,6 +144,29 @@ impl InstanceWindow<'_> {
     /// The latest value of `metric` in the window.
     pub fn latest(&self, metric: Metric) -> Option<f64> {
         self.points(metric).last().map(|&(_, v)| v)
+    }
+
+    /// The latest value of a count in the window, as a whole number.
+    pub fn latest_count(&self, metric: Metric) -> Option<u64> {
+        self.latest(metric).map(|v| v.max(0.0).round() as u64)
+    }
+
+    /// Whether it is down because it died, not because it stopped.
+    pub fn died(&self) -> bool {
+        self.state == InstanceState::Down && self.ending.is_none_or(Ending::is_death)
+    }
+
+    /// Its life, for evidence.
+    pub fn life(&self) -> InstanceLife {
+        InstanceLife {
+            instance_id: self.instance_id.to_owned(),
+            started_at_ms: self.started_at_ms,
+            last_seen_at_ms: self.last_seen_ms,
+            state: self.state,
+            ending: self.ending,
+            lived_seconds: (self.last_seen_ms - self.started_at_ms).max(0) / 1000,
+            restarts: self.restarts,
+        }
     }
 }
 
@@ -170,6 +199,9 @@ impl DetectorSet {
                 Box::new(fd_leak::FdLeak::new(config.leaks.clone())),
                 Box::new(task_leak::TaskLeak::new(config.leaks.clone())),
                 Box::new(crash_loop::CrashLoop::new(config.leaks.clone())),
+                Box::new(service_down::ServiceDown::new(
+                    config.leaks.service_down_grace,
+                )),
             ],
             every_ms: i64::try_from(config.detect_interval.as_millis()).unwrap_or(i64::MAX),
             last_run_ms: None,
@@ -191,8 +223,9 @@ impl DetectorSet {
             let service = group[0].service.as_str();
             for detector in &self.detectors {
                 let kind = detector.kind();
-                let open = incidents.any_open(|key| key.kind == kind && key.service == service);
-                let window = cut_window(detector.needs(), service, group, now_ms, stores, open);
+                let open_kinds = incidents.open_kinds(service);
+                let window = cut_window(detector.needs(), service, group, now_ms, stores)
+                    .with_open(&kind, open_kinds);
                 apply(detector.check(&window), kind, service, now_ms, incidents);
             }
         }
@@ -205,7 +238,6 @@ fn cut_window<'a>(
     group: &[&'a Instance],
     now_ms: i64,
     stores: Stores<'a>,
-    open: bool,
 ) -> Window<'a> {
     let span_ms = i64::try_from(needs.span.as_millis()).unwrap_or(i64::MAX);
     let from = now_ms.saturating_sub(span_ms);
@@ -235,7 +267,7 @@ fn cut_window<'a>(
                 started_at_ms: instance.started_at_ms(),
                 last_seen_ms: instance.last_seen_ms,
                 state: instance.state,
-                stopped: instance.stopped,
+                ending: instance.ending,
                 restarts: instance.restarts,
                 series,
                 heap_sites,
@@ -248,8 +280,19 @@ fn cut_window<'a>(
         service,
         now_ms,
         span_ms,
-        open,
+        open: false,
+        open_kinds: Vec::new(),
         instances,
+    }
+}
+
+impl Window<'_> {
+    /// The window with the service's open incidents: `open_kinds`, and
+    /// whether `kind` is among them.
+    fn with_open(mut self, kind: &IncidentKind, open_kinds: Vec<IncidentKind>) -> Self {
+        self.open = open_kinds.contains(kind);
+        self.open_kinds = open_kinds;
+        self
     }
 }
 
@@ -268,7 +311,7 @@ fn apply(
     let mut reported = HashSet::new();
     for problem in problems {
         let key = IncidentKey {
-            kind,
+            kind: kind.clone(),
             service: service.to_owned(),
             instance: problem.instance,
             detail: problem.detail,
@@ -288,7 +331,6 @@ mod tests {
     use std::sync::Mutex;
 
     use meshwatch_proto::v1::Hello;
-    use serde_json::json;
 
     use super::*;
     use crate::incidents::{Severity, StateFilter};
@@ -333,7 +375,7 @@ mod tests {
             finding: Finding {
                 severity: Severity::Warning,
                 summary: detail.to_owned(),
-                evidence: json!({}),
+                evidence: crate::incidents::Evidence::Other(serde_json::Value::Null),
             },
         }
     }

@@ -9,11 +9,11 @@
 //! users, and without a request rate the probe cannot tell the two apart;
 //! the connection-age histogram in the instance's socket view shows those.
 
-use serde_json::json;
+use meshwatch_api::evidence::SocketLeakEvidence;
 
 use super::leaks::{LeakSettings, per_instance};
 use super::{Detector, Needs, Verdict, Window};
-use crate::incidents::{Finding, IncidentKind, Severity};
+use crate::incidents::{Evidence, Finding, IncidentKind, Severity};
 use crate::series::Metric;
 
 /// The `socket_leak` detector.
@@ -66,13 +66,13 @@ impl Detector for SocketLeak {
                     window.service,
                     close_wait.trend.slope * 60.0,
                 ),
-                evidence: json!({
-                    "instance": instance.instance_id,
-                    "window_seconds": window.span_ms / 1000,
-                    "tcp_close_wait": now,
-                    "close_wait_trend": close_wait.to_json(),
-                    "tcp_established": instance.latest(Metric::TcpEstablished),
-                    "fds_open": instance.latest(Metric::FdsOpen),
+                evidence: Evidence::SocketLeak(SocketLeakEvidence {
+                    instance: instance.instance_id.to_owned(),
+                    window_seconds: window.span_ms / 1000,
+                    tcp_close_wait: now.max(0.0).round() as u64,
+                    close_wait_trend: close_wait.evidence(),
+                    tcp_established: instance.latest_count(Metric::TcpEstablished),
+                    fds_open: instance.latest_count(Metric::FdsOpen),
                 }),
             })
         })

@@ -8,11 +8,11 @@
 //! `--cfg tokio_unstable` task hooks, which the probe does not yet collect;
 //! the evidence says so.
 
-use serde_json::json;
+use meshwatch_api::evidence::{SpawnSite, TaskLeakEvidence};
 
 use super::leaks::{LeakSettings, explained_by_load, per_instance};
 use super::{Detector, InstanceWindow, Needs, Verdict, Window};
-use crate::incidents::{Finding, IncidentKind, Severity};
+use crate::incidents::{Evidence, Finding, IncidentKind, Severity};
 use crate::series::Metric;
 
 /// The `task_leak` detector.
@@ -62,22 +62,22 @@ impl Detector for TaskLeak {
                 window.service,
                 tasks.trend.slope * 60.0
             );
-            if let Some(top) = spawn_sites.first().and_then(|s| s["location"].as_str()) {
+            if let Some(top) = spawn_sites.first().map(|s| s.location.as_str()) {
                 summary.push_str(&format!("; most spawned at {top}"));
             }
             Some(Finding {
                 severity: Severity::Warning,
                 summary,
-                evidence: json!({
-                    "instance": instance.instance_id,
-                    "window_seconds": window.span_ms / 1000,
-                    "tasks_alive": alive,
-                    "tasks_trend": tasks.to_json(),
-                    "cpu_percent": instance.latest(Metric::CpuPercent),
-                    "spawn_sites": spawn_sites,
-                    "spawn_site_note": spawn_sites.is_empty().then_some(
-                        "spawn sites need the probe's task hooks on the runtime (a service built with --cfg tokio_unstable)"
-                    ),
+                evidence: Evidence::TaskLeak(TaskLeakEvidence {
+                    instance: instance.instance_id.to_owned(),
+                    window_seconds: window.span_ms / 1000,
+                    tasks_alive: alive.max(0.0).round() as u64,
+                    tasks_trend: tasks.evidence(),
+                    cpu_percent: instance.latest(Metric::CpuPercent),
+                    spawn_site_note: spawn_sites.is_empty().then(|| {
+                        "spawn sites need the probe's task hooks on the runtime (a service built with --cfg tokio_unstable)".to_owned()
+                    }),
+                    spawn_sites,
                 }),
             })
         })
@@ -86,22 +86,26 @@ impl Detector for TaskLeak {
 
 /// The spawn sites with most alive tasks, from the instance's latest
 /// snapshot: empty unless the service runs the probe's task hooks.
-fn spawn_sites(instance: &InstanceWindow<'_>) -> Vec<serde_json::Value> {
+fn spawn_sites(instance: &InstanceWindow<'_>) -> Vec<SpawnSite> {
     let Some(snapshot) = instance.latest else {
         return Vec::new();
     };
-    let mut sites: Vec<_> = snapshot
+    let mut sites: Vec<SpawnSite> = snapshot
         .runtimes
         .iter()
         .flat_map(|r| &r.spawn_sites)
-        .map(|s| (s.alive, s.location.as_str()))
+        .map(|s| SpawnSite {
+            location: s.location.clone(),
+            alive: s.alive,
+        })
         .collect();
-    sites.sort_unstable_by(|a, b| b.cmp(a));
+    sites.sort_unstable_by(|a, b| {
+        b.alive
+            .cmp(&a.alive)
+            .then_with(|| b.location.cmp(&a.location))
+    });
+    sites.truncate(5);
     sites
-        .into_iter()
-        .take(5)
-        .map(|(alive, location)| json!({"location": location, "alive": alive}))
-        .collect()
 }
 
 #[cfg(test)]
@@ -147,7 +151,11 @@ mod tests {
             "{}",
             finding.summary
         );
-        assert_eq!(finding.evidence["spawn_sites"][0]["alive"], 600);
+        let Evidence::TaskLeak(evidence) = &finding.evidence else {
+            panic!("task leak evidence");
+        };
+        assert_eq!(evidence.spawn_sites[0].alive, 600);
+        assert_eq!(evidence.spawn_site_note, None);
     }
 
     #[test]

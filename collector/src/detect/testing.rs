@@ -32,7 +32,7 @@ pub fn instance(id: &'static str, series: &[(Metric, SeriesFn<'_>)]) -> Instance
         started_at_ms: start,
         last_seen_ms: NOW_MS,
         state: InstanceState::Up,
-        stopped: false,
+        ending: None,
         restarts: 0,
         series,
         heap_sites: Vec::new(),
@@ -47,6 +47,7 @@ pub fn window(instances: Vec<InstanceWindow<'static>>) -> Window<'static> {
         now_ms: NOW_MS,
         span_ms: SPAN_MS,
         open: false,
+        open_kinds: Vec::new(),
         instances,
     }
 }

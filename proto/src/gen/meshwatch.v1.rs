@@ -454,6 +454,10 @@ pub struct StuckPoll {
     /// The loaded objects that hold the samples' addresses.
     #[prost(message, repeated, tag = "16")]
     pub modules: ::prost::alloc::vec::Vec<Module>,
+    /// The samples once named, each distinct stack once with how many samples
+    /// had it. Filled by the collector; probes leave it empty.
+    #[prost(message, repeated, tag = "17")]
+    pub named_samples: ::prost::alloc::vec::Vec<NamedStack>,
 }
 /// One symbolized stack frame.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -503,6 +507,14 @@ pub struct HotFrame {
     pub frame: ::core::option::Option<Frame>,
     #[prost(uint32, tag = "2")]
     pub samples: u32,
+}
+/// A named stack, innermost first, and how many samples had it.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct NamedStack {
+    #[prost(message, repeated, tag = "1")]
+    pub frames: ::prost::alloc::vec::Vec<Frame>,
+    #[prost(uint32, tag = "2")]
+    pub count: u32,
 }
 /// Why a probe was rejected, for probes that react differently to each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]

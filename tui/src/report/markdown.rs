@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use meshwatch_collector::incidents::Incident;
+use meshwatch_api::Incident;
 
 use crate::evidence::{Evidence, Frame, LoopEvidence, MemoryEvidence, Section};
 use crate::format;
@@ -211,7 +211,7 @@ fn cell(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{self, NOW_MS};
+    use crate::fixtures::{self, NOW_MS};
 
     #[test]
     fn a_loop_report_has_the_facts_the_stack_and_the_pictures() {
@@ -231,6 +231,7 @@ mod tests {
         assert!(md.contains("- stuck for: 42.0s"));
         assert!(md.contains("- mesh_service::faults::parse_header (5 samples)"));
         assert!(md.contains("▶  1 mesh_service::faults::parse_header  examples/src/faults.rs:57"));
+        assert!(md.contains("- stack samples: 8"));
         assert!(md.contains("![Flame graph of 3 stack samples](flame.svg)"));
         assert!(md.contains("![CPU](cpu.svg)"));
         assert!(
@@ -244,11 +245,15 @@ mod tests {
     fn memory_and_unknown_kinds_get_sites_and_tables() {
         let md = render(&fixtures::growth(), &[], None, NOW_MS);
         assert!(md.contains("1. `mesh_service::faults::SessionCache::insert` — "));
-        assert!(md.contains("live_bytes 8.0 MiB"));
-        assert!(md.contains("| `time_to_limit_ms` | 2h00m |"));
+        assert!(md.contains("live 8.0 MiB"), "{md}");
+        assert!(md.contains("| `limit reached in` | 2h00m |"), "{md}");
+        assert!(md.contains("### instances\n\n| instance | state | started | lived | ending |"));
         let md = render(&fixtures::socket_leak(), &[], None, NOW_MS);
-        assert!(md.contains("### peers\n\n| peer | count | oldest_age_ms |"));
-        assert!(md.contains("| 10.0.0.7:443 | 100 | 4m50s |"));
+        assert!(md.contains("| `tcp_close_wait` | 120 |"), "{md}");
+        assert!(
+            md.contains("| `close_wait_trend.per_minute` | 24.0/min |"),
+            "{md}"
+        );
         assert!(md.contains("| lasted | 4m58s |"));
     }
 }

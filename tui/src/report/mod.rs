@@ -11,7 +11,7 @@ mod svg;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use meshwatch_collector::incidents::Incident;
+use meshwatch_api::Incident;
 
 use crate::client::{ApiClient, Range};
 use crate::evidence::Evidence;
@@ -189,7 +189,10 @@ fn write_flame(incident: &Incident, dir: &Path) -> anyhow::Result<Option<markdow
             "bytes",
         ),
         _ => (
-            format!("Flame graph of {} stack samples", stacks.len()),
+            format!(
+                "Flame graph of {} stack samples",
+                stacks.iter().map(|(_, n)| n).sum::<u64>()
+            ),
             "samples",
         ),
     };
@@ -207,7 +210,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{self, NOW_MS};
+    use crate::fixtures::{self, NOW_MS};
 
     /// Writes the reports of the fixture incidents. With
     /// `MESHWATCH_REPORT_DIR` set they are kept there, to look at.

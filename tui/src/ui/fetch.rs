@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
-use meshwatch_collector::incidents::Incident;
+use meshwatch_api::Incident;
 
 use super::conn::Backoff;
 use super::window::Window;

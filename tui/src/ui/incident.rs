@@ -4,7 +4,7 @@
 //! growing sites with their stacks; for any other kind its charts and its
 //! evidence shown generically.
 
-use meshwatch_collector::incidents::Incident;
+use meshwatch_api::Incident;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -203,7 +203,7 @@ fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
     if evidence.samples.len() > 1 {
         lines.push(Line::from(Span::styled(
             format!(
-                "{} stack samples; `meshwatch report` draws them as a flame graph",
+                "{} distinct stacks among the samples; `meshwatch report` draws them as a flame graph",
                 evidence.samples.len()
             ),
             theme.dim(),

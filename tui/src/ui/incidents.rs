@@ -1,7 +1,7 @@
 //! The incidents: open ones first (most severe, then newest), then the
 //! recently resolved ones.
 
-use meshwatch_collector::incidents::Incident;
+use meshwatch_api::Incident;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};

@@ -7,7 +7,7 @@
 
 use std::cmp::Ordering;
 
-use meshwatch_collector::registry::InstanceState;
+use meshwatch_api::InstanceState;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
@@ -120,6 +120,7 @@ const COLUMNS: &[Column] = &[
                 InstanceState::Up => "up",
                 InstanceState::Down => "down",
                 InstanceState::Restarted => "up↻",
+                InstanceState::Unknown => "?",
             }
             .to_owned()
         },

@@ -17,7 +17,7 @@ use super::window::{DETAIL_KEYS, Window};
 use crate::evidence;
 use crate::format;
 use crate::model::{Instance, SERVICE_CHARTS, kind_name, severity_rank};
-use meshwatch_collector::views::{HeapSiteView, NamedCount, SocketsView};
+use meshwatch_api::{HeapSiteView, NamedCount, SocketsView};
 
 /// History shown by default.
 const SPAN_MS: i64 = 300_000;
@@ -257,7 +257,7 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
     for (key, value) in &instance.extra {
         let wrapped = serde_json::json!({ key.as_str(): value });
         lines.extend(widgets::sections(
-            &evidence::generic(&wrapped, &[], now_ms),
+            &evidence::generic(&wrapped, now_ms),
             theme,
         ));
     }
@@ -328,7 +328,7 @@ fn heap_site_lines(sites: &[HeapSiteView], theme: Theme) -> Vec<Line<'static>> {
         lines.push(Line::from(format!(
             " {:<12} {:>8} {:>8}  {function}",
             &site.site[..site.site.len().min(12)],
-            format::bytes(site.live_bytes.max(0.0) as u64),
+            format::bytes(site.live_bytes),
             site.live_objects
         )));
     }

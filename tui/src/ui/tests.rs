@@ -11,7 +11,7 @@ use super::fetch::{Data, Message};
 use super::input::{Intent, Mode};
 use super::theme::Theme;
 use super::view;
-use crate::model::fixtures::{self, NOW_MS};
+use crate::fixtures::{self, NOW_MS};
 
 /// An app showing the fixture mesh, with history for every series it wants.
 fn app() -> App {

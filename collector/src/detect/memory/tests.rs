@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use super::*;
 use crate::heap_sites::{SiteFrame, SitePoint};
 use crate::registry::InstanceState;
+use meshwatch_api::evidence::MemoryGrowthEvidence;
 
 const MB: f64 = 1_000_000.0;
 const WINDOW_S: i64 = 8 * 60;
@@ -64,7 +65,7 @@ impl Fixture {
             started_at_ms: self.rss.first().map_or(0, |p| p.0),
             last_seen_ms: self.rss.last().map_or(0, |p| p.0),
             state,
-            stopped: false,
+            ending: None,
             restarts: 0,
             series,
             heap_sites: self.sites.iter().collect(),
@@ -79,6 +80,7 @@ fn window<'a>(instances: Vec<InstanceWindow<'a>>, now_s: i64, open: bool) -> Win
         now_ms: now_s * 1000,
         span_ms: WINDOW_S * 1000,
         open,
+        open_kinds: Vec::new(),
         instances,
     }
 }
@@ -139,9 +141,12 @@ fn site(id: u64, function: &str, live: impl Fn(f64) -> f64) -> SiteHistory {
     }
 }
 
-fn evidence(verdict: &Verdict) -> &Value {
+fn evidence(verdict: &Verdict) -> &MemoryGrowthEvidence {
     match verdict {
-        Verdict::Unhealthy(problems) => &problems[0].finding.evidence,
+        Verdict::Unhealthy(problems) => match &problems[0].finding.evidence {
+            Evidence::MemoryGrowth(evidence) => evidence,
+            other => panic!("expected memory_growth evidence, got {other:?}"),
+        },
         other => panic!("expected a memory_growth problem, got {other:?}"),
     }
 }
@@ -158,25 +163,23 @@ fn flags_a_linear_leak_with_noise_and_names_the_growing_site_first() {
     ];
     let verdict = check(&fixture, false);
     let evidence = evidence(&verdict);
-    assert_eq!(evidence["series"], "heap_live_bytes");
-    let rate = evidence["growth_bytes_per_hour"].as_f64().unwrap();
+    assert_eq!(evidence.series, "heap_live_bytes");
+    let rate = evidence.growth_bytes_per_hour;
     assert!((rate - 60.0 * MB).abs() < 15.0 * MB, "{rate}");
     assert_eq!(
-        evidence["suspects"][0]["function"],
-        "proxy::remember_session"
+        evidence.suspects[0].function.as_deref(),
+        Some("proxy::remember_session")
     );
     assert_eq!(
-        evidence["suspects"][0]["frames"][2]["function"],
+        evidence.suspects[0].frames[2].function,
         "proxy::remember_session"
     );
-    assert_eq!(evidence["suspects"][0]["growing"], true);
-    assert_eq!(evidence["suspects"][1]["growing"], false);
-    assert!(
-        evidence["projected_time_to_limit_seconds"]
-            .as_f64()
-            .unwrap()
-            > 3600.0
-    );
+    assert!(evidence.suspects[0].growing);
+    assert!(!evidence.suspects[1].growing);
+    assert!(evidence.suspects[0].live_bytes > 0);
+    let trend = evidence.judged_trend().expect("the heap's trend");
+    assert!((trend.slope_bytes_per_hour - rate).abs() < 1.0);
+    assert!(evidence.projected_time_to_limit_seconds.unwrap() > 3600.0);
     let Verdict::Unhealthy(problems) = &verdict else {
         unreachable!()
     };
@@ -246,7 +249,7 @@ fn does_not_flag_rss_creep_when_allocator_bytes_are_flat() {
 fn without_a_tracking_allocator_rss_growth_is_flagged() {
     let rss = series(10_000, WINDOW_S, |t| 60.0 * MB + 2.0 * MB / 60.0 * t);
     let verdict = check(&Fixture::new(None, rss), false);
-    assert_eq!(evidence(&verdict)["series"], "rss_bytes");
+    assert_eq!(evidence(&verdict).series, "rss_bytes");
 }
 
 #[test]
@@ -299,9 +302,9 @@ fn a_young_instance_is_undecided_and_a_restarted_leak_stays_one_problem() {
     );
     let verdict = detector().check(&both);
     let evidence = evidence(&verdict);
-    assert_eq!(evidence["instance"], "aaaaaaaa");
-    assert_eq!(evidence["instances"].as_array().unwrap().len(), 2);
-    assert_eq!(evidence["instances"][1]["state"], "restarted");
+    assert_eq!(evidence.instance, "aaaaaaaa");
+    assert_eq!(evidence.instances.len(), 2);
+    assert_eq!(evidence.instances[1].state, InstanceState::Restarted);
 }
 
 #[test]

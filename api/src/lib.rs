@@ -1,0 +1,32 @@
+//! The types of the meshwatch collector's JSON API (`/api/v1/...`).
+//!
+//! The collector builds its answers from these types and the `meshwatch`
+//! CLI and TUI read them back, so the two cannot drift apart the way hand
+//! written JSON keys and hand written readers did: a field renamed here is
+//! renamed on both sides, and the round-trip tests below check every kind
+//! of incident. This is the role `console-api` plays for tokio-console.
+//!
+//! Conventions: field names are snake_case, times are `_ms` since the Unix
+//! epoch, durations say their unit (`_ms`, `_seconds`), and a figure the
+//! collector does not know is `null` rather than a misleading 0.
+//!
+//! Forward compatibility: a client built against an older version of this
+//! crate reads what a newer collector sends. Unknown fields are ignored;
+//! an incident of a kind it does not know reads as
+//! [`IncidentKind::Other`] with [`Evidence::Other`] (its evidence as raw
+//! JSON); an unknown instance state or severity reads as `Unknown`. Every
+//! evidence type defaults its missing fields, so evidence from an older
+//! collector reads too.
+
+pub mod evidence;
+mod incident;
+mod series;
+mod services;
+
+pub use evidence::Evidence;
+pub use incident::{Incident, IncidentKind, IncidentsView, Severity};
+pub use series::{ErrorBody, InstanceSeries, Point, SeriesView};
+pub use services::{
+    AgeBucketView, Frame, Headline, HeapSiteView, InstanceState, InstanceView, NamedCount,
+    ProbeView, RuntimeView, ServicesView, SocketsView, ThreadCpu,
+};

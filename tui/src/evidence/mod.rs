@@ -1,0 +1,234 @@
+//! An incident's evidence, read for people.
+//!
+//! The collector sends evidence typed by the incident's kind
+//! (`meshwatch_api::Evidence`). The kinds whose evidence has a view of its
+//! own are turned here into what the views show: [`LoopEvidence`] for
+//! `runaway_loop` and `blocked_worker` (the stack first), [`MemoryEvidence`]
+//! for `memory_growth` (the growing sites and the trend). Every other kind,
+//! and a kind from a newer collector, goes through [`generic`], which shows
+//! any JSON as fields and tables formatted by the suffix of their names: a
+//! new detector is readable on screen and in reports before anyone writes a
+//! view for it.
+//!
+//! Both the TUI and `meshwatch report` render from these structures.
+
+mod generic;
+mod memory;
+mod stuck;
+
+pub use generic::{Field, Section, generic};
+pub use memory::MemoryEvidence;
+pub use stuck::{HotFrame, LoopEvidence};
+
+use meshwatch_api::Incident;
+
+/// One frame of a named stack, as shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The demangled function, or `module+0xoffset` when it could not be
+    /// named.
+    pub function: String,
+    /// `file:line` when known.
+    pub location: Option<String>,
+}
+
+impl From<&meshwatch_api::Frame> for Frame {
+    fn from(frame: &meshwatch_api::Frame) -> Self {
+        let location = match (frame.file.as_str(), frame.line) {
+            ("", _) => None,
+            (file, 0) => Some(file.to_owned()),
+            (file, line) => Some(format!("{file}:{line}")),
+        };
+        Frame {
+            function: frame.function.clone(),
+            location,
+        }
+    }
+}
+
+/// A stack of the API's frames, as shown.
+fn frames(frames: &[meshwatch_api::Frame]) -> Vec<Frame> {
+    frames.iter().map(Frame::from).collect()
+}
+
+/// What an incident's evidence is, for the views.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evidence {
+    /// A stuck poll: the stack comes first.
+    Loop(LoopEvidence),
+    /// Memory growth: the trend and the growing sites.
+    Memory(MemoryEvidence),
+    /// Any other kind: shown generically.
+    Other,
+}
+
+impl Evidence {
+    /// The view of `incident`'s evidence.
+    pub fn of(incident: &Incident) -> Self {
+        match &incident.evidence {
+            meshwatch_api::Evidence::StuckPoll(stuck) => Evidence::Loop(LoopEvidence::from(stuck)),
+            meshwatch_api::Evidence::MemoryGrowth(memory) => {
+                Evidence::Memory(MemoryEvidence::from(memory))
+            }
+            _ => Evidence::Other,
+        }
+    }
+
+    /// The evidence a typed view does not show, as sections: all of it for
+    /// kinds without a view.
+    pub fn rest(&self, incident: &Incident, now_ms: i64) -> Vec<Section> {
+        match self {
+            Evidence::Loop(stuck) => stuck.rest(),
+            Evidence::Memory(memory) => memory.rest(now_ms),
+            Evidence::Other => generic(&incident.evidence.to_value(), now_ms),
+        }
+    }
+
+    /// Stacks with weights, for a flame graph: the loop's samples, or the
+    /// growing sites weighed by their live bytes.
+    pub fn weighted_stacks(&self) -> Vec<(Vec<Frame>, u64)> {
+        match self {
+            Evidence::Loop(stuck) => stuck.weighted_stacks(),
+            Evidence::Memory(memory) => memory
+                .sites
+                .iter()
+                .filter(|s| !s.frames.is_empty())
+                .map(|s| (s.frames.clone(), s.live_bytes.max(1)))
+                .collect(),
+            Evidence::Other => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use serde_json::json;
+
+    fn names(stack: &[Frame]) -> Vec<&str> {
+        stack.iter().map(|f| f.function.as_str()).collect()
+    }
+
+    #[test]
+    fn a_stuck_poll_weighs_its_samples_for_the_flame_graph() {
+        let Evidence::Loop(stuck) = Evidence::of(&fixtures::runaway()) else {
+            panic!("a runaway loop has loop evidence");
+        };
+        assert_eq!(stuck.thread, "tokio-rt-worker (tid 4244)");
+        assert_eq!(stuck.stack_samples, 8);
+        assert_eq!(
+            stuck.frames[1].location.as_deref(),
+            Some("examples/src/faults.rs:57")
+        );
+        assert!(!stuck.is_hot(0) && stuck.is_hot(1), "parse_header is hot");
+        let stacks = Evidence::Loop(stuck).weighted_stacks();
+        let weights: Vec<u64> = stacks.iter().map(|(_, n)| *n).collect();
+        assert_eq!(weights, [5, 3]);
+        assert_eq!(
+            names(&stacks[1].0)[0],
+            "core::str::validations::next_code_point"
+        );
+    }
+
+    #[test]
+    fn without_samples_the_hot_leaves_stand_on_the_common_frames() {
+        let mut incident = fixtures::runaway();
+        let meshwatch_api::Evidence::StuckPoll(e) = &mut incident.evidence else {
+            panic!("stuck poll evidence");
+        };
+        e.samples.clear();
+        e.frames.remove(0);
+        e.hot_frames.push(meshwatch_api::evidence::HotFrame {
+            frame: e.frames[0].clone(),
+            samples: 3,
+        });
+        e.hot_frames[1].frame.function = "next_field".to_owned();
+        let stacks = Evidence::of(&incident).weighted_stacks();
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(stacks[0].1, 5);
+        assert_eq!(names(&stacks[0].0)[0], "mesh_service::faults::parse_header");
+        assert_eq!(
+            names(&stacks[1].0)[..2],
+            ["next_field", "mesh_service::faults::parse_header"]
+        );
+    }
+
+    #[test]
+    fn memory_growth_shows_its_sites_by_live_bytes_and_the_detectors_slope() {
+        let Evidence::Memory(memory) = Evidence::of(&fixtures::growth()) else {
+            panic!("memory growth has memory evidence");
+        };
+        assert_eq!(memory.sites.len(), 2);
+        assert_eq!(
+            memory.sites[0].label,
+            "mesh_service::faults::SessionCache::insert"
+        );
+        assert_eq!(memory.sites[0].live_bytes, 8 << 20);
+        assert!(memory.sites[0].figures.iter().any(|f| f.value == "8.0 MiB"));
+        let slope = memory.slope_bytes_per_ms.expect("the heap's trend");
+        assert!((slope - 17.476).abs() < 1e-9, "{slope}");
+        let stacks = Evidence::Memory(memory).weighted_stacks();
+        assert_eq!(stacks.len(), 1, "only the site with a stack");
+        assert_eq!(stacks[0].1, 8 << 20);
+    }
+
+    #[test]
+    fn a_kind_without_a_view_is_shown_from_its_serialized_type() {
+        let incident = fixtures::socket_leak();
+        assert_eq!(Evidence::of(&incident), Evidence::Other);
+        let Section::Fields(fields) = &Evidence::Other.rest(&incident, fixtures::NOW_MS)[0] else {
+            panic!("fields first");
+        };
+        let shown = |name: &str| {
+            fields
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| f.value.as_str())
+        };
+        assert_eq!(shown("tcp_close_wait"), Some("120"));
+        assert_eq!(shown("close_wait_trend.per_minute"), Some("24.0/min"));
+        assert_eq!(shown("window_seconds"), Some("5m00s"));
+    }
+
+    #[test]
+    fn generic_formats_by_the_suffix_of_each_name() {
+        let sections = generic(
+            &json!({
+                "close_wait": 120, "slope_per_min": 24.0, "since_at_ms": 40_000,
+                "stuck_for_ms": 1500, "limit_bytes": 1048576, "nested": {"ratio": 0.5},
+                "peers": [{"peer": "a", "count": 1}, {"peer": "b", "age_ms": 61_000}]
+            }),
+            100_000,
+        );
+        let Section::Fields(fields) = &sections[0] else {
+            panic!("fields first")
+        };
+        let shown: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{}={}", f.name, f.value))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                "close_wait=120",
+                "slope_per_min=24.0/min",
+                "since_at_ms=1m00s ago",
+                "stuck_for_ms=1.5s",
+                "limit_bytes=1.0 MiB",
+                "nested.ratio=0.500"
+            ]
+        );
+        let Section::Table {
+            title,
+            columns,
+            rows,
+        } = &sections[1]
+        else {
+            panic!("then a table")
+        };
+        assert_eq!(title, "peers");
+        assert_eq!(columns, &vec!["peer", "count", "age_ms"]);
+        assert_eq!(rows[1], vec!["b", "-", "1m01s"]);
+    }
+}
