@@ -30,3 +30,12 @@ pub use services::{
     AgeBucketView, Frame, Headline, HeapSiteView, InstanceState, InstanceView, NamedCount,
     ProbeView, RuntimeView, ServicesView, SocketsView, ThreadCpu,
 };
+
+/// Now, in the API's time base: milliseconds since the Unix epoch by the
+/// wall clock, the base the probes use too, so that series from both line
+/// up. 0 on a clock set before 1970.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

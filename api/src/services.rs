@@ -105,6 +105,10 @@ pub struct InstanceView {
     pub heap_sites: Vec<HeapSiteView>,
     /// Incidents open on this instance.
     pub open_incidents: Vec<Incident>,
+    /// Where the process serves tokio-console (it runs console-subscriber),
+    /// `ip:port`; `null` when it does not.
+    #[serde(default)]
+    pub tokio_console: Option<String>,
 }
 
 /// The figures a person looks at first, from the latest snapshot. Counts
@@ -160,6 +164,9 @@ pub struct SocketsView {
     pub tx_queue_bytes: u64,
     /// How long the probe's scan took.
     pub scan_duration_ns: u64,
+    /// The local addresses the process listens on (`ip:port`), sorted.
+    #[serde(default)]
+    pub listening: Vec<String>,
 }
 
 /// One allocation site of an instance, as its last snapshot reported it.

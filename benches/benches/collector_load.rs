@@ -15,8 +15,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use meshwatch_api::now_ms;
 use meshwatch_benches::{env_or, usage};
 use meshwatch_e2e::Collector;
 use meshwatch_proto::v1::{
@@ -27,12 +28,6 @@ use meshwatch_proto::{DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION, encode_frame};
 
 /// Connections each sender thread drives.
 const PER_THREAD: usize = 100;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 fn frame(msg: probe_message::Kind) -> Vec<u8> {
     let mut out = Vec::new();

@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshwatch_proto::v1::{Event, Hello, Snapshot, event};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,13 +31,7 @@ const MAX_EVENTS_PER_INSTANCE: usize = 64;
 /// oldest are dropped (and counted) rather than growing memory.
 const MAX_PENDING_ROWS: usize = 100_000;
 
-/// Milliseconds since the Unix epoch by the wall clock: the time base the
-/// probes use too, so that series from both line up.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use meshwatch_api::now_ms;
 
 /// The registry, the series and the incidents, kept consistent together.
 #[derive(Debug)]

@@ -81,6 +81,9 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
             .collect(),
         sockets: snapshot.and_then(|s| s.sockets.as_ref()).map(sockets_view),
         heap_sites: heap_sites_view(state, &instance.instance_id),
+        tokio_console: snapshot
+            .map(|s| s.tokio_console.clone())
+            .filter(|addr| !addr.is_empty()),
     }
 }
 
@@ -134,6 +137,7 @@ fn sockets_view(stats: &SocketStats) -> SocketsView {
         rx_queue_bytes: stats.rx_queue_bytes,
         tx_queue_bytes: stats.tx_queue_bytes,
         scan_duration_ns: stats.scan_duration_ns,
+        listening: stats.listening.clone(),
     }
 }
 

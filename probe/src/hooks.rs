@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::runtime::{Builder, Handle, Id};
+use tokio::runtime::{Builder, Handle, Id, TaskMeta};
 
 /// Workers whose polls are timed; more are ignored.
 const MAX_WORKERS: usize = 256;
-/// Distinct spawn locations counted; tasks from more share one slot.
+/// Distinct spawn locations counted; tasks spawned at further locations
+/// are not counted.
 const MAX_SITES: usize = 512;
 /// Spawn sites a snapshot carries, most alive tasks first.
 pub(crate) const TOP_SITES: usize = 10;
@@ -57,7 +58,136 @@ static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// only by them, never by the hooks.
 static HOOKED: Mutex<Vec<Arc<Tables>>> = Mutex::new(Vec::new());
 
-/// Installs the probe's task hooks on a runtime builder. Call it before
+/// A task hook of the service's own.
+type ServiceHook = Box<dyn Fn(&TaskMeta<'_>) + Send + Sync>;
+
+/// The probe's task hooks, with the service's own chained after them.
+///
+/// tokio keeps one hook of each kind per runtime builder, so the last one
+/// set wins. A service with hooks of its own gives them here rather than
+/// to the builder, and each runs right after the probe's:
+///
+/// ```ignore
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// meshwatch_probe::TaskHooks::new()
+///     .on_task_spawn(|meta| tracing::trace!(id = %meta.id(), "spawned"))
+///     .install(builder.enable_all())
+///     .build()?
+/// ```
+#[derive(Default)]
+pub struct TaskHooks {
+    before_poll: Option<ServiceHook>,
+    after_poll: Option<ServiceHook>,
+    spawn: Option<ServiceHook>,
+    terminate: Option<ServiceHook>,
+}
+
+impl std::fmt::Debug for TaskHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHooks")
+            .field("before_poll", &self.before_poll.is_some())
+            .field("after_poll", &self.after_poll.is_some())
+            .field("spawn", &self.spawn.is_some())
+            .field("terminate", &self.terminate.is_some())
+            .finish()
+    }
+}
+
+impl TaskHooks {
+    /// The probe's hooks alone.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `hook` before each poll of a task, after the probe's.
+    pub fn on_before_task_poll(
+        mut self,
+        hook: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.before_poll = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` after each poll of a task, after the probe's.
+    pub fn on_after_task_poll(
+        mut self,
+        hook: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.after_poll = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a task is spawned, after the probe's.
+    pub fn on_task_spawn(mut self, hook: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static) -> Self {
+        self.spawn = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a task terminates, after the probe's.
+    pub fn on_task_terminate(
+        mut self,
+        hook: impl Fn(&TaskMeta<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.terminate = Some(Box::new(hook));
+        self
+    }
+
+    /// Installs the hooks on a runtime builder. Call it before `build()`,
+    /// and set no task hook on the builder after it.
+    pub fn install(self, builder: &mut Builder) -> &mut Builder {
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        let tables = Arc::new(Tables {
+            runtime: OnceLock::new(),
+            polls: (0..MAX_WORKERS)
+                .map(|_| PollSlot {
+                    started: AtomicU64::new(0),
+                    location: AtomicPtr::new(std::ptr::null_mut()),
+                })
+                .collect(),
+            sites: (0..MAX_SITES)
+                .map(|_| SiteSlot {
+                    location: AtomicPtr::new(std::ptr::null_mut()),
+                    alive: AtomicI64::new(0),
+                })
+                .collect(),
+        });
+        HOOKED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tables.clone());
+        let chain = |theirs: Option<ServiceHook>,
+                     ours: Box<dyn Fn(&TaskMeta<'_>) + Send + Sync>| {
+            move |meta: &TaskMeta<'_>| {
+                ours(meta);
+                if let Some(theirs) = &theirs {
+                    theirs(meta);
+                }
+            }
+        };
+        let (before, after, spawn, terminate) =
+            (tables.clone(), tables.clone(), tables.clone(), tables);
+        builder
+            .on_before_task_poll(chain(
+                self.before_poll,
+                Box::new(move |meta| before.poll_started(meta.spawned_at(), epoch)),
+            ))
+            .on_after_task_poll(chain(
+                self.after_poll,
+                Box::new(move |_| after.poll_ended()),
+            ))
+            .on_task_spawn(chain(
+                self.spawn,
+                Box::new(move |meta| spawn.count_task(meta.spawned_at(), 1)),
+            ))
+            .on_task_terminate(chain(
+                self.terminate,
+                Box::new(move |meta| terminate.count_task(meta.spawned_at(), -1)),
+            ))
+    }
+}
+
+/// Installs the probe's task hooks on a runtime builder, with no hooks of
+/// the service's own (see [`TaskHooks`] to chain those). Call it before
 /// `build()`:
 ///
 /// ```ignore
@@ -65,33 +195,7 @@ static HOOKED: Mutex<Vec<Arc<Tables>>> = Mutex::new(Vec::new());
 /// meshwatch_probe::install_task_hooks(builder.enable_all()).build()?
 /// ```
 pub fn install_task_hooks(builder: &mut Builder) -> &mut Builder {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let tables = Arc::new(Tables {
-        runtime: OnceLock::new(),
-        polls: (0..MAX_WORKERS)
-            .map(|_| PollSlot {
-                started: AtomicU64::new(0),
-                location: AtomicPtr::new(std::ptr::null_mut()),
-            })
-            .collect(),
-        sites: (0..MAX_SITES)
-            .map(|_| SiteSlot {
-                location: AtomicPtr::new(std::ptr::null_mut()),
-                alive: AtomicI64::new(0),
-            })
-            .collect(),
-    });
-    HOOKED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(tables.clone());
-    let (before, after, spawn, terminate) =
-        (tables.clone(), tables.clone(), tables.clone(), tables);
-    builder
-        .on_before_task_poll(move |meta| before.poll_started(meta.spawned_at(), epoch))
-        .on_after_task_poll(move |_| after.poll_ended())
-        .on_task_spawn(move |meta| spawn.count_task(meta.spawned_at(), 1))
-        .on_task_terminate(move |meta| terminate.count_task(meta.spawned_at(), -1))
+    TaskHooks::new().install(builder)
 }
 
 fn nanos_since(epoch: Instant) -> u64 {
@@ -220,24 +324,35 @@ mod tests {
         let _waiters: Vec<_> = (0..5)
             .map(|_| runtime.spawn(std::future::pending::<()>()))
             .collect();
+        let (release, released) = std::sync::mpsc::channel::<()>();
         let spinner = runtime.spawn(async move {
             let _ = tx.send(tokio::runtime::worker_index());
-            std::thread::sleep(Duration::from_millis(300));
+            // One long poll, until the test has seen it.
+            let _ = released.recv();
         });
         let worker = rx.recv().unwrap().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
         let id = runtime.handle().id();
-        match poll_of(id, worker) {
-            Some(Poll::Running { since, location }) => {
-                assert!(since.elapsed() >= Duration::from_millis(90));
-                assert!(location.file().ends_with("hooks.rs"), "{location}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match poll_of(id, worker) {
+                Some(Poll::Running { since, location }) => {
+                    assert!(location.file().ends_with("hooks.rs"), "{location}");
+                    if since.elapsed() >= Duration::from_millis(50) {
+                        break;
+                    }
+                }
+                other => panic!("expected a running poll, got {other:?}"),
             }
-            other => panic!("expected a running poll, got {other:?}"),
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the poll's age never grew"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
+        release.send(()).unwrap();
         runtime.block_on(spinner).unwrap();
         // The after-poll hook runs just after the task's output is handed
-        // to its join handle: give it a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // to its join handle: wait for it.
         while poll_of(id, worker) != Some(Poll::Idle) {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -249,6 +364,35 @@ mod tests {
         let sites = spawn_sites(id);
         assert!(
             sites.iter().any(|(l, n)| l.contains("hooks.rs") && *n >= 5),
+            "{sites:?}"
+        );
+    }
+
+    #[test]
+    fn the_services_own_hooks_run_after_the_probes() {
+        use std::sync::atomic::AtomicUsize;
+        static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+        static TERMINATED: AtomicUsize = AtomicUsize::new(0);
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        let runtime = TaskHooks::new()
+            .on_task_spawn(|_| {
+                SPAWNED.fetch_add(1, Relaxed);
+            })
+            .on_task_terminate(|_| {
+                TERMINATED.fetch_add(1, Relaxed);
+            })
+            .install(builder.enable_all())
+            .build()
+            .unwrap();
+        let _waiting = runtime.spawn(std::future::pending::<()>());
+        let task = runtime.spawn(async {});
+        runtime.block_on(task).unwrap();
+        assert_eq!(SPAWNED.load(Relaxed), 2, "the service's spawn hook ran");
+        assert_eq!(TERMINATED.load(Relaxed), 1, "and its terminate hook");
+        // And the probe's: the waiting task is alive at its spawn site.
+        let sites = spawn_sites(runtime.handle().id());
+        assert!(
+            sites.iter().any(|(l, n)| l.contains("hooks.rs") && *n == 1),
             "{sites:?}"
         );
     }

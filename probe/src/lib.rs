@@ -18,8 +18,8 @@
 //! a sampler that reads `/proc/self`, the watched runtimes' stable metrics
 //! and the allocator's counters once per interval; a watchdog that flags a
 //! poll that does not return (`runaway_loop` or `blocked_worker`) and samples
-//! the stuck thread's stack, named on a thread started on first need; and an
-//! exporter that sends snapshots and events to the collector. When the
+//! the stuck thread's stack as raw addresses, which the collector names; and
+//! an exporter that sends snapshots and events to the collector. When the
 //! runtime is stuck, the probe still reports.
 //!
 //! It never fails the service. [`init`] logs a problem through `tracing` and
@@ -30,7 +30,8 @@
 //!
 //! A service built with `--cfg tokio_unstable` can also install the probe's
 //! task hooks on its runtime builder, `install_task_hooks(&mut builder)`,
-//! before `build()`. The watchdog then times each poll exactly (so a lower
+//! before `build()` (or `TaskHooks`, which chains the service's own hooks
+//! after the probe's, since tokio keeps one hook of each kind). The watchdog then times each poll exactly (so a lower
 //! `stuck_poll_threshold`, such as 100 ms, is safe, and a stuck poll is never
 //! confused with a run of long ones) and names the stuck task's spawn site;
 //! snapshots count alive tasks by spawn site, which names a task leak's
@@ -42,9 +43,8 @@
 //! The variables are `MESHWATCH_COLLECTOR` (default `127.0.0.1:6740`),
 //! `MESHWATCH_TOKEN`, `MESHWATCH_SERVICE` (overrides the name in code),
 //! `MESHWATCH_INTERVAL_MS` (default 1000), `MESHWATCH_STUCK_POLL_MS` (default
-//! 1000) and `MESHWATCH_DISABLE=1`.
-//! `MESHWATCH_INTERVAL_MS` (default 1000), `MESHWATCH_HEAP_SAMPLE_BYTES`
-//! (default 524288; 0 turns heap sampling off) and `MESHWATCH_DISABLE=1`.
+//! 1000), `MESHWATCH_HEAP_SAMPLE_BYTES` (default 524288; 0 turns heap
+//! sampling off) and `MESHWATCH_DISABLE=1`.
 #![warn(missing_docs)]
 
 mod alloc;
@@ -65,7 +65,7 @@ pub use alloc::TrackingAllocator;
 pub use config::{DEFAULT_COLLECTOR, Probe, ProbeBuilder};
 pub use handle::ProbeHandle;
 #[cfg(tokio_unstable)]
-pub use hooks::install_task_hooks;
+pub use hooks::{TaskHooks, install_task_hooks};
 
 /// Why the probe could not start. Only [`ProbeBuilder::start`] returns it;
 /// [`init`] logs it and carries on without a probe.

@@ -17,6 +17,10 @@ use crate::stats::ProbeCounters;
 struct State {
     queue: VecDeque<ProbeMessage>,
     closed: bool,
+    /// How many times `pop` found nothing and went (back) to waiting: lets
+    /// a test close the queue while a consumer is surely waiting.
+    #[cfg(test)]
+    waits: usize,
 }
 
 /// A bounded multi-producer, single-consumer queue of outgoing messages.
@@ -33,6 +37,8 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(capacity),
                 closed: false,
+                #[cfg(test)]
+                waits: 0,
             }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
@@ -87,7 +93,14 @@ impl Outbox {
         let state = self.lock();
         let (mut state, _) = self
             .ready
-            .wait_timeout_while(state, timeout, |s| s.queue.is_empty() && !s.closed)
+            .wait_timeout_while(state, timeout, |s| {
+                let empty = s.queue.is_empty() && !s.closed;
+                #[cfg(test)]
+                if empty {
+                    s.waits += 1;
+                }
+                empty
+            })
             .unwrap_or_else(PoisonError::into_inner);
         if state.closed {
             return None;
@@ -188,19 +201,28 @@ mod tests {
         let outbox = std::sync::Arc::new(Outbox::new(1));
         let waiter = {
             let outbox = outbox.clone();
-            std::thread::spawn(move || {
-                let started = std::time::Instant::now();
-                let popped = outbox.pop(Duration::from_secs(60));
-                (popped, started.elapsed())
-            })
+            std::thread::spawn(move || outbox.pop(Duration::from_secs(60)))
         };
-        std::thread::sleep(Duration::from_millis(50));
+        // The lock is free only once the consumer waits on the condition.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while outbox.lock().waits == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the consumer never waited"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let closed_at = std::time::Instant::now();
         outbox.close();
-        let (popped, waited) = waiter.join().unwrap();
+        let popped = waiter.join().unwrap();
+        let woken_after = closed_at.elapsed();
         assert!(popped.is_none());
         // Woken by the close, not by its 60 s timeout (the bound is generous
         // for a loaded machine).
-        assert!(waited < Duration::from_secs(30), "waited {waited:?}");
+        assert!(
+            woken_after < Duration::from_secs(20),
+            "woken after {woken_after:?}"
+        );
         assert!(outbox.wait_closed(Duration::ZERO));
     }
 }

@@ -282,6 +282,7 @@ fn view(service: &str, id: &str, state: InstanceState, incidents: Vec<Incident>)
         sockets: None,
         heap_sites: Vec::new(),
         open_incidents: incidents,
+        tokio_console: None,
     }
 }
 
@@ -329,6 +330,7 @@ pub fn mesh() -> Vec<Instance> {
         rx_queue_bytes: 0,
         tx_queue_bytes: 512,
         scan_duration_ns: 41_000,
+        listening: vec!["0.0.0.0:8080".to_owned()],
     });
     gateway.heap_sites = vec![
         HeapSiteView {

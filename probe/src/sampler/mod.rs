@@ -1,6 +1,7 @@
 //! Builds a `Snapshot` from every source: the process, its threads, its TCP
 //! sockets, the watched runtimes, the tracking allocator and the probe's own counters.
 
+mod console;
 mod process;
 mod runtime;
 mod sockets;
@@ -13,6 +14,7 @@ use crate::alloc::heap_totals;
 use crate::heap::{self, HeapReporter};
 use crate::identity::now_unix_ms;
 use crate::stats::ProbeCounters;
+use console::ConsoleBind;
 use process::ProcessSampler;
 pub(crate) use runtime::WatchedRuntimes;
 use sockets::SocketSampler;
@@ -22,6 +24,7 @@ use sockets::SocketSampler;
 pub(crate) struct Sampler {
     process: Option<ProcessSampler>,
     sockets: SocketSampler,
+    console: ConsoleBind,
     runtimes: WatchedRuntimes,
     heap: HeapReporter,
     seq: u64,
@@ -39,6 +42,7 @@ impl Sampler {
         Self {
             process,
             sockets: SocketSampler::new(interval),
+            console: ConsoleBind::from_env(),
             runtimes,
             heap: HeapReporter::default(),
             seq: 0,
@@ -65,8 +69,10 @@ impl Sampler {
             None => counters.add_sample_errors(1),
         }
         let mut errors = 0;
-        snapshot.sockets = Some(self.sockets.sample(&mut errors));
+        let sockets = self.sockets.sample(&mut errors);
         counters.add_sample_errors(errors);
+        snapshot.tokio_console = self.console.serving(&sockets.listening).unwrap_or_default();
+        snapshot.sockets = Some(sockets);
         snapshot.runtimes = self.runtimes.sample();
         let totals = heap_totals();
         let mut stats = HeapStats {

@@ -269,7 +269,11 @@ fn state_name(state: &TcpState) -> &'static str {
     }
 }
 
-/// Counts by state, listening port, peer and age. Pure, for testing.
+/// Listening addresses a snapshot carries.
+const MAX_LISTENING: usize = 16;
+
+/// Counts by state, listening port, peer and age, and the addresses
+/// listened on. Pure, for testing.
 pub(crate) fn aggregate(
     entries: &[SocketEntry],
     first_seen: &HashMap<u64, Instant>,
@@ -286,6 +290,18 @@ pub(crate) fn aggregate(
         .iter()
         .filter(|e| e.state == TcpState::Listen)
         .map(|e| e.local.port())
+        .collect();
+    let mut listening: Vec<std::net::SocketAddr> = entries
+        .iter()
+        .filter(|e| e.state == TcpState::Listen)
+        .map(|e| e.local)
+        .collect();
+    listening.sort_unstable();
+    listening.dedup();
+    stats.listening = listening
+        .iter()
+        .take(MAX_LISTENING)
+        .map(ToString::to_string)
         .collect();
     let mut by_port: HashMap<u16, u32> = HashMap::new();
 
@@ -402,6 +418,7 @@ mod tests {
                 count: 2
             }]
         );
+        assert_eq!(stats.listening, ["0.0.0.0:8080"]);
         assert_eq!(
             stats.top_peers[0],
             PeerCount {
@@ -449,11 +466,28 @@ mod tests {
 
     #[test]
     fn reads_the_same_sockets_as_procfs() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let _server = listener.accept().unwrap();
-        let owned = socket_inodes(Path::new("/proc/self/fd")).unwrap();
-        assert!(owned.len() >= 3);
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // Only this test's sockets: other tests open and close theirs
+        // between the two reads.
+        let inode = |fd: i32| {
+            std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .unwrap()
+                .ino()
+        };
+        let mine: HashSet<u64> = [listener.as_raw_fd(), client.as_raw_fd(), server.as_raw_fd()]
+            .into_iter()
+            .map(inode)
+            .collect();
+        let owned: HashSet<u64> = socket_inodes(Path::new("/proc/self/fd"))
+            .unwrap()
+            .intersection(&mine)
+            .copied()
+            .collect();
+        assert_eq!(owned.len(), 3, "the listing finds this test's sockets");
         let mut ours = Vec::new();
         let table = std::fs::read_to_string("/proc/self/net/tcp").unwrap();
         // A buffer far smaller than the table: lines cross its refills.
@@ -477,7 +511,7 @@ mod tests {
         ours.sort_by_key(|e| e.inode);
         theirs.sort_by_key(|e| e.inode);
         assert_eq!(ours, theirs);
-        assert!(ours.len() >= 3);
+        assert_eq!(ours.len(), 3);
     }
 
     #[test]

@@ -127,11 +127,13 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
 
+    /// Spins until `stop`, saying `spinning` once it is in the loop.
     #[inline(never)]
-    fn spin_in_a_distinctively_named_function(stop: &AtomicBool) -> u64 {
+    fn spin_in_a_distinctively_named_function(stop: &AtomicBool, spinning: &AtomicBool) -> u64 {
         let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
             n = std::hint::black_box(n.wrapping_add(1));
+            spinning.store(true, Ordering::Relaxed);
         }
         n
     }
@@ -139,16 +141,19 @@ mod tests {
     #[test]
     fn samples_and_unwinds_a_spinning_thread() {
         let stop = Arc::new(AtomicBool::new(false));
+        let spinning = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let spinner = {
-            let stop = stop.clone();
+            let (stop, spinning) = (stop.clone(), spinning.clone());
             std::thread::spawn(move || {
                 tx.send(crate::identity::current_tid()).unwrap();
-                spin_in_a_distinctively_named_function(&stop)
+                spin_in_a_distinctively_named_function(&stop, &spinning)
             })
         };
         let tid = rx.recv().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        while !spinning.load(Ordering::Relaxed) {
+            std::thread::yield_now();
+        }
         let mut sampler = StackSampler::new();
         let addrs = sampler.sample(tid).unwrap();
         stop.store(true, Ordering::Relaxed);

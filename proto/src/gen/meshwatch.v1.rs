@@ -139,6 +139,12 @@ pub struct Snapshot {
     /// stacks (`HeapSite.stack`), so the collector can name them.
     #[prost(message, repeated, tag = "10")]
     pub modules: ::prost::alloc::vec::Vec<Module>,
+    /// The address of the tokio-console server the process runs
+    /// (console-subscriber), "ip:port"; empty when it runs none. The probe
+    /// reports it when the process listens on the console's address
+    /// (TOKIO_CONSOLE_BIND, default 127.0.0.1:6669).
+    #[prost(string, tag = "11")]
+    pub tokio_console: ::prost::alloc::string::String,
 }
 /// The TCP sockets the process holds, aggregated so the snapshot stays small
 /// whatever the number of connections. Leaks show as counts that keep rising:
@@ -177,6 +183,10 @@ pub struct SocketStats {
     /// How long the scan took, in nanoseconds.
     #[prost(uint64, tag = "12")]
     pub scan_duration_ns: u64,
+    /// The local addresses the process listens on ("ip:port"), sorted, at
+    /// most 16.
+    #[prost(string, repeated, tag = "13")]
+    pub listening: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Sockets in one TCP state, named as in the kernel ("ESTABLISHED").
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -30,12 +30,14 @@ pub enum Detail {
 }
 
 /// Whether the loop goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flow {
     /// Keep running.
     Continue,
     /// Restore the terminal and leave.
     Quit,
+    /// Hand the terminal to tokio-console on this address, then come back.
+    OpenConsole(String),
 }
 
 /// Everything the screen shows.
@@ -59,6 +61,8 @@ pub struct App {
     pub details: Vec<Detail>,
     /// Whether the help is shown over the rest.
     pub help: bool,
+    /// A sentence for the person, shown in the footer until the next key.
+    pub notice: Option<String>,
 }
 
 impl App {
@@ -74,6 +78,7 @@ impl App {
             incidents: IncidentList::default(),
             details: Vec::new(),
             help: false,
+            notice: None,
         }
     }
 
@@ -99,6 +104,7 @@ impl App {
 
     /// Applies an intent.
     pub fn apply(&mut self, intent: Intent) -> Flow {
+        self.notice = None;
         if self.help {
             if intent == Intent::Quit {
                 return Flow::Quit;
@@ -109,6 +115,7 @@ impl App {
         match intent {
             Intent::Quit => return Flow::Quit,
             Intent::Help => self.help = true,
+            Intent::TokioConsole => return self.tokio_console(),
             Intent::Back if self.details.pop().is_some() => {}
             Intent::Back if self.tab == Tab::Mesh && self.mesh.has_filter() => {
                 self.mesh.clear_filter()
@@ -123,6 +130,29 @@ impl App {
             other => self.route(other),
         }
         Flow::Continue
+    }
+
+    /// tokio-console for the service detail in front, or a notice saying
+    /// why not.
+    fn tokio_console(&mut self) -> Flow {
+        let instance = match self.details.last() {
+            Some(Detail::Service(detail)) => self.data.instance(&detail.instance_id),
+            _ => {
+                self.notice =
+                    Some("open a service (⏎ on the mesh) to attach tokio-console to it".to_owned());
+                return Flow::Continue;
+            }
+        };
+        match instance.and_then(|i| i.view.tokio_console.clone()) {
+            Some(address) => Flow::OpenConsole(address),
+            None => {
+                self.notice = Some(
+                    "this instance serves no tokio-console: its service would run console-subscriber (TOKIO_CONSOLE_BIND, default 127.0.0.1:6669)"
+                        .to_owned(),
+                );
+                Flow::Continue
+            }
+        }
     }
 
     fn show(&mut self, tab: Tab) {

@@ -33,6 +33,8 @@ pub enum Intent {
     ShowIncidents,
     /// Show or hide the help.
     Help,
+    /// Open tokio-console on the instance shown.
+    TokioConsole,
     /// Start typing a filter.
     StartFilter,
     /// A character of the filter.
@@ -115,6 +117,7 @@ pub fn intent(key: KeyEvent, mode: Mode) -> Option<Intent> {
         KeyCode::Char('[') => Intent::PanBack,
         KeyCode::Char(']') => Intent::PanForward,
         KeyCode::Char('L') => Intent::Live,
+        KeyCode::Char('c') => Intent::TokioConsole,
         _ => return None,
     })
 }
@@ -132,6 +135,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("+ -", "zoom the history in, out"),
     ("[ ]", "move the history back, forward"),
     ("L", "back to live"),
+    ("c", "tokio-console on the service shown"),
     ("?", "this help"),
     ("q ^c", "quit"),
 ];

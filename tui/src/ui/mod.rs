@@ -15,6 +15,7 @@
 
 mod app;
 mod conn;
+mod console;
 mod cursor;
 mod fetch;
 mod incident;
@@ -42,12 +43,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 /// How long the loop waits for a key before redrawing.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Milliseconds since the Unix epoch, the API's clock.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use meshwatch_api::now_ms;
 
 /// Runs the TUI against `client` until the person quits or `deadline`
 /// passes.
@@ -96,9 +92,16 @@ fn event_loop(
         }
         if let Event::Key(key) = event::read().context("cannot read the terminal")?
             && let Some(intent) = input::intent(key, app.mode())
-            && app.apply(intent) == app::Flow::Quit
         {
-            return Ok(());
+            match app.apply(intent) {
+                app::Flow::Continue => {}
+                app::Flow::Quit => return Ok(()),
+                app::Flow::OpenConsole(address) => {
+                    ratatui::restore();
+                    app.notice = console::run(&address).err();
+                    *terminal = ratatui::try_init().context("cannot set the terminal up again")?;
+                }
+            }
         }
     }
 }

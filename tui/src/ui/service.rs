@@ -13,7 +13,7 @@ use super::fetch::{Data, SeriesReq};
 use super::input::Intent;
 use super::theme::Theme;
 use super::widgets::{self, History};
-use super::window::{DETAIL_KEYS, Window};
+use super::window::{SERVICE_KEYS, Window};
 use crate::evidence;
 use crate::format;
 use crate::model::{Instance, SERVICE_CHARTS, kind_name, severity_rank};
@@ -70,7 +70,7 @@ impl ServiceDetail {
 
     /// Keys shown in the footer.
     pub fn keys(&self) -> &'static [(&'static str, &'static str)] {
-        DETAIL_KEYS
+        SERVICE_KEYS
     }
 
     /// Draws the instance.
@@ -244,6 +244,12 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
             ),
             theme.dim(),
         )));
+    }
+    if let Some(console) = &view.tokio_console {
+        lines.push(Line::from(vec![
+            Span::raw(format!(" tokio-console at {console}: ")),
+            Span::styled("press c", theme.key()),
+        ]));
     }
     lines.push(Line::default());
     if let Some(sockets) = &view.sockets {

@@ -236,3 +236,37 @@ fn an_empty_collector_says_so() {
     app.on_message(Message::Fetched(Box::default()));
     insta::assert_snapshot!(screen(&app, 80, 8));
 }
+
+#[test]
+fn c_opens_tokio_console_where_the_service_serves_it_and_says_why_not_elsewhere() {
+    let mut app = app();
+    assert_eq!(app.apply(Intent::TokioConsole), Flow::Continue);
+    assert!(
+        app.notice.as_deref().unwrap().starts_with("open a service"),
+        "{:?}",
+        app.notice
+    );
+    apply(&mut app, &[Intent::Open]);
+    let Some(Detail::Service(detail)) = app.details.last() else {
+        panic!("a service detail is open");
+    };
+    let id = detail.instance_id.clone();
+    assert_eq!(app.apply(Intent::TokioConsole), Flow::Continue);
+    assert!(
+        screen(&app, 120, 20).contains("serves no tokio-console"),
+        "the footer says why"
+    );
+    let instance = app
+        .data
+        .instances
+        .iter_mut()
+        .find(|i| i.view.instance_id == id)
+        .unwrap();
+    instance.view.tokio_console = Some("127.0.0.1:6669".to_owned());
+    assert!(screen(&app, 120, 30).contains("tokio-console at 127.0.0.1:6669"));
+    assert_eq!(
+        app.apply(Intent::TokioConsole),
+        Flow::OpenConsole("127.0.0.1:6669".to_owned())
+    );
+    assert_eq!(app.notice, None, "a key clears the notice");
+}

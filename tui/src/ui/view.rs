@@ -29,7 +29,13 @@ pub fn render(frame: &mut Frame, app: &App, theme: Theme) {
         (None, Tab::Mesh) => app.mesh.render(frame, body, data, theme),
         (None, Tab::Incidents) => app.incidents.render(frame, body, data, now, theme),
     }
-    frame.render_widget(Paragraph::new(key_hints(app.keys(), theme)), foot);
+    match &app.notice {
+        Some(notice) => frame.render_widget(
+            Paragraph::new(Span::styled(format!(" {notice}"), theme.urgency(2))),
+            foot,
+        ),
+        None => frame.render_widget(Paragraph::new(key_hints(app.keys(), theme)), foot),
+    }
     if app.help {
         render_help(frame, body, theme);
     }

@@ -21,6 +21,18 @@ pub const DETAIL_KEYS: &[(&str, &str)] = &[
     ("?", "help"),
 ];
 
+/// A service detail's keys: a detail's, and tokio-console.
+pub const SERVICE_KEYS: &[(&str, &str)] = &[
+    ("⏎", "incident"),
+    ("↑↓", "scroll"),
+    ("+-", "zoom"),
+    ("[]", "pan"),
+    ("L", "live"),
+    ("c", "console"),
+    ("Esc", "back"),
+    ("?", "help"),
+];
+
 /// A span of history ending now (live) or at a fixed instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Window {
