@@ -164,6 +164,11 @@ fn socket_inodes(fd_dir: &Path) -> std::io::Result<HashSet<u64>> {
 
 /// Appends to `out` the lines of a `/proc/net/tcp` or `tcp6` table whose
 /// inode is `owned`, reading it line by line into one reused buffer.
+///
+/// Each socket is kept once: the kernel generates the table a read at a
+/// time and resumes by position, so while other sockets come and go a line
+/// can be listed twice (seen in this crate's tests, under other tests'
+/// churn).
 fn read_tcp_table(
     mut reader: impl BufRead,
     owned: &HashSet<u64>,
@@ -171,6 +176,7 @@ fn read_tcp_table(
 ) -> std::io::Result<()> {
     let mut line = String::with_capacity(256);
     let mut header = true;
+    let mut seen = HashSet::new();
     loop {
         line.clear();
         if reader.read_line(&mut line)? == 0 {
@@ -179,7 +185,11 @@ fn read_tcp_table(
         if std::mem::take(&mut header) {
             continue;
         }
-        out.extend(parse_tcp_line(&line, owned));
+        if let Some(entry) = parse_tcp_line(&line, owned)
+            && seen.insert(entry.inode)
+        {
+            out.push(entry);
+        }
     }
 }
 
@@ -462,6 +472,26 @@ mod tests {
             Some("[::1]:80".parse().unwrap())
         );
         assert_eq!(parse_hex_addr("zz:1"), None);
+    }
+
+    #[test]
+    fn a_socket_listed_twice_by_the_kernel_is_kept_once() {
+        let line = |inode: u64| {
+            format!(
+                "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+            )
+        };
+        let table = format!(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n{}{}{}",
+            line(7),
+            line(7),
+            line(8)
+        );
+        let mut out = Vec::new();
+        read_tcp_table(table.as_bytes(), &HashSet::from([7, 8]), &mut out).unwrap();
+        let inodes: Vec<u64> = out.iter().map(|e| e.inode).collect();
+        assert_eq!(inodes, [7, 8]);
+        assert_eq!(out[0].local, "127.0.0.1:8080".parse().unwrap());
     }
 
     #[test]

@@ -4,27 +4,27 @@
 //! It runs on its own OS thread, never on the watched runtimes, so a runtime
 //! whose every worker is stuck is still reported. Every tick it reads each
 //! worker's published counters ([`rule`]); a worker that is active with the
-//! same counters for longer than `stuck_poll_threshold` is stuck. Its OS
-//! thread comes from the [`census`]; the thread's scheduler statistics
-//! since half the threshold classify it ([`rule::classify`]); its stack is
-//! sampled by signal ([`crate::stack`]) at detection and every
+//! same counters for longer than `stuck_poll_threshold` is stuck, and a
+//! [`period`] follows it. Its OS thread comes from the [`census`] (or is
+//! inferred among the process's [`threads`]); the thread's scheduler
+//! statistics since half the threshold classify it ([`rule::classify`]);
+//! its stack is sampled by signal ([`crate::stack`]) at detection and every
 //! [`SAMPLE_EVERY`] after. An event goes out at once (`STUCK`), again every
 //! [`REFRESH`] while the worker stays stuck (`STILL_STUCK`, with more
 //! samples), and when its counters move again (`RECOVERED`).
 
 mod census;
+mod period;
 mod report;
 mod rule;
+mod threads;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use meshwatch_proto::v1::{
-    Event, ProbeMessage, StuckPoll, StuckPollClass, StuckPollState, event, probe_message,
-};
-use procfs::process::Process;
+use meshwatch_proto::v1::{Event, ProbeMessage, StuckPoll, StuckPollState, event, probe_message};
 
 use crate::config::Config;
 use crate::identity::now_unix_ms;
@@ -33,8 +33,9 @@ use crate::sampler::WatchedRuntimes;
 use crate::stack::{ModuleMap, StackSampler};
 use crate::stats::ProbeCounters;
 use census::Census;
-use report::Samples;
-use rule::{Class, ThreadTimes, ThreadUse, Verdict, WorkerCounters, WorkerWatch};
+use period::{KnownThread, Period, WorkerThread};
+use rule::{Verdict, WorkerCounters, WorkerWatch};
+use threads::Threads;
 
 /// How often a stuck thread's stack is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
@@ -46,12 +47,6 @@ const MAX_TICK: Duration = Duration::from_millis(100);
 /// is taken for a stuck worker the census never saw; at most a quarter of
 /// the threshold, so the thread is known before the first report.
 const INFER_OVER: Duration = Duration::from_millis(200);
-/// The share of [`INFER_OVER`] an unmapped thread must have spent running
-/// or runnable (waiting for a CPU: on an overloaded machine a spinning
-/// thread waits much of the time) to be taken for the stuck worker's thread.
-const INFER_MIN_SHARE: f64 = 0.5;
-/// The name tokio gives worker (and blocking) threads unless told otherwise.
-const DEFAULT_WORKER_NAME: &str = "tokio-rt-worker";
 
 /// Starts the watchdog thread. It stops when the outbox is closed.
 pub(crate) fn spawn(
@@ -80,35 +75,6 @@ pub(crate) fn spawn(
         })
 }
 
-/// One worker that has been frozen for at least half the threshold.
-#[derive(Debug)]
-struct Period {
-    key: String,
-    tid: Option<u32>,
-    thread_name: String,
-    /// Where the thread's CPU is measured from, and when it was read.
-    start: Option<(ThreadTimes, Instant)>,
-    samples: Samples,
-    last_sample: Option<Instant>,
-    /// The thread did not answer a capture: do not queue more signals.
-    capture_abandoned: bool,
-    /// While the census does not know the worker's thread: the unmapped
-    /// worker-named threads and their times, to find the one that spins.
-    candidates: Option<(Instant, Vec<(u32, ThreadTimes)>)>,
-    /// The thread was inferred (the hottest unmapped worker thread), not
-    /// seen by the census.
-    inferred: bool,
-    /// The task hooks timed this poll (`--cfg tokio_unstable`), so it is
-    /// one poll for certain.
-    exact: bool,
-    /// Where the polled task was spawned, when the task hooks said.
-    spawn_location: String,
-    /// Fixed by the first report that measured the thread, so a period is one incident.
-    class: Option<Class>,
-    last_report: Option<Instant>,
-    last_event: Option<StuckPoll>,
-}
-
 /// The watchdog's state, driven by [`Watchdog::tick`].
 #[derive(Debug)]
 struct Watchdog {
@@ -119,7 +85,7 @@ struct Watchdog {
     periods: HashMap<(u32, u32), Period>,
     stacks: StackSampler,
     modules: ModuleMap,
-    process: Option<Process>,
+    threads: Threads,
 }
 
 impl Watchdog {
@@ -132,7 +98,7 @@ impl Watchdog {
             periods: HashMap::new(),
             stacks: StackSampler::new(),
             modules: ModuleMap::default(),
-            process: Process::myself().ok(),
+            threads: Threads::new(),
         }
     }
 
@@ -162,16 +128,14 @@ impl Watchdog {
                 };
                 match verdict {
                     Verdict::Progressing => {
-                        if let Some(period) = self.periods.remove(&id)
-                            && let Some(last) = &period.last_event
-                        {
-                            events.push(recovered(&period, last, &mut self.modules));
-                        }
+                        let recovered = self
+                            .periods
+                            .remove(&id)
+                            .and_then(|period| period.recovered(&mut self.modules));
+                        events.extend(recovered);
                     }
                     Verdict::Frozen { since } => {
-                        if let Some(event) = self.frozen(id, since, now, spawned_at) {
-                            events.push(event);
-                        }
+                        events.extend(self.frozen(id, since, now, spawned_at));
                     }
                 }
             }
@@ -191,41 +155,19 @@ impl Watchdog {
         if frozen_for < self.threshold / 2 {
             return None;
         }
-        let (runtime_id, worker) = id;
         if !self.periods.contains_key(&id) {
-            let tid = self.census.tid(runtime_id, worker as usize);
-            let period = Period {
-                key: format!(
-                    "rt{runtime_id}-w{worker}-{}",
-                    now_unix_ms() - i64::try_from(frozen_for.as_millis()).unwrap_or(0)
-                ),
-                tid,
-                thread_name: tid.and_then(|t| self.thread_name(t)).unwrap_or_default(),
-                start: tid.and_then(|t| self.thread_times(t)),
-                samples: Samples::default(),
-                last_sample: None,
-                capture_abandoned: false,
-                candidates: None,
-                inferred: false,
-                exact: spawned_at.is_some(),
-                spawn_location: spawned_at.unwrap_or_default(),
-                class: None,
-                last_report: None,
-                last_event: None,
-            };
+            let period = self.open_period(id, frozen_for, spawned_at);
             self.periods.insert(id, period);
         }
-        if self.periods.get(&id).is_some_and(|p| p.tid.is_none()) {
-            self.infer_thread(id, now);
-        }
+        self.infer_thread(id, now);
         if frozen_for < self.threshold {
             return None;
         }
         let times = self
             .periods
             .get(&id)
-            .and_then(|p| p.tid)
-            .and_then(|t| self.thread_times(t));
+            .and_then(Period::tid)
+            .and_then(|t| self.threads.times(t));
         let period = self.periods.get_mut(&id)?;
         // Report at once, before the first stack sample; again as soon as
         // the first sample is in, then every REFRESH.
@@ -233,7 +175,7 @@ impl Watchdog {
             .last_event
             .as_ref()
             .is_some_and(|e| e.stack_samples == 0)
-            && period.samples.taken > 0;
+            && period.sampling.samples.taken > 0;
         let state = match period.last_report {
             None => StuckPollState::Stuck,
             Some(at) if first_stack || now.duration_since(at) >= REFRESH => {
@@ -245,126 +187,100 @@ impl Watchdog {
             }
         };
         period.last_report = Some(now);
-        let event = build_event(period, id, state, frozen_for, times, &mut self.modules);
+        let event = period.event(id, state, frozen_for, times, &mut self.modules);
         period.last_event = Some(event.clone());
         Some(event)
+    }
+
+    /// A new period for worker `id`, frozen for `frozen_for`, with the
+    /// thread the census knows for it.
+    fn open_period(
+        &self,
+        (runtime_id, worker): (u32, u32),
+        frozen_for: Duration,
+        spawned_at: Option<String>,
+    ) -> Period {
+        let key = format!(
+            "rt{runtime_id}-w{worker}-{}",
+            now_unix_ms() - i64::try_from(frozen_for.as_millis()).unwrap_or(0)
+        );
+        let thread = match self.census.tid(runtime_id, worker as usize) {
+            Some(tid) => WorkerThread::Known(KnownThread {
+                tid,
+                name: self.threads.name(tid).unwrap_or_default(),
+                start: self.threads.times(tid),
+                inferred: false,
+            }),
+            None => WorkerThread::Unknown { watching: None },
+        };
+        Period::new(key, thread, spawned_at)
     }
 
     fn sample_if_due(&mut self, id: (u32, u32), now: Instant) {
         let Some(period) = self.periods.get_mut(&id) else {
             return;
         };
-        let due = period
-            .last_sample
+        let sampling = &mut period.sampling;
+        let due = sampling
+            .last
             .is_none_or(|at| now.duration_since(at) >= SAMPLE_EVERY);
-        let Some(tid) = period.tid.filter(|_| due && !period.capture_abandoned) else {
-            return;
+        let tid = match &period.thread {
+            WorkerThread::Known(known) if due && !sampling.abandoned => known.tid,
+            _ => return,
         };
-        period.last_sample = Some(now);
+        sampling.last = Some(now);
         match self.stacks.sample(tid) {
-            Ok(addrs) => period.samples.push(addrs),
+            Ok(addrs) => sampling.samples.push(addrs),
             Err(err) => {
-                period.capture_abandoned = true;
-                period.samples.last_error = Some(err.to_string());
+                sampling.abandoned = true;
+                sampling.samples.last_error = Some(err.to_string());
             }
         }
     }
 
-    /// For a stuck worker whose thread the census never saw (it got stuck
-    /// before its first census task ran): watches the worker-named threads
-    /// no other worker is known to run on, and takes the one that used at
-    /// least half a core over [`INFER_OVER`]. A blocked worker's thread uses
-    /// none, so it stays unknown, and the event says so.
+    /// For a stuck worker whose thread the census never saw: watches the
+    /// worker-named threads no other worker is known to run on, and takes
+    /// the one that used at least half a core over [`INFER_OVER`] (at most
+    /// a quarter of the threshold). A blocked worker's thread uses none, so
+    /// it stays unknown, and the event says so.
     fn infer_thread(&mut self, id: (u32, u32), now: Instant) {
-        let Some(process) = self.process.as_ref() else {
+        if !matches!(
+            self.periods.get(&id).map(|p| &p.thread),
+            Some(WorkerThread::Unknown { .. })
+        ) {
             return;
-        };
+        }
         let known: Vec<u32> = self.census.known_tids().collect();
-        let names: Vec<String> = known
-            .iter()
-            .filter_map(|&tid| self.thread_name(tid))
-            .chain([DEFAULT_WORKER_NAME.to_owned()])
-            .collect();
-        let Ok(tasks) = process.tasks() else {
+        let Some(candidates) = self.threads.unmapped(&known) else {
             return;
         };
-        let mut thread_names = HashMap::new();
-        let unmapped: Vec<(u32, ThreadTimes)> = tasks
-            .flatten()
-            .filter_map(|task| {
-                let tid = u32::try_from(task.tid).ok()?;
-                let name = task.stat().ok()?.comm;
-                if known.contains(&tid) || !names.contains(&name) {
-                    return None;
-                }
-                thread_names.insert(tid, name);
-                let stat = task.schedstat().ok()?;
-                Some((
-                    tid,
-                    ThreadTimes {
-                        exec_ns: stat.sum_exec_runtime,
-                        wait_ns: stat.run_delay,
-                    },
-                ))
-            })
-            .collect();
+        let over = INFER_OVER.min(self.threshold / 4);
         let Some(period) = self.periods.get_mut(&id) else {
             return;
         };
-        let Some((since, before)) = &period.candidates else {
-            period.candidates = Some((now, unmapped));
+        let WorkerThread::Unknown { watching } = &mut period.thread else {
+            return;
+        };
+        let Some((since, before)) = watching.as_ref() else {
+            *watching = Some((now, candidates));
             return;
         };
         let elapsed = now.duration_since(*since);
-        if elapsed < INFER_OVER.min(self.threshold / 4) {
+        if elapsed < over {
             return;
         }
-        let hottest = unmapped
-            .iter()
-            .filter_map(|(tid, times)| {
-                let (_, start) = before.iter().find(|(t, _)| t == tid)?;
-                let busy =
-                    (times.exec_ns + times.wait_ns).saturating_sub(start.exec_ns + start.wait_ns);
-                Some((*tid, *start, busy))
-            })
-            .max_by_key(|&(_, _, busy)| busy);
-        match hottest {
-            Some((tid, start, ran))
-                if ran as f64 >= INFER_MIN_SHARE * elapsed.as_nanos() as f64 =>
-            {
-                period.tid = Some(tid);
-                period.start = Some((start, *since));
-                period.inferred = true;
-                period.thread_name = thread_names.remove(&tid).unwrap_or_default();
+        match threads::hottest(before, &candidates, elapsed) {
+            Some((hottest, start)) => {
+                period.thread = WorkerThread::Known(KnownThread {
+                    tid: hottest.tid,
+                    name: hottest.name,
+                    start: Some((start, *since)),
+                    inferred: true,
+                });
             }
             // Nothing spins: watch afresh, in case the loop is yet to heat up.
-            _ => period.candidates = Some((now, unmapped)),
+            None => *watching = Some((now, candidates)),
         }
-    }
-
-    /// The thread's scheduler statistics and the moment they were read
-    /// (not the tick's start: naming a stack can make a tick long).
-    fn thread_times(&self, tid: u32) -> Option<(ThreadTimes, Instant)> {
-        let task = self
-            .process
-            .as_ref()?
-            .task_from_tid(i32::try_from(tid).ok()?)
-            .ok()?;
-        let stat = task.schedstat().ok()?;
-        let times = ThreadTimes {
-            exec_ns: stat.sum_exec_runtime,
-            wait_ns: stat.run_delay,
-        };
-        Some((times, Instant::now()))
-    }
-
-    fn thread_name(&self, tid: u32) -> Option<String> {
-        let task = self
-            .process
-            .as_ref()?
-            .task_from_tid(i32::try_from(tid).ok()?)
-            .ok()?;
-        Some(task.stat().ok()?.comm)
     }
 }
 
@@ -394,90 +310,10 @@ fn exact_verdict(
     None
 }
 
-/// The last report of a period, marked recovered, with the samples taken
-/// since.
-fn recovered(period: &Period, last: &StuckPoll, modules: &mut ModuleMap) -> StuckPoll {
-    StuckPoll {
-        state: StuckPollState::Recovered.into(),
-        caveat: report::caveat(&period.samples, &[], period.exact),
-        samples: period.samples.raw(),
-        modules: modules.modules_for(period.samples.addresses()),
-        stack_samples: period.samples.taken,
-        ..last.clone()
-    }
-}
-
-/// The event for a period at `now`, classifying it on its first report.
-fn build_event(
-    period: &mut Period,
-    (runtime_id, worker): (u32, u32),
-    state: StuckPollState,
-    frozen_for: Duration,
-    end: Option<(ThreadTimes, Instant)>,
-    modules: &mut ModuleMap,
-) -> StuckPoll {
-    let mut notes = Vec::new();
-    let usage = match (period.start, end) {
-        (Some((start, from)), Some((end, to))) => {
-            Some(ThreadUse::between(start, end, to.duration_since(from)))
-        }
-        _ => None,
-    };
-    if period.inferred {
-        notes.push(
-            "the worker got stuck before the probe mapped it to its OS thread; the thread shown is the hottest unmapped worker-named thread, which could in rare cases be a blocking-pool thread"
-                .to_owned(),
-        );
-    }
-    if period.tid.is_none() {
-        notes.push(
-            "the worker's OS thread is not known yet (no census task ran on it before it got stuck), so its CPU and stack are unknown"
-                .to_owned(),
-        );
-    }
-    if let Some(usage) = usage
-        && usage.wait_percent >= 20.0
-    {
-        notes.push(format!(
-            "the thread waited for a CPU {:.0}% of the time: the machine is overloaded",
-            usage.wait_percent
-        ));
-    }
-    // Fixed once measured, so a period is one incident. Without the
-    // thread's figures the worker is still not running tasks: blocked, from
-    // the runtime's point of view, until its thread is found.
-    let class = match (period.class, usage) {
-        (Some(class), _) => class,
-        (None, Some(usage)) => *period.class.insert(rule::classify(usage)),
-        (None, None) => Class::BlockedWorker,
-    };
-    let caveat = report::caveat(&period.samples, &notes, period.exact);
-    StuckPoll {
-        key: period.key.clone(),
-        state: state.into(),
-        class: match class {
-            Class::RunawayLoop => StuckPollClass::RunawayLoop,
-            Class::BlockedWorker => StuckPollClass::BlockedWorker,
-        }
-        .into(),
-        runtime_id,
-        worker_index: worker,
-        tid: period.tid.unwrap_or(0),
-        thread_name: period.thread_name.clone(),
-        stuck_for_ms: u64::try_from(frozen_for.as_millis()).unwrap_or(u64::MAX),
-        cpu_percent: usage.map_or(0.0, |u| u.cpu_percent),
-        spawn_location: period.spawn_location.clone(),
-        stack_samples: period.samples.taken,
-        caveat,
-        samples: period.samples.raw(),
-        modules: modules.modules_for(period.samples.addresses()),
-        ..StuckPoll::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwatch_proto::v1::StuckPollClass;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     #[inline(never)]

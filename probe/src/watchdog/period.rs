@@ -1,0 +1,174 @@
+//! One stuck period of one worker: what is known of its thread, the stack
+//! samples taken, and the events it gives.
+
+use std::time::{Duration, Instant};
+
+use meshwatch_proto::v1::{StuckPoll, StuckPollClass, StuckPollState};
+
+use super::report::{self, Samples};
+use super::rule::{self, Class, ThreadTimes, ThreadUse};
+use super::threads::Candidate;
+use crate::stack::ModuleMap;
+
+/// The OS thread a stuck worker runs on, as far as the watchdog knows.
+#[derive(Debug)]
+pub(super) enum WorkerThread {
+    /// The census never saw it (the worker got stuck before its first
+    /// census task ran). The worker-named threads no other worker runs on
+    /// are watched from `since`, to find the one that spins.
+    Unknown {
+        watching: Option<(Instant, Vec<Candidate>)>,
+    },
+    /// Known: from the census, or inferred as the unmapped thread that
+    /// spins.
+    Known(KnownThread),
+}
+
+/// A stuck worker's thread.
+#[derive(Debug)]
+pub(super) struct KnownThread {
+    pub tid: u32,
+    pub name: String,
+    /// Where its CPU is measured from, and when that was read.
+    pub start: Option<(ThreadTimes, Instant)>,
+    /// Inferred (the hottest unmapped worker thread), not seen by the census.
+    pub inferred: bool,
+}
+
+/// Stack sampling of a period's thread.
+#[derive(Debug, Default)]
+pub(super) struct Sampling {
+    pub samples: Samples,
+    pub last: Option<Instant>,
+    /// The thread did not answer a capture: no more signals are queued.
+    pub abandoned: bool,
+}
+
+/// One worker that has been frozen for at least half the threshold.
+#[derive(Debug)]
+pub(super) struct Period {
+    /// The probe's key for the period, so one period is one incident.
+    pub key: String,
+    pub thread: WorkerThread,
+    pub sampling: Sampling,
+    /// Where the polled task was spawned, when the task hooks timed the poll
+    /// (`--cfg tokio_unstable`): then it is one poll for certain.
+    pub spawned_at: Option<String>,
+    /// Fixed by the first report that measured the thread.
+    pub class: Option<Class>,
+    pub last_report: Option<Instant>,
+    pub last_event: Option<StuckPoll>,
+}
+
+impl Period {
+    /// A period starting with what the census knows of the thread.
+    pub fn new(key: String, thread: WorkerThread, spawned_at: Option<String>) -> Self {
+        Self {
+            key,
+            thread,
+            sampling: Sampling::default(),
+            spawned_at,
+            class: None,
+            last_report: None,
+            last_event: None,
+        }
+    }
+
+    /// The thread's id, when known.
+    pub fn tid(&self) -> Option<u32> {
+        match &self.thread {
+            WorkerThread::Known(known) => Some(known.tid),
+            WorkerThread::Unknown { .. } => None,
+        }
+    }
+
+    /// The event at `now` in `state`, classifying the period on its first
+    /// report that measured the thread (`end`: its times now).
+    pub fn event(
+        &mut self,
+        (runtime_id, worker): (u32, u32),
+        state: StuckPollState,
+        frozen_for: Duration,
+        end: Option<(ThreadTimes, Instant)>,
+        modules: &mut ModuleMap,
+    ) -> StuckPoll {
+        let mut notes = Vec::new();
+        let (tid, name, usage) = match &self.thread {
+            WorkerThread::Known(known) => {
+                if known.inferred {
+                    notes.push(
+                        "the worker got stuck before the probe mapped it to its OS thread; the thread shown is the hottest unmapped worker-named thread, which could in rare cases be a blocking-pool thread"
+                            .to_owned(),
+                    );
+                }
+                let usage = match (known.start, end) {
+                    (Some((start, from)), Some((end, to))) => {
+                        Some(ThreadUse::between(start, end, to.duration_since(from)))
+                    }
+                    _ => None,
+                };
+                (known.tid, known.name.clone(), usage)
+            }
+            WorkerThread::Unknown { .. } => {
+                notes.push(
+                    "the worker's OS thread is not known yet (no census task ran on it before it got stuck), so its CPU and stack are unknown"
+                        .to_owned(),
+                );
+                (0, String::new(), None)
+            }
+        };
+        if let Some(usage) = usage
+            && usage.wait_percent >= 20.0
+        {
+            notes.push(format!(
+                "the thread waited for a CPU {:.0}% of the time: the machine is overloaded",
+                usage.wait_percent
+            ));
+        }
+        // Fixed once measured, so a period is one incident. Without the
+        // thread's figures the worker is still not running tasks: blocked,
+        // from the runtime's point of view, until its thread is found.
+        let class = match (self.class, usage) {
+            (Some(class), _) => class,
+            (None, Some(usage)) => *self.class.insert(rule::classify(usage)),
+            (None, None) => Class::BlockedWorker,
+        };
+        let samples = &self.sampling.samples;
+        StuckPoll {
+            key: self.key.clone(),
+            state: state.into(),
+            class: match class {
+                Class::RunawayLoop => StuckPollClass::RunawayLoop,
+                Class::BlockedWorker => StuckPollClass::BlockedWorker,
+            }
+            .into(),
+            runtime_id,
+            worker_index: worker,
+            tid,
+            thread_name: name,
+            stuck_for_ms: u64::try_from(frozen_for.as_millis()).unwrap_or(u64::MAX),
+            cpu_percent: usage.map_or(0.0, |u| u.cpu_percent),
+            spawn_location: self.spawned_at.clone().unwrap_or_default(),
+            stack_samples: samples.taken,
+            caveat: report::caveat(samples, &notes, self.spawned_at.is_some()),
+            samples: samples.raw(),
+            modules: modules.modules_for(samples.addresses()),
+            ..StuckPoll::default()
+        }
+    }
+
+    /// The last report, marked recovered, with the samples taken since;
+    /// `None` when the period was never reported.
+    pub fn recovered(&self, modules: &mut ModuleMap) -> Option<StuckPoll> {
+        let last = self.last_event.as_ref()?;
+        let samples = &self.sampling.samples;
+        Some(StuckPoll {
+            state: StuckPollState::Recovered.into(),
+            caveat: report::caveat(samples, &[], self.spawned_at.is_some()),
+            samples: samples.raw(),
+            modules: modules.modules_for(samples.addresses()),
+            stack_samples: samples.taken,
+            ..last.clone()
+        })
+    }
+}
