@@ -49,7 +49,9 @@ async fn flush_once(shared: &Arc<Shared>) {
     let store = Arc::clone(&shared.store);
     let count = rows.len();
     match tokio::task::spawn_blocking(move || store.append(&rows)).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            shared.stats.history_rows_written.inc_by(count as u64);
+        }
         Ok(Err(err)) => {
             shared.stats.history_rows_dropped.inc_by(count as u64);
             tracing::warn!("dropping {count} history rows: {err}");

@@ -34,12 +34,30 @@ pub use detect::leaks::LeakSettings;
 pub use detect::memory::MemorySettings;
 
 use datadir::DataDirLock;
+use detect::DetectorSet;
 use state::{Shared, now_ms};
 
 /// How often the registry applies the passage of time (missed snapshots,
 /// restarted instances settling to up). A quarter second keeps `down`
 /// within a fraction of an interval of the truth at negligible cost.
 const TICK: Duration = Duration::from_millis(250);
+
+/// One tick: the registry's clock under the lock, and when a detection pass
+/// is due, the detectors' windows copied out under it, judged without it
+/// (so ingest and the API are not held up by the detectors), and their
+/// verdicts applied under it again.
+fn tick(shared: &Shared, detectors: &mut DetectorSet, now_ms: i64) {
+    let cuts = {
+        let mut state = shared.lock();
+        state.tick(now_ms);
+        if !detectors.due(now_ms) {
+            return;
+        }
+        state.cut(detectors, now_ms)
+    };
+    let judged = detectors.check(cuts);
+    DetectorSet::apply(judged, now_ms, &mut shared.lock().incidents);
+}
 
 /// Why a collector could not start. Each message says what to change.
 #[derive(Debug, thiserror::Error)]
@@ -199,13 +217,14 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
     ));
 
     let mut tick_stop = stop;
+    let mut detectors = DetectorSet::new(&shared.config);
     let ticker = tokio::spawn(async move {
         let mut interval = tokio::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick_stop.changed() => break,
-                _ = interval.tick() => shared.lock().tick(now_ms()),
+                _ = interval.tick() => tick(&shared, &mut detectors, now_ms()),
             }
         }
     });

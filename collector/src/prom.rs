@@ -126,6 +126,11 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         "History rows lost because the persistent store failed or fell behind",
         stats.history_rows_dropped.clone(),
     );
+    registry.register(
+        "collector_history_rows_written",
+        "History rows committed to the persistent store",
+        stats.history_rows_written.clone(),
+    );
 
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
-use crate::detect::{DetectorSet, Stores};
+use crate::detect::{Cut, DetectorSet, Stores};
 use crate::heap_sites::HeapSiteStore;
 use crate::incidents::IncidentBook;
 use crate::naming::Namer;
@@ -48,7 +48,6 @@ pub(crate) struct State {
     /// History rows dropped because the store could not keep up; added to
     /// the collector's counter at the next flush.
     pub(crate) history_rows_overflowed: u64,
-    detectors: DetectorSet,
 }
 
 /// Points kept per allocation site per window of the memory detector.
@@ -75,7 +74,6 @@ impl State {
             history_resolution_ms: i64::try_from(config.history_resolution.as_millis())
                 .unwrap_or(i64::MAX),
             history_rows_overflowed: 0,
-            detectors: DetectorSet::new(config),
         }
     }
 
@@ -164,8 +162,8 @@ impl State {
         self.resolve_down(now_ms());
     }
 
-    /// Applies the passage of time, drops the history of forgotten
-    /// instances, and runs the detectors when they are due.
+    /// Applies the passage of time and drops the history of forgotten
+    /// instances.
     pub(crate) fn tick(&mut self, now_ms: i64) {
         for forgotten in self.registry.tick(now_ms) {
             self.series.remove(&forgotten);
@@ -173,12 +171,16 @@ impl State {
             self.heap_sites.remove(&forgotten);
         }
         self.resolve_down(now_ms);
+    }
+
+    /// What `detectors` need to judge every service now, copied out.
+    pub(crate) fn cut(&self, detectors: &DetectorSet, now_ms: i64) -> Vec<Cut> {
         let stores = Stores {
             registry: &self.registry,
             series: &self.series,
             heap_sites: &self.heap_sites,
         };
-        self.detectors.tick(now_ms, stores, &mut self.incidents);
+        detectors.cut(now_ms, stores, &self.incidents)
     }
 
     /// An instance that is down (or forgotten) has no stuck poll any more.
@@ -214,6 +216,8 @@ pub(crate) struct CollectorStats {
     pub(crate) frames_rejected: Family<RejectLabels, Counter>,
     /// History rows lost because the store failed or could not keep up.
     pub(crate) history_rows_dropped: Counter,
+    /// History rows committed to the store.
+    pub(crate) history_rows_written: Counter,
 }
 
 impl CollectorStats {

@@ -33,12 +33,13 @@ fn history_survives_a_collector_killed_with_sigkill() {
     let mut service = Service::start(&collector, "durable", 1);
     let before = collector.wait_for_instance("durable up", |i| i["service"] == "durable");
     let instance = before["instance_id"].as_str().unwrap().to_owned();
-    // At one stored sample a second and a flush every second, four seconds
-    // leave at least three rows on disk.
-    wait_for("samples in memory", Duration::from_secs(20), || {
-        (!rss_points(&collector, "durable").is_empty()).then_some(())
+    // At one stored sample a second, wait until the store has committed at
+    // least three rows of it.
+    wait_for("three rows committed", Duration::from_secs(30), || {
+        collector
+            .metric("meshwatch_collector_history_rows_written_total")
+            .filter(|&rows| rows >= 3.0)
     });
-    std::thread::sleep(Duration::from_secs(4));
     service.process.kill();
 
     let restarted = collector.crash_and_restart(FINE);

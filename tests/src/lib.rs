@@ -246,6 +246,21 @@ impl Collector {
         serde_json::from_str(&body).unwrap_or_else(|err| panic!("GET {path}: bad JSON: {err}"))
     }
 
+    /// The value of a counter or gauge in `/metrics`, summed over its
+    /// labels; `None` when the collector exports no such metric.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = http_get(&self.http, "/metrics");
+        let values: Vec<f64> = text
+            .lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
     /// The instances listed by `/api/v1/services`.
     pub fn instances(&self) -> Vec<serde_json::Value> {
         self.get_json("/api/v1/services")["services"]

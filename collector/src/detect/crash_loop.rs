@@ -38,6 +38,7 @@ impl Detector for CrashLoop {
             metrics: &[],
             span: self.settings.crash_window,
             heap_sites: false,
+            latest_snapshot: false,
         }
     }
 

@@ -41,6 +41,7 @@ impl Detector for FdLeak {
             ],
             span: self.settings.window,
             heap_sites: false,
+            latest_snapshot: false,
         }
     }
 

@@ -194,6 +194,7 @@ impl Detector for MemoryGrowth {
             ],
             span: self.settings.window,
             heap_sites: true,
+            latest_snapshot: false,
         }
     }
 

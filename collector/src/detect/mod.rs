@@ -52,6 +52,8 @@ pub struct Needs {
     pub span: Duration,
     /// Whether it reads the instances' allocation sites.
     pub heap_sites: bool,
+    /// Whether it reads the instances' latest snapshots.
+    pub latest_snapshot: bool,
 }
 
 /// One kind of trouble, judged from a window of a service's history.
@@ -208,91 +210,194 @@ impl DetectorSet {
         }
     }
 
-    /// Runs every detector on every service when a detection interval has
-    /// passed since the last pass, and applies the verdicts to `incidents`.
-    pub fn tick(&mut self, now_ms: i64, stores: Stores<'_>, incidents: &mut IncidentBook) {
+    /// Whether a detection pass is due at `now_ms`; if so, the pass is
+    /// counted as run.
+    pub fn due(&mut self, now_ms: i64) -> bool {
         if self
             .last_run_ms
             .is_some_and(|last| now_ms.saturating_sub(last) < self.every_ms)
         {
-            return;
+            return false;
         }
         self.last_run_ms = Some(now_ms);
+        true
+    }
+
+    /// Copies out of the stores what every detector needs of every
+    /// service: called under the collector's lock, which it holds only for
+    /// the copying. The judging ([`check`](Self::check)) runs without it.
+    pub fn cut(&self, now_ms: i64, stores: Stores<'_>, incidents: &IncidentBook) -> Vec<Cut> {
         let instances = stores.registry.sorted();
+        let mut cuts = Vec::new();
         for group in instances.chunk_by(|a, b| a.service == b.service) {
             let service = group[0].service.as_str();
-            for detector in &self.detectors {
-                let kind = detector.kind();
-                let open_kinds = incidents.open_kinds(service);
-                let window = cut_window(detector.needs(), service, group, now_ms, stores)
-                    .with_open(&kind, open_kinds);
-                apply(detector.check(&window), kind, service, now_ms, incidents);
+            let open_kinds = incidents.open_kinds(service);
+            for (detector, d) in self.detectors.iter().enumerate() {
+                cuts.push(Cut::of(
+                    detector,
+                    d.kind(),
+                    d.needs(),
+                    service,
+                    group,
+                    now_ms,
+                    stores,
+                    open_kinds.clone(),
+                ));
             }
+        }
+        cuts
+    }
+
+    /// Judges every cut: pure, and free of the collector's lock.
+    pub fn check(&self, cuts: Vec<Cut>) -> Vec<Judged> {
+        cuts.into_iter()
+            .filter_map(|mut cut| {
+                let verdict = self.detectors.get(cut.detector)?.check(&cut.window());
+                Some(Judged {
+                    kind: cut.kind,
+                    service: cut.service,
+                    verdict,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies the verdicts to `incidents`, under the lock again.
+    pub fn apply(judged: Vec<Judged>, now_ms: i64, incidents: &mut IncidentBook) {
+        for j in judged {
+            apply(j.verdict, j.kind, &j.service, now_ms, incidents);
         }
     }
 }
 
-fn cut_window<'a>(
-    needs: Needs,
-    service: &'a str,
-    group: &[&'a Instance],
+/// What one detector needs of one service, copied out of the stores.
+#[derive(Debug)]
+pub struct Cut {
+    detector: usize,
+    kind: IncidentKind,
+    service: String,
     now_ms: i64,
-    stores: Stores<'a>,
-) -> Window<'a> {
-    let span_ms = i64::try_from(needs.span.as_millis()).unwrap_or(i64::MAX);
-    let from = now_ms.saturating_sub(span_ms);
-    let mut instances: Vec<InstanceWindow<'a>> = group
-        .iter()
-        .map(|instance| {
-            let recent = instance.last_seen_ms >= from;
-            let series = needs
-                .metrics
-                .iter()
-                .filter(|_| recent)
-                .map(|&metric| {
-                    let points =
-                        stores
-                            .series
-                            .range(&instance.instance_id, metric, Some(from), None);
-                    (metric, points)
-                })
-                .collect();
-            let heap_sites = if needs.heap_sites && recent {
-                stores.heap_sites.sites(&instance.instance_id).collect()
-            } else {
-                Vec::new()
-            };
-            InstanceWindow {
-                instance_id: &instance.instance_id,
-                started_at_ms: instance.started_at_ms(),
-                last_seen_ms: instance.last_seen_ms,
-                state: instance.state,
-                ending: instance.ending,
-                restarts: instance.restarts,
-                series,
-                heap_sites,
-                latest: instance.last_snapshot.as_ref(),
-            }
-        })
-        .collect();
-    instances.sort_by_key(|i| (i.started_at_ms, i.instance_id));
-    Window {
-        service,
-        now_ms,
-        span_ms,
-        open: false,
-        open_kinds: Vec::new(),
-        instances,
-    }
+    span_ms: i64,
+    open_kinds: Vec<IncidentKind>,
+    instances: Vec<CutInstance>,
 }
 
-impl Window<'_> {
-    /// The window with the service's open incidents: `open_kinds`, and
-    /// whether `kind` is among them.
-    fn with_open(mut self, kind: &IncidentKind, open_kinds: Vec<IncidentKind>) -> Self {
-        self.open = open_kinds.contains(kind);
-        self.open_kinds = open_kinds;
-        self
+/// One instance within a [`Cut`]: what [`InstanceWindow`] borrows.
+#[derive(Debug)]
+struct CutInstance {
+    instance_id: String,
+    started_at_ms: i64,
+    last_seen_ms: i64,
+    state: InstanceState,
+    ending: Option<Ending>,
+    restarts: u32,
+    series: BTreeMap<Metric, Vec<Point>>,
+    heap_sites: Vec<SiteHistory>,
+    latest: Option<Snapshot>,
+}
+
+/// A detector's verdict on one service, to apply.
+#[derive(Debug)]
+pub struct Judged {
+    kind: IncidentKind,
+    service: String,
+    verdict: Verdict,
+}
+
+impl Cut {
+    #[allow(clippy::too_many_arguments)] // one call site, every argument a different thing
+    fn of(
+        detector: usize,
+        kind: IncidentKind,
+        needs: Needs,
+        service: &str,
+        group: &[&Instance],
+        now_ms: i64,
+        stores: Stores<'_>,
+        open_kinds: Vec<IncidentKind>,
+    ) -> Self {
+        let span_ms = i64::try_from(needs.span.as_millis()).unwrap_or(i64::MAX);
+        let from = now_ms.saturating_sub(span_ms);
+        let mut instances: Vec<CutInstance> = group
+            .iter()
+            .map(|instance| {
+                let recent = instance.last_seen_ms >= from;
+                let series = needs
+                    .metrics
+                    .iter()
+                    .filter(|_| recent)
+                    .map(|&metric| {
+                        let points =
+                            stores
+                                .series
+                                .range(&instance.instance_id, metric, Some(from), None);
+                        (metric, points)
+                    })
+                    .collect();
+                let heap_sites = if needs.heap_sites && recent {
+                    stores
+                        .heap_sites
+                        .sites(&instance.instance_id)
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                CutInstance {
+                    instance_id: instance.instance_id.clone(),
+                    started_at_ms: instance.started_at_ms(),
+                    last_seen_ms: instance.last_seen_ms,
+                    state: instance.state,
+                    ending: instance.ending,
+                    restarts: instance.restarts,
+                    series,
+                    heap_sites,
+                    latest: needs
+                        .latest_snapshot
+                        .then(|| instance.last_snapshot.clone())
+                        .flatten(),
+                }
+            })
+            .collect();
+        instances.sort_by(|a, b| {
+            (a.started_at_ms, &a.instance_id).cmp(&(b.started_at_ms, &b.instance_id))
+        });
+        Self {
+            detector,
+            kind,
+            service: service.to_owned(),
+            now_ms,
+            span_ms,
+            open_kinds,
+            instances,
+        }
+    }
+
+    /// The window the detector judges, borrowed from the cut (its series
+    /// moved into it: a cut is judged once).
+    fn window(&mut self) -> Window<'_> {
+        Window {
+            service: &self.service,
+            now_ms: self.now_ms,
+            span_ms: self.span_ms,
+            open: self.open_kinds.contains(&self.kind),
+            open_kinds: self.open_kinds.clone(),
+            instances: self
+                .instances
+                .iter_mut()
+                .map(|i| InstanceWindow {
+                    series: std::mem::take(&mut i.series),
+                    instance_id: &i.instance_id,
+                    started_at_ms: i.started_at_ms,
+                    last_seen_ms: i.last_seen_ms,
+                    state: i.state,
+                    ending: i.ending,
+                    restarts: i.restarts,
+                    heap_sites: i.heap_sites.iter().collect(),
+                    latest: i.latest.as_ref(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -352,6 +457,7 @@ mod tests {
                 metrics: &[Metric::FdsOpen],
                 span: Duration::from_secs(60),
                 heap_sites: false,
+                latest_snapshot: false,
             }
         }
         fn check(&self, window: &Window<'_>) -> Verdict {
@@ -365,6 +471,14 @@ mod tests {
                 .unwrap()
                 .clone()
                 .unwrap_or(Verdict::Undecided)
+        }
+    }
+
+    /// One tick of the runner, as the collector's ticker runs it.
+    fn tick(set: &mut DetectorSet, now_ms: i64, stores: Stores<'_>, book: &mut IncidentBook) {
+        if set.due(now_ms) {
+            let judged = set.check(set.cut(now_ms, stores, book));
+            DetectorSet::apply(judged, now_ms, book);
         }
     }
 
@@ -416,19 +530,19 @@ mod tests {
 
         *scripted.verdict.lock().unwrap() =
             Some(Verdict::Unhealthy(vec![problem("x"), problem("y")]));
-        set.tick(1000, stores, &mut book);
+        tick(&mut set, 1000, stores, &mut book);
         assert_eq!(open(&book), 4, "two problems in each of two services");
-        set.tick(1500, stores, &mut book);
+        tick(&mut set, 1500, stores, &mut book);
         assert_eq!(scripted.seen.lock().unwrap().len(), 2, "not due again yet");
 
         *scripted.verdict.lock().unwrap() = Some(Verdict::Unhealthy(vec![problem("x")]));
-        set.tick(2000, stores, &mut book);
+        tick(&mut set, 2000, stores, &mut book);
         assert_eq!(open(&book), 2, "y resolved in both services");
         *scripted.verdict.lock().unwrap() = Some(Verdict::Undecided);
-        set.tick(3000, stores, &mut book);
+        tick(&mut set, 3000, stores, &mut book);
         assert_eq!(open(&book), 2, "undecided leaves them open");
         *scripted.verdict.lock().unwrap() = Some(Verdict::Healthy);
-        set.tick(4000, stores, &mut book);
+        tick(&mut set, 4000, stores, &mut book);
         assert_eq!(open(&book), 0);
 
         let seen = scripted.seen.lock().unwrap();

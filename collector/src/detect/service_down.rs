@@ -46,6 +46,7 @@ impl Detector for ServiceDown {
             metrics: &[],
             span: self.grace,
             heap_sites: false,
+            latest_snapshot: false,
         }
     }
 

@@ -43,6 +43,7 @@ impl Detector for SocketLeak {
             ],
             span: self.settings.window,
             heap_sites: false,
+            latest_snapshot: false,
         }
     }
 

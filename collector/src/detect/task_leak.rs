@@ -38,6 +38,7 @@ impl Detector for TaskLeak {
             metrics: &[Metric::TasksAlive, Metric::CpuPercent],
             span: self.settings.window,
             heap_sites: false,
+            latest_snapshot: true,
         }
     }
 
