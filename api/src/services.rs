@@ -219,6 +219,10 @@ pub struct RuntimeView {
     /// runtimes with the probe's task hooks (`--cfg tokio_unstable`).
     #[serde(default)]
     pub spawn_sites: Vec<NamedCount>,
+    /// The OS thread each worker last ran on, by worker index; 0 until the
+    /// probe has found it.
+    #[serde(default)]
+    pub worker_tids: Vec<u32>,
 }
 
 /// The probe's own health, so its gaps are visible.

@@ -57,6 +57,7 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
                                 count: u32::try_from(site.alive).unwrap_or(u32::MAX),
                             })
                             .collect(),
+                        worker_tids: r.worker.iter().map(|w| w.tid).collect(),
                     })
                     .collect()
             })

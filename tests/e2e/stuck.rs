@@ -15,11 +15,13 @@ fn faulty(collector: &Collector, name: &str, extra: &[&str]) -> (Service, String
     let mut args = vec!["--fault", "loop", "--fault", "block"];
     args.extend_from_slice(extra);
     let service = Service::start_with(collector, name, 2, &args, &[]);
-    let instance = collector.wait_for_instance(&format!("{name} reporting"), |i| {
-        i["service"] == name && i["headline"]["workers"] == 2
+    // Until the watchdog's census has mapped both workers to their threads,
+    // so that the trouble finds them known.
+    let instance = collector.wait_for_instance(&format!("{name} mapped"), |i| {
+        let tids = i["runtimes"][0]["worker_tids"].as_array();
+        i["service"] == name
+            && tids.is_some_and(|t| t.len() == 2 && t.iter().all(|tid| tid.as_u64() != Some(0)))
     });
-    // Let the watchdog's census map both workers before the trouble starts.
-    std::thread::sleep(Duration::from_millis(500));
     let id = instance["instance_id"].as_str().unwrap().to_owned();
     (service, id)
 }
@@ -151,6 +153,12 @@ fn blocking_call_is_flagged_as_a_blocked_worker_and_resolves() {
         find(&collector, &instance, |i| i["kind"] == "runaway_loop").is_none(),
         "a sleeping thread is not a loop"
     );
+    // The reader's view of it: the thread, its CPU, the worker.
+    let report = meshwatch_e2e::report(&collector, &opened);
+    let md = &report.markdown;
+    assert!(md.contains("`blocked_worker`"), "{md}");
+    assert!(md.contains("- thread CPU: "), "{md}");
+    assert!(md.contains("| `worker` |"), "{md}");
     wait_for(
         "the blocked worker resolved",
         Duration::from_secs(20),

@@ -265,6 +265,7 @@ fn view(service: &str, id: &str, state: InstanceState, incidents: Vec<Incident>)
             tasks_alive: 12,
             global_queue_depth: 0,
             spawn_sites: Vec::new(),
+            worker_tids: vec![4245, 4244],
         }],
         threads: vec![
             thread(4243, "main", 0.0),

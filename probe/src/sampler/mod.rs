@@ -16,7 +16,7 @@ use crate::identity::now_unix_ms;
 use crate::stats::ProbeCounters;
 use console::ConsoleBind;
 use process::ProcessSampler;
-pub(crate) use runtime::WatchedRuntimes;
+pub(crate) use runtime::{WatchedRuntimes, WorkerTids};
 use sockets::SocketSampler;
 
 /// Takes snapshots; lives on the probe's sampler thread.

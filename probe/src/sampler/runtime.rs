@@ -4,17 +4,24 @@
 //! the per-worker poll, steal and queue counts are added when the service is
 //! built with it.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use meshwatch_proto::v1::{RuntimeStats, SpawnSite, WorkerStats};
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// The runtimes to watch, shared between the probe handle (which adds them)
-/// and the sampler thread (which reads them).
+/// and the sampler and watchdog threads (which read them), with the thread
+/// each worker runs on as the watchdog's census finds it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct WatchedRuntimes {
     handles: Arc<Mutex<Vec<Handle>>>,
+    worker_tids: Arc<Mutex<HashMap<u32, WorkerTids>>>,
 }
+
+/// Thread id per worker index of one runtime; 0 until found.
+pub(crate) type WorkerTids = Arc<[AtomicU32]>;
 
 impl WatchedRuntimes {
     /// Adds a runtime unless it is already watched. Returns whether it was new.
@@ -38,12 +45,31 @@ impl WatchedRuntimes {
             .collect()
     }
 
+    /// The worker thread table of runtime `runtime_id`, made with `workers`
+    /// slots on first use: the census fills it, snapshots carry it.
+    pub fn worker_tids(&self, runtime_id: u32, workers: usize) -> WorkerTids {
+        self.worker_tids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(runtime_id)
+            .or_insert_with(|| (0..workers).map(|_| AtomicU32::new(0)).collect())
+            .clone()
+    }
+
     pub fn sample(&self) -> Vec<RuntimeStats> {
         let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let tids = self
+            .worker_tids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         handles
             .iter()
             .enumerate()
-            .map(|(id, handle)| sample_runtime(runtime_id(id), handle))
+            .map(|(id, handle)| {
+                let id = runtime_id(id);
+                sample_runtime(id, handle, tids.get(&id))
+            })
             .collect()
     }
 }
@@ -52,7 +78,7 @@ fn runtime_id(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
-fn sample_runtime(runtime_id: u32, handle: &Handle) -> RuntimeStats {
+fn sample_runtime(runtime_id: u32, handle: &Handle, tids: Option<&WorkerTids>) -> RuntimeStats {
     let metrics = handle.metrics();
     let workers = metrics.num_workers();
     RuntimeStats {
@@ -77,6 +103,9 @@ fn sample_runtime(runtime_id: u32, handle: &Handle) -> RuntimeStats {
                     .unwrap_or(u64::MAX),
                     park_count: metrics.worker_park_count(index),
                     park_unpark_count: metrics.worker_park_unpark_count(index),
+                    tid: tids
+                        .and_then(|t| t.get(index))
+                        .map_or(0, |t| t.load(Ordering::Relaxed)),
                     ..WorkerStats::default()
                 };
                 #[cfg(tokio_unstable)]

@@ -12,13 +12,13 @@
 //! so its entry is the thread it last ran on, just before it got stuck.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
 use crate::identity::current_tid;
+use crate::sampler::{WatchedRuntimes, WorkerTids};
 
 /// How often a runtime whose workers are all known is counted again.
 const EVERY: Duration = Duration::from_millis(500);
@@ -30,8 +30,9 @@ const TASKS_PER_WORKER: usize = 2;
 
 #[derive(Debug)]
 struct Table {
-    /// Thread id per worker index; 0 until a census task ran there.
-    tids: Arc<[AtomicU32]>,
+    /// Thread id per worker index; 0 until a census task ran there. Shared
+    /// with the snapshots, through [`WatchedRuntimes`].
+    tids: WorkerTids,
     last_round: Option<Instant>,
 }
 
@@ -42,11 +43,18 @@ pub(crate) struct Census {
 }
 
 impl Census {
-    /// Spawns a census round on `handle` when one is due.
-    pub fn refresh(&mut self, runtime_id: u32, handle: &Handle, now: Instant) {
+    /// Spawns a census round on `handle` when one is due, recording into
+    /// the runtime's table in `runtimes`.
+    pub fn refresh(
+        &mut self,
+        runtimes: &WatchedRuntimes,
+        runtime_id: u32,
+        handle: &Handle,
+        now: Instant,
+    ) {
         let workers = handle.metrics().num_workers();
         let table = self.tables.entry(runtime_id).or_insert_with(|| Table {
-            tids: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            tids: runtimes.worker_tids(runtime_id, workers),
             last_round: None,
         });
         let complete = table.tids.iter().all(|t| t.load(Ordering::Relaxed) != 0);
@@ -100,10 +108,11 @@ mod tests {
             .build()
             .unwrap();
         let mut census = Census::default();
+        let runtimes = WatchedRuntimes::default();
         let deadline = Instant::now() + Duration::from_secs(10);
         while (0..3).any(|w| census.tid(0, w).is_none()) {
             assert!(Instant::now() < deadline, "{census:?}");
-            census.refresh(0, runtime.handle(), Instant::now());
+            census.refresh(&runtimes, 0, runtime.handle(), Instant::now());
             std::thread::sleep(RETRY);
         }
         let tids: Vec<u32> = (0..3).filter_map(|w| census.tid(0, w)).collect();
@@ -112,6 +121,9 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), 3, "{tids:?}");
         assert!(!tids.contains(&current_tid()));
+        let shared = runtimes.worker_tids(0, 3);
+        let published: Vec<u32> = shared.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        assert_eq!(published, tids, "the snapshots see what the census found");
         assert_eq!(census.tid(0, 3), None);
         assert_eq!(census.tid(1, 0), None);
     }

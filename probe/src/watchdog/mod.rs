@@ -106,7 +106,8 @@ impl Watchdog {
     fn tick(&mut self, now: Instant) -> Vec<StuckPoll> {
         let mut events = Vec::new();
         for (runtime_id, handle) in self.runtimes.handles() {
-            self.census.refresh(runtime_id, &handle, now);
+            self.census
+                .refresh(&self.runtimes, runtime_id, &handle, now);
             let metrics = handle.metrics();
             for index in 0..metrics.num_workers() {
                 let counters = WorkerCounters {

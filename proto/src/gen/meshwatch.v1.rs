@@ -310,6 +310,10 @@ pub struct WorkerStats {
     pub steal_count: u64,
     #[prost(uint64, tag = "7")]
     pub local_queue_depth: u64,
+    /// The OS thread the worker last ran on, as the probe's census found it;
+    /// 0 until found.
+    #[prost(uint32, tag = "8")]
+    pub tid: u32,
 }
 /// Allocator totals from the probe's tracking allocator.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

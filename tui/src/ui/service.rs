@@ -209,7 +209,13 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
             .total_cmp(&a.cpu_percent.unwrap_or(-1.0))
     });
     for thread in threads {
-        let name: String = thread.name.chars().take(18).collect();
+        let name: String = match worker_of(view, thread.tid) {
+            Some(worker) => {
+                let short: String = thread.name.chars().take(18 - worker.len() - 1).collect();
+                format!("{short} {worker}")
+            }
+            None => thread.name.chars().take(18).collect(),
+        };
         let cpu = format::percent(thread.cpu_percent);
         let style = if thread.cpu_percent.unwrap_or(0.0) >= 80.0 {
             theme.urgency(3)
@@ -268,6 +274,22 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
         ));
     }
     lines
+}
+
+/// Which worker runs on thread `tid`, as `w1` (`r2w1` in a second
+/// runtime), when the probe has mapped it.
+fn worker_of(view: &meshwatch_api::InstanceView, tid: u32) -> Option<String> {
+    view.runtimes.iter().find_map(|runtime| {
+        let index = runtime
+            .worker_tids
+            .iter()
+            .position(|&t| t == tid && t != 0)?;
+        Some(if runtime.runtime_id == 0 {
+            format!("w{index}")
+        } else {
+            format!("r{}w{index}", runtime.runtime_id)
+        })
+    })
 }
 
 /// The TCP sockets: counts by state (CLOSE_WAIT stands out: the service did
