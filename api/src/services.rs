@@ -105,6 +105,10 @@ pub struct InstanceView {
     pub heap_sites: Vec<HeapSiteView>,
     /// Incidents open on this instance.
     pub open_incidents: Vec<Incident>,
+    /// How it went down, while down: `stopped` (its probe said goodbye),
+    /// `disconnected` or `missed_heartbeats`; `null` while up.
+    #[serde(default)]
+    pub ending: Option<crate::evidence::Ending>,
     /// Where the process serves tokio-console (it runs console-subscriber),
     /// `ip:port`; `null` when it does not.
     #[serde(default)]

@@ -321,6 +321,7 @@ fn the_services_view_round_trips() {
                 frames: vec![frame("cache::insert", 20)],
             }],
             open_incidents: one_of_each(),
+            ending: None,
             tokio_console: Some("127.0.0.1:6669".to_owned()),
         }],
     };

@@ -82,6 +82,7 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
             .collect(),
         sockets: snapshot.and_then(|s| s.sockets.as_ref()).map(sockets_view),
         heap_sites: heap_sites_view(state, &instance.instance_id),
+        ending: instance.ending,
         tokio_console: snapshot
             .map(|s| s.tokio_console.clone())
             .filter(|addr| !addr.is_empty()),

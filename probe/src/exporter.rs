@@ -96,6 +96,7 @@ impl Exporter {
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+        self.outbox.finish();
     }
 
     /// Opens a connection and completes the Hello/Welcome handshake.

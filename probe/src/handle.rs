@@ -8,6 +8,7 @@ use meshwatch_proto::v1::{ProbeMessage, probe_message};
 
 use crate::ProbeError;
 use crate::config::Config;
+use crate::exit::GOODBYE_WAIT;
 use crate::exporter::Exporter;
 use crate::identity::Identity;
 use crate::outbox::Outbox;
@@ -94,6 +95,7 @@ impl ProbeHandle {
             }
         };
         crate::heap::set_sample_interval(heap_sample_interval);
+        crate::exit::goodbye_on_clean_exit(&outbox);
         Ok(Self {
             running: Some(Running {
                 outbox,
@@ -145,10 +147,6 @@ impl Drop for ProbeHandle {
         }
     }
 }
-
-/// The longest a dropped handle waits for the probe's threads to finish,
-/// among them the exporter's goodbye to the collector.
-const GOODBYE_WAIT: Duration = Duration::from_millis(250);
 
 impl Running {
     /// Tells the threads to stop, and stops heap sampling: nothing would

@@ -49,6 +49,7 @@
 
 mod alloc;
 mod config;
+mod exit;
 mod exporter;
 mod handle;
 mod heap;

@@ -17,6 +17,8 @@ use crate::stats::ProbeCounters;
 struct State {
     queue: VecDeque<ProbeMessage>,
     closed: bool,
+    /// The consumer is done: it said goodbye, or gave up.
+    finished: bool,
     /// How many times `pop` found nothing and went (back) to waiting: lets
     /// a test close the queue while a consumer is surely waiting.
     #[cfg(test)]
@@ -37,6 +39,7 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::with_capacity(capacity),
                 closed: false,
+                finished: false,
                 #[cfg(test)]
                 waits: 0,
             }),
@@ -127,6 +130,23 @@ impl Outbox {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+    }
+
+    /// Says the consumer is done with the queue (the exporter, after its
+    /// goodbye), for whoever waits in [`wait_finished`](Self::wait_finished).
+    pub fn finish(&self) {
+        self.lock().finished = true;
+        self.ready.notify_all();
+    }
+
+    /// Waits up to `timeout` for the consumer to finish; whether it did.
+    pub fn wait_finished(&self, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .ready
+            .wait_timeout_while(state, timeout, |s| !s.finished)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.finished
     }
 
     #[cfg(test)]

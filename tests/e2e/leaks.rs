@@ -239,19 +239,25 @@ fn connection_churn_and_bursts_open_no_leak() {
 fn clean_stops_are_not_a_crash_loop() {
     let collector = Collector::start_with(None, WINDOW);
     // A deploy, or a person pressing Ctrl-C: each process is asked to stop
-    // and returns from main, so its probe says goodbye.
+    // and returns from main (its probe handle is dropped), or it ends itself
+    // with exit(0) (nothing is dropped): either way its probe says goodbye.
     for life in 0..4 {
-        let mut service = Service::start(&collector, "deployed", 1);
+        let mut service = Service::start_with(&collector, "deployed", 1, &["--fault", "exit"], &[]);
         let pid = service.process.pid();
         collector.wait_for_instance(&format!("life {life} up"), |i| i["pid"] == pid);
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        collector.wait_for_instance(&format!("life {life} down"), |i| {
+        if life % 2 == 0 {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+        } else {
+            service.get("/fault/exit?code=0");
+        }
+        let down = collector.wait_for_instance(&format!("life {life} down"), |i| {
             i["pid"] == pid && i["state"] == "down"
         });
+        assert_eq!(down["ending"], "stopped", "life {life}: {down:#}");
         service.process.kill();
     }
     let last = Service::start(&collector, "deployed", 1);
@@ -273,4 +279,17 @@ fn clean_stops_are_not_a_crash_loop() {
         collector.process.stderr().contains("probe said goodbye"),
         "the collector heard the goodbyes"
     );
+}
+
+#[test]
+fn a_non_zero_exit_is_a_death() {
+    let collector = Collector::start_with(None, WINDOW);
+    let mut service = Service::start_with(&collector, "failing", 1, &["--fault", "exit"], &[]);
+    let pid = service.process.pid();
+    collector.wait_for_instance("failing up", |i| i["pid"] == pid);
+    service.get("/fault/exit?code=3");
+    let down =
+        collector.wait_for_instance("failing down", |i| i["pid"] == pid && i["state"] == "down");
+    assert_eq!(down["ending"], "disconnected", "{down:#}");
+    service.process.kill();
 }

@@ -283,6 +283,7 @@ fn view(service: &str, id: &str, state: InstanceState, incidents: Vec<Incident>)
         sockets: None,
         heap_sites: Vec::new(),
         open_incidents: incidents,
+        ending: None,
         tokio_console: None,
     }
 }

@@ -7,6 +7,7 @@
 
 mod blocking;
 mod crash;
+mod exit;
 mod loop_parser;
 pub mod session_leak;
 mod task_leak;
@@ -37,6 +38,9 @@ pub enum Fault {
     TaskLeak,
     /// `/fault/crash[?secs=N]`: the process aborts after N seconds.
     Crash,
+    /// `/fault/exit[?code=N]`: the process exits with status N (default 0)
+    /// through `std::process::exit`, dropping nothing.
+    Exit,
 }
 
 /// What the faults' routes act on.
@@ -56,6 +60,7 @@ impl Fault {
             Fault::CloseWait => unclosed_socket::routes(),
             Fault::TaskLeak => task_leak::routes(),
             Fault::Crash => crash::routes(),
+            Fault::Exit => exit::routes(),
         }
     }
 }
