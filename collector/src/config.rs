@@ -82,6 +82,9 @@ pub struct Config {
     /// cache's `abcdef…/debuginfo`): how stripped binaries, and binaries
     /// of other hosts or images, get function, file and line.
     pub debuginfo_dirs: Vec<PathBuf>,
+    /// Processes of this host watched from outside (`--watch`,
+    /// `--watch-pid`): services in other languages, with no code change.
+    pub watch: Vec<crate::WatchRule>,
 }
 
 impl Config {
@@ -106,6 +109,7 @@ impl Config {
             memory: MemorySettings::default(),
             leaks: LeakSettings::default(),
             debuginfo_dirs: Vec::new(),
+            watch: Vec::new(),
         }
     }
 

@@ -19,6 +19,7 @@ mod store;
 mod stuck;
 mod stuck_samples;
 mod views;
+mod watched;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 pub use detect::leaks::LeakSettings;
 pub use detect::memory::MemorySettings;
+pub use watched::{WatchRule, WatchRuleError};
 
 use datadir::DataDirLock;
 use detect::DetectorSet;
@@ -127,6 +129,7 @@ pub struct RunningCollector {
     http: JoinHandle<std::io::Result<()>>,
     ticker: JoinHandle<()>,
     flusher: JoinHandle<()>,
+    watcher: JoinHandle<()>,
     _lock: DataDirLock,
 }
 
@@ -155,6 +158,7 @@ impl RunningCollector {
         self.ingest.await.map_err(StopError::Task)?;
         self.ticker.await.map_err(StopError::Task)?;
         self.flusher.await.map_err(StopError::Task)?;
+        self.watcher.await.map_err(StopError::Task)?;
         self.http
             .await
             .map_err(StopError::Task)?
@@ -216,6 +220,15 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         stop.clone(),
     ));
 
+    let watcher = tokio::spawn(watched::watch_until_stopped(
+        shared.config.watch.clone(),
+        watched::Target {
+            ingest: ingest_addr,
+            token: shared.config.token.clone(),
+        },
+        stop.clone(),
+    ));
+
     let mut tick_stop = stop;
     let mut detectors = DetectorSet::new(&shared.config);
     let ticker = tokio::spawn(async move {
@@ -238,6 +251,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         http,
         ticker,
         flusher,
+        watcher,
         _lock: lock,
     })
 }

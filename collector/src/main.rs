@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use meshwatch_collector::{Config, config};
+use meshwatch_collector::{Config, WatchRule, config};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -68,6 +68,18 @@ struct Cli {
     /// rolling deploy. Default 30.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     service_down_grace_secs: Option<u64>,
+
+    /// Watch the processes whose command line matches REGEX, as instances of
+    /// SERVICE, with no code change (Node.js, Python, any program): their
+    /// CPU per thread, RSS, fds and sockets, and their restarts. New
+    /// matching processes are picked up as they start. Repeatable.
+    #[arg(long, value_name = "REGEX=SERVICE", value_parser = WatchRule::command)]
+    watch: Vec<WatchRule>,
+
+    /// Watch the process PID, as an instance of SERVICE, while it lives.
+    /// Repeatable.
+    #[arg(long, value_name = "PID=SERVICE", value_parser = WatchRule::pid)]
+    watch_pid: Vec<WatchRule>,
 
     /// A directory of debug info, looked up by build ID before a binary's
     /// own path (`.build-id/ab/cdef….debug` as GDB reads it, or a debuginfod
@@ -177,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     config.debuginfo_dirs = cli.debuginfo_dir.clone();
+    config.watch = cli.watch.iter().chain(&cli.watch_pid).cloned().collect();
 
     let mut signals = StopSignals::install()?;
     let collector = meshwatch_collector::start(config).await?;

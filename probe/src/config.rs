@@ -207,6 +207,24 @@ impl ProbeBuilder {
         ProbeHandle::start(config)
     }
 
+    /// Watches process `pid` of this host from outside, as an instance of
+    /// this builder's service: its process, thread and socket figures go
+    /// to the collector until the process is gone. For the collector's
+    /// `--watch`: services in any language, with no code change.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start), and [`ProbeError::NoSuchProcess`] when
+    /// the process is gone or its `/proc` entry unreadable.
+    #[cfg(feature = "external")]
+    pub fn watch_process(self, pid: u32) -> Result<ProbeHandle, ProbeError> {
+        let config = self.into_config()?;
+        let runtime = crate::external::runtime_of(pid);
+        let identity = crate::identity::Identity::of_process(pid, runtime)
+            .ok_or(ProbeError::NoSuchProcess { pid })?;
+        ProbeHandle::start_external(config, pid, identity)
+    }
+
     fn into_config(self) -> Result<Config, ProbeError> {
         let service = self
             .service_override

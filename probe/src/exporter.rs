@@ -143,7 +143,7 @@ impl Exporter {
             start_time_unix_ms: self.identity.start_time_unix_ms,
             probe_version: env!("CARGO_PKG_VERSION").to_owned(),
             token: self.config.token.clone().unwrap_or_default(),
-            runtime: "rust".to_owned(),
+            runtime: self.identity.runtime.clone(),
             interval_ms: u32::try_from(self.config.interval.as_millis()).unwrap_or(u32::MAX),
         }
     }
@@ -155,7 +155,11 @@ impl Exporter {
         loop {
             let Some(msg) = self.outbox.pop(POLL_PERIOD) else {
                 if self.outbox.is_closed() {
-                    say_goodbye(&mut stream, self.config.max_frame_len);
+                    // A process watched from outside that is gone died, as
+                    // far as anyone can tell: no goodbye for it.
+                    if !self.outbox.is_abandoned() {
+                        say_goodbye(&mut stream, self.config.max_frame_len);
+                    }
                     return Ok(());
                 }
                 check_still_open(&stream)?;

@@ -61,7 +61,11 @@ impl ProbeHandle {
             );
             std::thread::Builder::new()
                 .name("meshwatch-sampler".to_owned())
-                .spawn(move || run_sampler(&config, &outbox, &counters, runtimes))
+                .spawn(move || {
+                    crate::heap::exclude_this_thread();
+                    let sampler = Sampler::new(runtimes, config.interval);
+                    run_sampler(&config, &outbox, &counters, sampler);
+                })
                 .map_err(ProbeError::Spawn)?
         };
         let watchdog = match crate::watchdog::spawn(
@@ -76,22 +80,12 @@ impl ProbeHandle {
                 return Err(ProbeError::Spawn(err));
             }
         };
-        let exporter = Exporter {
-            config,
-            identity: Identity::of_this_process(),
-            outbox: outbox.clone(),
-            counters,
-        };
-        let exporter = match std::thread::Builder::new()
-            .name("meshwatch-exporter".to_owned())
-            .spawn(move || {
-                crate::heap::exclude_this_thread();
-                exporter.run();
-            }) {
+        let exporter = match spawn_exporter(config, Identity::of_this_process(), &outbox, counters)
+        {
             Ok(thread) => thread,
             Err(err) => {
                 outbox.close();
-                return Err(ProbeError::Spawn(err));
+                return Err(err);
             }
         };
         crate::heap::set_sample_interval(heap_sample_interval);
@@ -103,6 +97,60 @@ impl ProbeHandle {
                 threads: vec![sampler, watchdog, exporter],
             }),
         })
+    }
+
+    /// Watches another process of the host from outside, as `identity`:
+    /// its process, thread and socket figures, until it is gone.
+    #[cfg(feature = "external")]
+    pub(crate) fn start_external(
+        config: Config,
+        pid: u32,
+        identity: Identity,
+    ) -> Result<Self, ProbeError> {
+        let config = Arc::new(config);
+        let sampler =
+            Sampler::for_pid(pid, config.interval).ok_or(ProbeError::NoSuchProcess { pid })?;
+        let outbox = Arc::new(Outbox::new(config.buffer_capacity));
+        let counters = Arc::new(ProbeCounters::default());
+        let sampler = {
+            let (config, outbox, counters) = (config.clone(), outbox.clone(), counters.clone());
+            std::thread::Builder::new()
+                .name(format!("meshwatch-watch-{pid}"))
+                .spawn(move || run_sampler(&config, &outbox, &counters, sampler))
+                .map_err(ProbeError::Spawn)?
+        };
+        let exporter = match spawn_exporter(config, identity, &outbox, counters) {
+            Ok(thread) => thread,
+            Err(err) => {
+                outbox.abandon();
+                return Err(err);
+            }
+        };
+        Ok(Self {
+            running: Some(Running {
+                outbox,
+                runtimes: WatchedRuntimes::default(),
+                threads: vec![sampler, exporter],
+            }),
+        })
+    }
+
+    /// Stops watching without a goodbye, and without waiting: for a process
+    /// watched from outside that is gone, whose end is a death.
+    #[cfg(feature = "external")]
+    pub fn abandon(mut self) {
+        if let Some(running) = self.running.take() {
+            running.outbox.abandon();
+        }
+    }
+
+    /// Whether the watched process is gone (the probe stopped watching it
+    /// on its own).
+    #[cfg(feature = "external")]
+    pub fn target_gone(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_none_or(|running| running.outbox.is_abandoned())
     }
 
     /// Watches another tokio runtime as well. Runtimes are watched once
@@ -157,18 +205,39 @@ impl Running {
     }
 }
 
+/// Starts the exporter thread: it sends what `outbox` holds, as `identity`.
+fn spawn_exporter(
+    config: Arc<Config>,
+    identity: Identity,
+    outbox: &Arc<Outbox>,
+    counters: Arc<ProbeCounters>,
+) -> Result<JoinHandle<()>, ProbeError> {
+    let exporter = Exporter {
+        config,
+        identity,
+        outbox: outbox.clone(),
+        counters,
+    };
+    std::thread::Builder::new()
+        .name("meshwatch-exporter".to_owned())
+        .spawn(move || {
+            crate::heap::exclude_this_thread();
+            exporter.run();
+        })
+        .map_err(ProbeError::Spawn)
+}
+
 /// The sampler thread: one snapshot per interval, on a fixed schedule so
-/// that a slow pass does not shift every later one.
-fn run_sampler(
-    config: &Config,
-    outbox: &Outbox,
-    counters: &ProbeCounters,
-    runtimes: WatchedRuntimes,
-) {
-    crate::heap::exclude_this_thread();
-    let mut sampler = Sampler::new(runtimes, config.interval);
+/// that a slow pass does not shift every later one. For a process watched
+/// from outside, it stops when the process is gone, abandoning the outbox:
+/// that end is a death, not a stop.
+fn run_sampler(config: &Config, outbox: &Outbox, counters: &ProbeCounters, mut sampler: Sampler) {
     let mut next = Instant::now();
     loop {
+        if sampler.target_gone() {
+            outbox.abandon();
+            return;
+        }
         let snapshot = sampler.snapshot(counters);
         outbox.push(
             ProbeMessage {

@@ -3,13 +3,15 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The identity of this process, fixed when the probe starts.
+/// The identity of the process a probe reports, fixed when it starts.
 #[derive(Debug, Clone)]
 pub(crate) struct Identity {
     pub instance_id: String,
     pub pid: u32,
     pub host: String,
     pub start_time_unix_ms: i64,
+    /// The language or runtime: `rust` for a linked probe.
+    pub runtime: String,
 }
 
 impl Identity {
@@ -18,8 +20,36 @@ impl Identity {
             instance_id: random_instance_id(),
             pid: std::process::id(),
             host: host_name(),
-            start_time_unix_ms: process_start_unix_ms().unwrap_or_else(now_unix_ms),
+            start_time_unix_ms: process_start_unix_ms(&procfs::process::Process::myself().ok())
+                .unwrap_or_else(now_unix_ms),
+            runtime: "rust".to_owned(),
         }
+    }
+
+    /// Another process of this host, watched from outside. Its instance id
+    /// is derived from the host, the pid and the process's start, so the
+    /// same process is the same instance whoever watches it, and a new
+    /// process behind a reused pid is a new one.
+    #[cfg(feature = "external")]
+    pub fn of_process(pid: u32, runtime: &str) -> Option<Self> {
+        let process = procfs::process::Process::new(i32::try_from(pid).ok()?).ok();
+        let start = process_start_unix_ms(&process)?;
+        let host = host_name();
+        let word = |salt: u64| {
+            let mut hasher = std::hash::DefaultHasher::new();
+            hasher.write_u64(salt);
+            hasher.write(host.as_bytes());
+            hasher.write_u32(pid);
+            hasher.write_i64(start);
+            hasher.finish()
+        };
+        Some(Self {
+            instance_id: format!("{:016x}{:016x}", word(1), word(2)),
+            pid,
+            host: host.clone(),
+            start_time_unix_ms: start,
+            runtime: runtime.to_owned(),
+        })
     }
 }
 
@@ -53,8 +83,8 @@ fn host_name() -> String {
 /// When the process started, from its `starttime` (clock ticks after boot)
 /// and the boot time: the probe may be initialized well after the process
 /// started, and restarts are judged by the process's real start.
-fn process_start_unix_ms() -> Option<i64> {
-    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+fn process_start_unix_ms(process: &Option<procfs::process::Process>) -> Option<i64> {
+    let stat = process.as_ref()?.stat().ok()?;
     let boot_secs = procfs::boot_time_secs().ok()?;
     let ticks = procfs::ticks_per_second();
     if ticks == 0 {
@@ -97,7 +127,7 @@ mod tests {
 
     #[test]
     fn process_start_is_in_the_past_and_recent() {
-        let start = process_start_unix_ms().unwrap();
+        let start = process_start_unix_ms(&procfs::process::Process::myself().ok()).unwrap();
         let now = now_unix_ms();
         assert!(start <= now + 1000, "start {start} after now {now}");
         assert!(

@@ -51,6 +51,8 @@ mod alloc;
 mod config;
 mod exit;
 mod exporter;
+#[cfg(feature = "external")]
+mod external;
 mod handle;
 mod heap;
 #[cfg(tokio_unstable)]
@@ -79,6 +81,14 @@ pub enum ProbeError {
     /// The OS refused to start one of the probe's threads.
     #[error("cannot start a meshwatch probe thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// A process to watch from outside is gone, or its `/proc` entry is
+    /// unreadable (another user's process, without the privileges).
+    #[cfg(feature = "external")]
+    #[error("cannot watch process {pid}: its /proc entry is gone or unreadable")]
+    NoSuchProcess {
+        /// The process id asked for.
+        pid: u32,
+    },
 }
 
 /// Starts the probe for the service `name`, configured from the environment.

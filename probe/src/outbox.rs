@@ -19,6 +19,9 @@ struct State {
     closed: bool,
     /// The consumer is done: it said goodbye, or gave up.
     finished: bool,
+    /// Closed because the process reported on is gone: no goodbye, its end
+    /// is a death.
+    abandoned: bool,
     /// How many times `pop` found nothing and went (back) to waiting: lets
     /// a test close the queue while a consumer is surely waiting.
     #[cfg(test)]
@@ -40,6 +43,7 @@ impl Outbox {
                 queue: VecDeque::with_capacity(capacity),
                 closed: false,
                 finished: false,
+                abandoned: false,
                 #[cfg(test)]
                 waits: 0,
             }),
@@ -130,6 +134,22 @@ impl Outbox {
     pub fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+    }
+
+    /// Closes the queue for a process that is gone: the consumer leaves
+    /// without a goodbye.
+    pub fn abandon(&self) {
+        {
+            let mut state = self.lock();
+            state.closed = true;
+            state.abandoned = true;
+        }
+        self.ready.notify_all();
+    }
+
+    /// Whether the queue was closed by [`abandon`](Self::abandon).
+    pub fn is_abandoned(&self) -> bool {
+        self.lock().abandoned
     }
 
     /// Says the consumer is done with the queue (the exporter, after its

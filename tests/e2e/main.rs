@@ -13,3 +13,4 @@ mod registry;
 mod status_cli;
 mod stuck;
 mod tui;
+mod watched;

@@ -26,7 +26,9 @@ pub(crate) struct Sampler {
     sockets: SocketSampler,
     console: ConsoleBind,
     runtimes: WatchedRuntimes,
-    heap: HeapReporter,
+    /// The allocator's figures and sites, for a probe inside the process;
+    /// `None` for a process watched from outside.
+    heap: Option<HeapReporter>,
     seq: u64,
 }
 
@@ -44,9 +46,34 @@ impl Sampler {
             sockets: SocketSampler::new(interval),
             console: ConsoleBind::from_env(),
             runtimes,
-            heap: HeapReporter::default(),
+            heap: Some(HeapReporter::default()),
             seq: 0,
         }
+    }
+
+    /// A sampler of another process of the host, watched from outside: its
+    /// process, thread and socket figures (no runtime, no heap). `None`
+    /// when its `/proc` entry cannot be opened.
+    #[cfg(feature = "external")]
+    pub fn for_pid(pid: u32, interval: std::time::Duration) -> Option<Self> {
+        Some(Self {
+            process: Some(ProcessSampler::for_pid(pid).ok()?),
+            sockets: SocketSampler::for_pid(pid, interval),
+            console: ConsoleBind::from_env(),
+            runtimes: WatchedRuntimes::default(),
+            heap: None,
+            seq: 0,
+        })
+    }
+
+    /// Whether the process watched from outside is gone; never for the
+    /// probe's own process.
+    pub fn target_gone(&self) -> bool {
+        #[cfg(feature = "external")]
+        if self.heap.is_none() {
+            return !self.process.as_ref().is_some_and(ProcessSampler::is_alive);
+        }
+        false
     }
 
     /// Samples every source once. Sources that fail are counted in
@@ -74,25 +101,27 @@ impl Sampler {
         snapshot.tokio_console = self.console.serving(&sockets.listening).unwrap_or_default();
         snapshot.sockets = Some(sockets);
         snapshot.runtimes = self.runtimes.sample();
-        let totals = heap_totals();
-        let mut stats = HeapStats {
-            tracked: totals.installed,
-            live_bytes: totals.live_bytes(),
-            allocated_bytes_total: totals.allocated_bytes,
-            freed_bytes_total: totals.freed_bytes,
-            allocations_total: totals.allocations,
-            frees_total: totals.frees,
-            ..HeapStats::default()
-        };
-        if totals.installed {
-            let report = self.heap.report();
-            stats.sample_interval_bytes = heap::sample_interval();
-            stats.live_samples = report.live_samples;
-            stats.samples_dropped_total = report.samples_dropped;
-            snapshot.heap_sites = report.sites;
-            snapshot.modules = report.modules;
+        if let Some(heap_reporter) = &mut self.heap {
+            let totals = heap_totals();
+            let mut stats = HeapStats {
+                tracked: totals.installed,
+                live_bytes: totals.live_bytes(),
+                allocated_bytes_total: totals.allocated_bytes,
+                freed_bytes_total: totals.freed_bytes,
+                allocations_total: totals.allocations,
+                frees_total: totals.frees,
+                ..HeapStats::default()
+            };
+            if totals.installed {
+                let report = heap_reporter.report();
+                stats.sample_interval_bytes = heap::sample_interval();
+                stats.live_samples = report.live_samples;
+                stats.samples_dropped_total = report.samples_dropped;
+                snapshot.heap_sites = report.sites;
+                snapshot.modules = report.modules;
+            }
+            snapshot.heap = Some(stats);
         }
-        snapshot.heap = Some(stats);
         counters.set_sample_duration(started.elapsed());
         snapshot.probe = Some(counters.to_stats());
         snapshot

@@ -25,11 +25,28 @@ pub(crate) struct ProcessSample {
 
 impl ProcessSampler {
     pub fn new() -> procfs::ProcResult<Self> {
-        Ok(Self {
-            process: Process::myself()?,
+        Ok(Self::of(Process::myself()?))
+    }
+
+    /// A sampler of another process of the host, watched from outside.
+    #[cfg(feature = "external")]
+    pub fn for_pid(pid: u32) -> procfs::ProcResult<Self> {
+        let pid = i32::try_from(pid).map_err(|_| procfs::ProcError::NotFound(None))?;
+        Ok(Self::of(Process::new(pid)?))
+    }
+
+    fn of(process: Process) -> Self {
+        Self {
+            process,
             page_size: procfs::page_size(),
             ticks_per_second: procfs::ticks_per_second().max(1) as f64,
-        })
+        }
+    }
+
+    /// Whether the process is still there (its `/proc` entry answers).
+    #[cfg(feature = "external")]
+    pub fn is_alive(&self) -> bool {
+        self.process.is_alive()
     }
 
     pub fn sample(&self) -> ProcessSample {

@@ -75,11 +75,21 @@ impl SocketSampler {
     /// A sampler of this process's sockets, taking snapshots every
     /// `interval`.
     pub fn new(interval: Duration) -> Self {
-        let proc_self = Path::new("/proc/self");
+        Self::under(Path::new("/proc/self"), interval)
+    }
+
+    /// A sampler of another process's sockets (`/proc/PID`), watched from
+    /// outside.
+    #[cfg(feature = "external")]
+    pub fn for_pid(pid: u32, interval: Duration) -> Self {
+        Self::under(&Path::new("/proc").join(pid.to_string()), interval)
+    }
+
+    fn under(proc_dir: &Path, interval: Duration) -> Self {
         Self {
-            fd_dir: proc_self.join("fd"),
-            tcp: proc_self.join("net/tcp"),
-            tcp6: proc_self.join("net/tcp6"),
+            fd_dir: proc_dir.join("fd"),
+            tcp: proc_dir.join("net/tcp"),
+            tcp6: proc_dir.join("net/tcp6"),
             first_seen: HashMap::new(),
             budget: interval.mul_f64(SCAN_BUDGET),
             last: None,

@@ -1,0 +1,81 @@
+//! Services in other languages, with no code change: a Python process
+//! watched from outside by the collector's `--watch`, its figures, its
+//! death and its restart.
+
+use std::process::{Child, Command, Stdio};
+
+use meshwatch_e2e::Collector;
+use serde_json::Value;
+
+/// A Python HTTP server, killed when dropped.
+struct Python(Child);
+
+impl Python {
+    fn start() -> Self {
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs (the watched process of this test)");
+        Self(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn is_pid(instance: &Value, pid: u32) -> bool {
+    instance["service"] == "pyweb" && instance["pid"] == pid
+}
+
+#[test]
+fn a_python_process_is_watched_from_outside_through_its_death_and_restart() {
+    let collector = Collector::start_with(None, &["--watch", r"http\.server=pyweb"]);
+    let mut first = Python::start();
+    let pid = first.pid();
+    let up = collector.wait_for_instance("the python process watched", |i| {
+        is_pid(i, pid)
+            && i["headline"]["rss_bytes"]
+                .as_u64()
+                .is_some_and(|rss| rss > 0)
+            && !i["sockets"]["listening"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+    });
+    assert_eq!(up["runtime"], "python", "{up:#}");
+    assert!(up["headline"]["threads"].as_u64().unwrap() >= 1, "{up:#}");
+    assert!(up["headline"]["fds_open"].as_u64().unwrap() >= 3, "{up:#}");
+    assert!(
+        up["headline"]["heap_live_bytes"].is_null(),
+        "no heap from outside: {up:#}"
+    );
+
+    first.kill();
+    let down = collector.wait_for_instance("the python process down", |i| {
+        is_pid(i, pid) && i["state"] == "down"
+    });
+    assert_eq!(
+        down["ending"], "disconnected",
+        "a death, not a stop: {down:#}"
+    );
+
+    let second = Python::start();
+    let next = collector.wait_for_instance("its successor", |i| is_pid(i, second.pid()));
+    assert_eq!(next["state"], "restarted", "{next:#}");
+    assert_eq!(next["restarts"], 1, "{next:#}");
+    assert_ne!(next["instance_id"], up["instance_id"]);
+}
