@@ -81,6 +81,12 @@ struct Cli {
     #[arg(long, value_name = "PID=SERVICE", value_parser = WatchRule::pid)]
     watch_pid: Vec<WatchRule>,
 
+    /// Watch every process in the cgroup PATH or below it (a systemd
+    /// unit's, /system.slice/proxy.service; a container's), as instances of
+    /// SERVICE. Repeatable.
+    #[arg(long, value_name = "PATH=SERVICE", value_parser = WatchRule::cgroup)]
+    watch_cgroup: Vec<WatchRule>,
+
     /// A directory of debug info, looked up by build ID before a binary's
     /// own path (`.build-id/ab/cdef….debug` as GDB reads it, or a debuginfod
     /// cache): names the stacks of stripped or remote binaries. Repeatable.
@@ -189,7 +195,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     config.debuginfo_dirs = cli.debuginfo_dir.clone();
-    config.watch = cli.watch.iter().chain(&cli.watch_pid).cloned().collect();
+    config.watch = cli
+        .watch
+        .iter()
+        .chain(&cli.watch_pid)
+        .chain(&cli.watch_cgroup)
+        .cloned()
+        .collect();
 
     let mut signals = StopSignals::install()?;
     let collector = meshwatch_collector::start(config).await?;

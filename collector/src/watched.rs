@@ -47,6 +47,14 @@ pub enum WatchRule {
         /// The service the processes are instances of.
         service: String,
     },
+    /// Every process in the cgroup at `path`, or below it (a systemd unit's,
+    /// `/system.slice/proxy.service`; a container's).
+    Cgroup {
+        /// A cgroup path, as `/proc/PID/cgroup` writes it.
+        path: String,
+        /// The service the processes are instances of.
+        service: String,
+    },
     /// One process, while it lives.
     Pid {
         /// Its process id.
@@ -70,6 +78,11 @@ pub enum WatchRuleError {
     /// The pid is not a number.
     #[error("{0:?} is not a process id: give PID=SERVICE, e.g. 4242=billing")]
     Pid(String),
+    /// The cgroup path is not absolute.
+    #[error(
+        "{0:?} is not a cgroup path: give PATH=SERVICE, e.g. /system.slice/proxy.service=proxy"
+    )]
+    Cgroup(String),
 }
 
 impl WatchRule {
@@ -92,18 +105,61 @@ impl WatchRule {
         Ok(WatchRule::Pid { pid, service })
     }
 
-    /// The service of process `pid` with command line `cmdline`, if this
-    /// rule watches it.
-    fn service_of(&self, pid: u32, cmdline: &str) -> Option<&str> {
-        match self {
-            WatchRule::Command { pattern, service } => {
-                pattern.is_match(cmdline).then_some(service.as_str())
-            }
-            WatchRule::Pid {
-                pid: wanted,
-                service,
-            } => (*wanted == pid).then_some(service.as_str()),
+    /// Parses `--watch-cgroup PATH=SERVICE`.
+    pub fn cgroup(value: &str) -> Result<Self, WatchRuleError> {
+        let (path, service) = split(value)?;
+        let path = path.trim().trim_end_matches('/');
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err(WatchRuleError::Cgroup(path.to_owned()));
         }
+        Ok(WatchRule::Cgroup {
+            path: path.to_owned(),
+            service,
+        })
+    }
+
+    /// The service of `process`, if this rule watches it.
+    fn service_of(&self, process: &Seen<'_>) -> Option<&str> {
+        let matched = match self {
+            WatchRule::Command { pattern, .. } => pattern.is_match(process.cmdline),
+            WatchRule::Pid { pid, .. } => *pid == process.pid,
+            WatchRule::Cgroup { path, .. } => process.cgroups().iter().any(|c| under(c, path)),
+        };
+        matched.then_some(self.service())
+    }
+
+    fn service(&self) -> &str {
+        match self {
+            WatchRule::Command { service, .. }
+            | WatchRule::Pid { service, .. }
+            | WatchRule::Cgroup { service, .. } => service,
+        }
+    }
+}
+
+/// Whether cgroup `path` is `unit` or below it.
+fn under(path: &str, unit: &str) -> bool {
+    path.strip_prefix(unit)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// A process met by a scan, with what the rules read of it; its cgroups
+/// are read only if a cgroup rule asks.
+struct Seen<'a> {
+    pid: u32,
+    cmdline: &'a str,
+    process: &'a procfs::process::Process,
+    cgroups: std::cell::OnceCell<Vec<String>>,
+}
+
+impl Seen<'_> {
+    fn cgroups(&self) -> &[String] {
+        self.cgroups.get_or_init(|| {
+            self.process
+                .cgroups()
+                .map(|groups| groups.into_iter().map(|g| g.pathname).collect())
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -172,9 +228,15 @@ impl Watcher {
                 continue;
             }
             let cmdline: String = cmdline.chars().take(MAX_CMDLINE).collect();
+            let seen = Seen {
+                pid,
+                cmdline: &cmdline,
+                process: &process,
+                cgroups: std::cell::OnceCell::new(),
+            };
             let Some((service, by_pid)) = self.rules.iter().find_map(|rule| {
                 Some((
-                    rule.service_of(pid, &cmdline)?,
+                    rule.service_of(&seen)?,
                     matches!(rule, WatchRule::Pid { .. }),
                 ))
             }) else {
@@ -272,23 +334,54 @@ pub(crate) async fn watch_until_stopped(
 mod tests {
     use super::*;
 
+    /// What a rule sees of a process with this command line, pid and
+    /// cgroups.
+    fn seen<'a>(
+        process: &'a procfs::process::Process,
+        pid: u32,
+        cmdline: &'a str,
+        cgroups: &[&str],
+    ) -> Seen<'a> {
+        let cell = std::cell::OnceCell::new();
+        let _ = cell.set(cgroups.iter().map(|c| (*c).to_owned()).collect());
+        Seen {
+            pid,
+            cmdline,
+            process,
+            cgroups: cell,
+        }
+    }
+
     #[test]
     fn parses_rules_and_explains_bad_ones() {
+        let me = procfs::process::Process::myself().unwrap();
+        let at = |pid, cmdline, cgroups| seen(&me, pid, cmdline, cgroups);
         let rule = WatchRule::command("node .*proxy\\.js=proxy").unwrap();
         assert_eq!(
-            rule.service_of(7, "node /srv/proxy.js --port 80"),
+            rule.service_of(&at(7, "node /srv/proxy.js --port 80", &[])),
             Some("proxy")
         );
-        assert_eq!(rule.service_of(7, "node /srv/api.js"), None);
+        assert_eq!(rule.service_of(&at(7, "node /srv/api.js", &[])), None);
         let eq = WatchRule::command("--mode=fast=fast-svc").unwrap();
         assert_eq!(
-            eq.service_of(1, "app --mode=fast"),
+            eq.service_of(&at(1, "app --mode=fast", &[])),
             Some("fast-svc"),
             "split at the last ="
         );
         let pid = WatchRule::pid("4242=billing").unwrap();
-        assert_eq!(pid.service_of(4242, "anything"), Some("billing"));
-        assert_eq!(pid.service_of(4243, "anything"), None);
+        assert_eq!(pid.service_of(&at(4242, "anything", &[])), Some("billing"));
+        assert_eq!(pid.service_of(&at(4243, "anything", &[])), None);
+        let unit = WatchRule::cgroup("/system.slice/proxy.service/=proxy").unwrap();
+        let in_unit = ["/", "/system.slice/proxy.service"];
+        assert_eq!(unit.service_of(&at(1, "x", &in_unit)), Some("proxy"));
+        let below = ["/system.slice/proxy.service/worker"];
+        assert_eq!(unit.service_of(&at(1, "x", &below)), Some("proxy"));
+        let beside = ["/system.slice/proxy.service2"];
+        assert_eq!(
+            unit.service_of(&at(1, "x", &beside)),
+            None,
+            "a prefix of a name is not a parent"
+        );
         for bad in ["no-service", "=svc", "node="] {
             let err = WatchRule::command(bad).unwrap_err().to_string();
             assert!(err.contains("PATTERN=SERVICE"), "{err}");
@@ -305,5 +398,28 @@ mod tests {
                 .to_string()
                 .contains("process id")
         );
+        assert!(
+            WatchRule::cgroup("relative=svc")
+                .unwrap_err()
+                .to_string()
+                .contains("cgroup path")
+        );
+    }
+
+    #[test]
+    fn reads_the_cgroups_of_a_process() {
+        let me = procfs::process::Process::myself().unwrap();
+        let this = Seen {
+            pid: std::process::id(),
+            cmdline: "",
+            process: &me,
+            cgroups: std::cell::OnceCell::new(),
+        };
+        assert!(
+            this.cgroups().iter().all(|c| c.starts_with('/')),
+            "{:?}",
+            this.cgroups()
+        );
+        assert!(!this.cgroups().is_empty());
     }
 }
