@@ -77,6 +77,10 @@ pub struct InstanceView {
     pub runtime: String,
     /// The probe library's version.
     pub probe_version: String,
+    /// Watched from outside by the collector (`--watch`), not by a probe
+    /// linked into it: no runtime, heap or stuck-poll figures.
+    #[serde(default)]
+    pub watched_from_outside: bool,
     /// `up`, `down` or `restarted`.
     pub state: InstanceState,
     /// When the process started (ms since the Unix epoch).

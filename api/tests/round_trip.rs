@@ -287,6 +287,7 @@ fn the_services_view_round_trips() {
             host: "h".to_owned(),
             runtime: "rust".to_owned(),
             probe_version: "0.1.0".to_owned(),
+            watched_from_outside: false,
             state: InstanceState::Restarted,
             started_at_ms: 1,
             last_seen_ms: 2,

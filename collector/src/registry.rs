@@ -57,6 +57,8 @@ pub struct Instance {
     pub runtime: String,
     /// The probe library's version.
     pub probe_version: String,
+    /// Watched from outside (`--watch`) rather than by a linked probe.
+    pub watched_from_outside: bool,
     /// When the process started (ms since the epoch), as the probe reported.
     pub start_time_ms: i64,
     /// When the collector first heard of this instance.
@@ -194,6 +196,7 @@ impl Registry {
                 host: hello.host.clone(),
                 runtime: hello.runtime.clone(),
                 probe_version: hello.probe_version.clone(),
+                watched_from_outside: hello.watched_from_outside,
                 start_time_ms: hello.start_time_unix_ms,
                 first_seen_ms: now_ms,
                 last_seen_ms: now_ms,

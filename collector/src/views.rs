@@ -32,6 +32,7 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
         host: instance.host.clone(),
         runtime: instance.runtime.clone(),
         probe_version: instance.probe_version.clone(),
+        watched_from_outside: instance.watched_from_outside,
         state: instance.state,
         started_at_ms: instance.started_at_ms(),
         last_seen_ms: instance.last_seen_ms,

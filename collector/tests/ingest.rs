@@ -39,6 +39,7 @@ fn hello(instance_id: &str) -> Hello {
         token: TOKEN.to_owned(),
         runtime: "rust".to_owned(),
         interval_ms: 1000,
+        watched_from_outside: false,
     }
 }
 

@@ -144,6 +144,7 @@ impl Exporter {
             probe_version: env!("CARGO_PKG_VERSION").to_owned(),
             token: self.config.token.clone().unwrap_or_default(),
             runtime: self.identity.runtime.clone(),
+            watched_from_outside: self.identity.outside,
             interval_ms: u32::try_from(self.config.interval.as_millis()).unwrap_or(u32::MAX),
         }
     }

@@ -12,6 +12,8 @@ pub(crate) struct Identity {
     pub start_time_unix_ms: i64,
     /// The language or runtime: `rust` for a linked probe.
     pub runtime: String,
+    /// Watched from outside rather than by a probe inside it.
+    pub outside: bool,
 }
 
 impl Identity {
@@ -23,6 +25,7 @@ impl Identity {
             start_time_unix_ms: process_start_unix_ms(&procfs::process::Process::myself().ok())
                 .unwrap_or_else(now_unix_ms),
             runtime: "rust".to_owned(),
+            outside: false,
         }
     }
 
@@ -49,6 +52,7 @@ impl Identity {
             host: host.clone(),
             start_time_unix_ms: start,
             runtime: runtime.to_owned(),
+            outside: true,
         })
     }
 }

@@ -79,3 +79,48 @@ fn a_python_process_is_watched_from_outside_through_its_death_and_restart() {
     assert_eq!(next["restarts"], 1, "{next:#}");
     assert_ne!(next["instance_id"], up["instance_id"]);
 }
+
+#[test]
+fn a_node_process_dying_again_and_again_is_a_crash_loop() {
+    let collector = Collector::start_with(
+        None,
+        &[
+            "--watch",
+            "meshwatch-e2e-crasher=crasher",
+            "--leak-window-secs",
+            "20",
+        ],
+    );
+    // The test is the supervisor: it starts the process again each time it
+    // dies (here, killed once it is watched).
+    for life in 0..4 {
+        let mut node = Command::new("node")
+            .args(["-e", "setInterval(() => {}, 1000)", "meshwatch-e2e-crasher"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node runs (the watched process of this test)");
+        let pid = node.id();
+        let up = collector.wait_for_instance(&format!("life {life} watched"), |i| {
+            i["service"] == "crasher" && i["pid"] == pid
+        });
+        assert_eq!(up["runtime"], "node", "{up:#}");
+        assert_eq!(up["watched_from_outside"], true, "{up:#}");
+        let _ = node.kill();
+        let _ = node.wait();
+        collector.wait_for_instance(&format!("life {life} down"), |i| {
+            i["pid"] == pid && i["state"] == "down"
+        });
+    }
+    meshwatch_e2e::wait_for(
+        "crash_loop on crasher",
+        std::time::Duration::from_secs(60),
+        || {
+            collector.get_json("/api/v1/incidents?state=open")["incidents"]
+                .as_array()?
+                .iter()
+                .find(|i| i["kind"] == "crash_loop" && i["service"] == "crasher")
+                .cloned()
+        },
+    );
+}

@@ -251,6 +251,7 @@ fn view(service: &str, id: &str, state: InstanceState, incidents: Vec<Incident>)
         host: "demo-host".to_owned(),
         runtime: "rust".to_owned(),
         probe_version: "0.1.0".to_owned(),
+        watched_from_outside: false,
         state,
         started_at_ms: NOW_MS - 300_000,
         last_seen_ms: NOW_MS - 500,

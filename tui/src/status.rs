@@ -11,6 +11,11 @@ type Cell = fn(&InstanceView) -> String;
 const COLUMNS: &[(&str, Cell)] = &[
     ("SERVICE", |i| i.service.clone()),
     ("INSTANCE", |i| i.instance_id.chars().take(8).collect()),
+    ("RUNTIME", |i| {
+        // `node*`: watched from outside, not by a linked probe.
+        let outside = if i.watched_from_outside { "*" } else { "" };
+        format!("{}{outside}", i.runtime)
+    }),
     ("PID", |i| i.pid.to_string()),
     ("STATE", |i| i.state.as_str().to_owned()),
     ("UPTIME", |i| format::uptime(i.uptime_seconds)),
@@ -93,6 +98,9 @@ pub fn render_table(view: &ServicesView) -> String {
     for row in &rows {
         push_row(&mut row.iter().map(String::as_str));
     }
+    if view.services.iter().any(|i| i.watched_from_outside) {
+        out.push_str("* watched from outside by the collector (--watch): no runtime, heap or stuck-poll figures\n");
+    }
     out.push_str(&render_sockets(view));
     out
 }
@@ -166,7 +174,8 @@ mod tests {
             },
             {
                 "service": "gateway", "instance_id": "fedcba9876543210fedcba9876543210",
-                "pid": 77, "host": "h", "runtime": "rust", "probe_version": "0.1.0",
+                "pid": 77, "host": "h", "runtime": "node", "probe_version": "0.1.0",
+                "watched_from_outside": true,
                 "state": "restarted", "started_at_ms": 0, "last_seen_ms": 0, "uptime_seconds": 4,
                 "restarts": 3, "interval_ms": 1000, "headline": null,
                 "runtimes": [], "threads": [], "probe": null, "open_incidents": []
@@ -179,9 +188,10 @@ mod tests {
     fn renders_aligned_rows_with_units_and_unknowns() {
         let table = render_table(&mesh());
         let expected = "\
-SERVICE   INSTANCE  PID   STATE      UPTIME  CPU    RSS       HEAP     THREADS  TASKS  FDS  TCP  CLOSE_WAIT  RESTARTS  INCIDENTS
-checkout  01234567  4242  up         5m03s   12.5%  30.0 MiB  2.0 MiB  7        12     14   5    2           0         -
-gateway   fedcba98  77    restarted  4s      -      -         -        -        -      -    -    -           3         -
+SERVICE   INSTANCE  RUNTIME  PID   STATE      UPTIME  CPU    RSS       HEAP     THREADS  TASKS  FDS  TCP  CLOSE_WAIT  RESTARTS  INCIDENTS
+checkout  01234567  rust     4242  up         5m03s   12.5%  30.0 MiB  2.0 MiB  7        12     14   5    2           0         -
+gateway   fedcba98  node*    77    restarted  4s      -      -         -        -        -      -    -    -           3         -
+* watched from outside by the collector (--watch): no runtime, heap or stuck-poll figures
 
 SOCKETS
 checkout 01234567  ESTABLISHED 5, CLOSE_WAIT 2, LISTEN 1  ages: <1s 3, older 4

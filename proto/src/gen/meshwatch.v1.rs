@@ -78,6 +78,10 @@ pub struct Hello {
     /// heartbeat timeout (three missed intervals) from it.
     #[prost(uint32, tag = "10")]
     pub interval_ms: u32,
+    /// True when the process is watched from outside (the collector's
+    /// --watch) rather than by a probe linked into it.
+    #[prost(bool, tag = "11")]
+    pub watched_from_outside: bool,
 }
 /// Accepts a probe's Hello. After it, the probe starts sending snapshots.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

@@ -8,6 +8,7 @@
 //! Ctrl-C it stops the services and removes the data.
 
 mod faults;
+mod node;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -161,6 +162,7 @@ async fn start_collector(data_dir: &Path) -> anyhow::Result<meshwatch_collector:
     let mut config = meshwatch_collector::Config::new(data_dir.join("store"));
     config.memory.window = DEMO_MEMORY_WINDOW;
     config.detect_interval = Duration::from_secs(2);
+    config.watch.push(node::watch_rule()?);
     config.listen = DEFAULT_LISTEN;
     config.http = DEFAULT_HTTP;
     if let Ok(running) = meshwatch_collector::start(config.clone()).await {
@@ -213,6 +215,7 @@ fn spawn_mesh(
         }
         children.0.push(child);
     }
+    children.0.extend(node::spawn(data_dir)?);
     Ok(children)
 }
 

@@ -163,8 +163,9 @@ fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
         Line::from(vec![
             Span::styled(format!(" {} ", view.service), theme.heading()),
             Span::raw(format!(
-                "{} · pid {} on {} · {} {} · restarts {}",
+                "{} · {} · pid {} on {} · {} {} · restarts {}",
                 instance.short_id(),
+                view.runtime,
                 view.pid,
                 view.host,
                 view.state.as_str(),
@@ -241,8 +242,13 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
     if let Some(probe) = &view.probe {
         lines.push(Line::from(Span::styled(
             format!(
-                " {} probe {}: {} snapshots and {} events dropped, {} connects",
+                " {} {} {}: {} snapshots and {} events dropped, {} connects",
                 view.runtime,
+                if view.watched_from_outside {
+                    "watched from outside by meshwatch"
+                } else {
+                    "probe"
+                },
                 view.probe_version,
                 probe.snapshots_dropped_total,
                 probe.events_dropped_total,
