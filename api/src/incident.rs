@@ -105,7 +105,8 @@ pub enum Severity {
 /// Its evidence is typed by its kind ([`Evidence`]); reading an incident
 /// reads its `evidence` object as the kind's type, and as raw JSON
 /// ([`Evidence::Other`]) when the kind is unknown or the object does not
-/// fit the type, so one odd incident never fails a whole list.
+/// fit the type. An incident whose own fields do not read is left out of
+/// the lists that hold it, rather than failing them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "RawIncident")]
 pub struct Incident {
@@ -178,5 +179,19 @@ impl From<RawIncident> for Incident {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentsView {
     /// In the order they were opened, oldest first.
+    #[serde(deserialize_with = "lenient_list")]
     pub incidents: Vec<Incident>,
+}
+
+/// Reads a list of incidents, leaving out any that does not read as one (a
+/// required field missing or of another type, from a collector this client
+/// does not understand), so that one odd incident never hides the others.
+pub(crate) fn lenient_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<Incident>, D::Error> {
+    let values = Vec::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(values
+        .into_iter()
+        .filter_map(|value| Incident::deserialize(value).ok())
+        .collect())
 }

@@ -108,6 +108,7 @@ pub struct InstanceView {
     #[serde(default)]
     pub heap_sites: Vec<HeapSiteView>,
     /// Incidents open on this instance.
+    #[serde(deserialize_with = "crate::incident::lenient_list")]
     pub open_incidents: Vec<Incident>,
     /// How it went down, while down: `stopped` (its probe said goodbye),
     /// `disconnected` or `missed_heartbeats`; `null` while up.

@@ -264,6 +264,15 @@ fn unknown_fields_states_and_severities_from_a_newer_collector_read() {
 }
 
 #[test]
+fn an_incident_that_does_not_read_is_left_out_of_its_list() {
+    let good = serde_json::to_value(&one_of_each()[0]).unwrap();
+    let text = json!({"incidents": [{"kind": "runaway_loop", "severity": 3}, good]});
+    let read: IncidentsView = serde_json::from_value(text).unwrap();
+    assert_eq!(read.incidents.len(), 1);
+    assert_eq!(read.incidents[0].id, "inc-0");
+}
+
+#[test]
 fn evidence_that_does_not_fit_its_kind_is_kept_raw() {
     let text = json!({
         "id": "x", "kind": "runaway_loop", "severity": "critical", "service": "s",

@@ -81,7 +81,9 @@ fn main() {
     let cpu = (end.cpu - start.cpu).as_secs_f64() / began.elapsed().as_secs_f64();
     drop(watched);
 
-    println!("watch_cost: {processes} processes watched from outside ({up} up), measured over {seconds} s");
+    println!(
+        "watch_cost: {processes} processes watched from outside ({up} up), measured over {seconds} s"
+    );
     println!(
         "  collector CPU: idle {idle_cpu:.3} core, watching {cpu:.3} core (ratio {:.1}); {:.4} core per process",
         cpu / idle_cpu.max(1e-6),

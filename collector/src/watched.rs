@@ -270,11 +270,22 @@ impl Watcher {
         if let Some(token) = &self.target.token {
             builder = builder.token(token.clone());
         }
+        let started = |p: &procfs::process::Process| p.stat().ok().map(|s| s.starttime);
+        let scanned = started(process);
         match builder.watch_process(pid) {
-            Ok(handle) => {
+            // The pid may have been reused between the scan and the start:
+            // watch only the process the rule matched.
+            Ok(handle)
+                if scanned.is_some()
+                    && procfs::process::Process::new(process.pid)
+                        .ok()
+                        .and_then(|now| started(&now))
+                        == scanned =>
+            {
                 tracing::info!(pid, service, "watching a process from outside");
                 self.watched.insert(pid, handle);
             }
+            Ok(handle) => handle.abandon(),
             Err(err) => {
                 if self.warned.insert(pid) {
                     tracing::warn!(pid, service, "cannot watch a process: {err}");

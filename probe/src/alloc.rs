@@ -180,7 +180,9 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// What a thread may hold back before it flushes: at most 64 KiB of
 /// allocations and frees together, and at most [`FLUSH_BUDGET`] /
 /// [`OPERATION_COST`] = 64 operations. The totals a snapshot reads thus lag
-/// each thread by at most that much, and a thread that exits flushes first.
+/// each thread by at most that much; a thread that exits flushes first
+/// (the main thread, and threads still running when the process exits, do
+/// not: their last few counts die with the process).
 const FLUSH_BUDGET: i64 = 64 * 1024;
 
 /// What each allocation or free spends of the budget besides its bytes.
@@ -237,9 +239,13 @@ impl Pending {
     /// it is spent and the caller must [`flush`](Self::flush).
     #[inline]
     fn spend(&self, size: usize) -> bool {
-        // `size` fits an isize (a `Layout` guarantees it) and the budget is
-        // never below 0 before this subtraction, so it cannot overflow.
-        let left = self.budget.get() - size as i64 - OPERATION_COST;
+        // Saturating: a `Layout`'s size fits an isize, but not with the
+        // operation's cost taken off a budget of 0 too.
+        let left = self
+            .budget
+            .get()
+            .saturating_sub(size as i64)
+            .saturating_sub(OPERATION_COST);
         self.budget.set(left);
         left <= 0
     }

@@ -37,13 +37,20 @@ pub(crate) fn goodbye_on_clean_exit(outbox: &Arc<Outbox>) {
 /// goodbyes, at most [`GOODBYE_WAIT`] in all.
 fn say_goodbye() {
     let pid = std::process::id();
-    let outboxes: Vec<Arc<Outbox>> = RUNNING
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+    // Only tried: a child forked while a probe was starting in another
+    // thread finds the list locked forever, and must still exit.
+    let Ok(running) = RUNNING.try_lock() else {
+        return;
+    };
+    // An outbox already closed was stopped by its dropped handle, which
+    // waited for the goodbye itself.
+    let outboxes: Vec<Arc<Outbox>> = running
         .iter()
         .filter(|(started_in, _)| *started_in == pid)
         .filter_map(|(_, weak)| weak.upgrade())
+        .filter(|outbox| !outbox.is_closed())
         .collect();
+    drop(running);
     for outbox in &outboxes {
         outbox.close();
     }

@@ -29,6 +29,10 @@ struct Running {
     outbox: Arc<Outbox>,
     runtimes: WatchedRuntimes,
     threads: Vec<JoinHandle<()>>,
+    /// Watching another process from outside: its end is not this
+    /// process's, so no goodbye, no wait, and this process's heap sampling
+    /// is left alone.
+    external: bool,
 }
 
 impl ProbeHandle {
@@ -95,6 +99,7 @@ impl ProbeHandle {
                 outbox,
                 runtimes,
                 threads: vec![sampler, watchdog, exporter],
+                external: false,
             }),
         })
     }
@@ -131,6 +136,7 @@ impl ProbeHandle {
                 outbox,
                 runtimes: WatchedRuntimes::default(),
                 threads: vec![sampler, exporter],
+                external: true,
             }),
         })
     }
@@ -187,6 +193,11 @@ impl Drop for ProbeHandle {
     /// dropped as `main` returns, and the process exits right after.
     fn drop(&mut self) {
         if let Some(running) = &self.running {
+            if running.external {
+                // Watching stops; the process watched goes on, or is gone.
+                running.outbox.abandon();
+                return;
+            }
             running.stop();
             let deadline = Instant::now() + GOODBYE_WAIT;
             while running.threads.iter().any(|t| !t.is_finished()) && Instant::now() < deadline {

@@ -248,18 +248,43 @@ impl DetectorSet {
         cuts
     }
 
-    /// Judges every cut: pure, and free of the collector's lock.
+    /// Judges every cut: pure, and free of the collector's lock. A
+    /// service's cuts are judged in the detectors' order, and each verdict
+    /// updates the open kinds the later detectors of that service see, as
+    /// if each verdict were applied before the next detector ran (so
+    /// `service_down` stands back in the very pass `crash_loop` opens).
     pub fn check(&self, cuts: Vec<Cut>) -> Vec<Judged> {
-        cuts.into_iter()
-            .filter_map(|mut cut| {
-                let verdict = self.detectors.get(cut.detector)?.check(&cut.window());
-                Some(Judged {
-                    kind: cut.kind,
-                    service: cut.service,
-                    verdict,
-                })
-            })
-            .collect()
+        let mut judged = Vec::with_capacity(cuts.len());
+        let mut open: Option<(String, Vec<IncidentKind>)> = None;
+        for mut cut in cuts {
+            let Some(detector) = self.detectors.get(cut.detector) else {
+                continue;
+            };
+            match &open {
+                Some((service, kinds)) if *service == cut.service => {
+                    cut.open_kinds.clone_from(kinds)
+                }
+                _ => open = Some((cut.service.clone(), cut.open_kinds.clone())),
+            }
+            let verdict = detector.check(&cut.window());
+            if let Some((_, kinds)) = &mut open {
+                match &verdict {
+                    Verdict::Unhealthy(problems) if !problems.is_empty() => {
+                        if !kinds.contains(&cut.kind) {
+                            kinds.push(cut.kind.clone());
+                        }
+                    }
+                    Verdict::Unhealthy(_) | Verdict::Healthy => kinds.retain(|k| *k != cut.kind),
+                    Verdict::Undecided => {}
+                }
+            }
+            judged.push(Judged {
+                kind: cut.kind,
+                service: cut.service,
+                verdict,
+            });
+        }
+        judged
     }
 
     /// Applies the verdicts to `incidents`, under the lock again.
@@ -492,6 +517,72 @@ mod tests {
                 evidence: crate::incidents::Evidence::Other(serde_json::Value::Null),
             },
         }
+    }
+
+    /// Always finds one problem of its kind.
+    #[derive(Debug)]
+    struct Always(IncidentKind);
+
+    impl Detector for Always {
+        fn kind(&self) -> IncidentKind {
+            self.0.clone()
+        }
+        fn needs(&self) -> Needs {
+            Needs {
+                metrics: &[],
+                span: Duration::from_secs(60),
+                heap_sites: false,
+                latest_snapshot: false,
+            }
+        }
+        fn check(&self, _: &Window<'_>) -> Verdict {
+            Verdict::Unhealthy(vec![problem("always")])
+        }
+    }
+
+    #[test]
+    fn a_later_detector_sees_what_an_earlier_one_opened_in_the_same_pass() {
+        let mut set = DetectorSet {
+            detectors: vec![
+                Box::new(Always(IncidentKind::CrashLoop)),
+                Box::new(service_down::ServiceDown::new(Duration::from_secs(1))),
+            ],
+            every_ms: 1000,
+            last_run_ms: None,
+        };
+        let mut registry = Registry::new(RegistryLimits {
+            down_after_missed: 3,
+            restarted_display_ms: 1000,
+            max_down_per_service: 2,
+            max_events: 2,
+        });
+        let conn = registry.hello(
+            &Hello {
+                service: "dying".to_owned(),
+                instance_id: "d1".to_owned(),
+                ..Hello::default()
+            },
+            0,
+        );
+        registry.disconnect("d1", conn);
+        let (series, sites) = (SeriesStore::new(10), HeapSiteStore::new(0));
+        let stores = Stores {
+            registry: &registry,
+            series: &series,
+            heap_sites: &sites,
+        };
+        let mut book = IncidentBook::default();
+        tick(&mut set, 60_000, stores, &mut book);
+        let kinds: Vec<IncidentKind> = book
+            .list(StateFilter::Open)
+            .into_iter()
+            .map(|i| i.kind.clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            [IncidentKind::CrashLoop],
+            "one dying service, one incident"
+        );
     }
 
     #[test]

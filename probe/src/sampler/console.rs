@@ -17,6 +17,13 @@ const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConsoleBind(SocketAddr);
 
+impl Default for ConsoleBind {
+    /// console-subscriber's default address.
+    fn default() -> Self {
+        Self(DEFAULT_BIND)
+    }
+}
+
 impl ConsoleBind {
     /// From the environment, as console-subscriber reads it; the default
     /// when unset or unparsable.
@@ -25,7 +32,9 @@ impl ConsoleBind {
     }
 
     fn parse(value: Option<&str>) -> Self {
-        Self(value.and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_BIND))
+        value
+            .and_then(|v| v.parse().ok())
+            .map_or_else(Self::default, Self)
     }
 
     /// The address to connect a console to, when the process listens on

@@ -59,7 +59,8 @@ impl Sampler {
         Some(Self {
             process: Some(ProcessSampler::for_pid(pid).ok()?),
             sockets: SocketSampler::for_pid(pid, interval),
-            console: ConsoleBind::from_env(),
+            // Its environment is not ours: console-subscriber's default.
+            console: ConsoleBind::default(),
             runtimes: WatchedRuntimes::default(),
             heap: None,
             seq: 0,
