@@ -292,9 +292,13 @@ impl Connection {
                 Some(probe_message::Kind::Snapshot(mut snapshot)) => {
                     let naming = shared.namer.snapshot(hello.pid, &mut snapshot);
                     while_alive(naming, shared, &hello.instance_id, conn_id).await;
-                    shared
-                        .lock()
-                        .snapshot(&hello.instance_id, conn_id, snapshot, now_ms());
+                    let clamped =
+                        shared
+                            .lock()
+                            .snapshot(&hello.instance_id, conn_id, snapshot, now_ms());
+                    if clamped {
+                        shared.stats.snapshot_times_clamped.inc();
+                    }
                 }
                 Some(probe_message::Kind::Event(mut event)) => {
                     log_event(&hello, &event);

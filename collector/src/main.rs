@@ -124,6 +124,29 @@ fn token(cli: &Cli) -> anyhow::Result<Option<String>> {
         .filter(|t| !t.is_empty()))
 }
 
+/// Raises the soft limit on open files to the hard one: every probe is a
+/// connection, and at the usual default of 1024 `accept` fails, and the
+/// HTTP API with it. Says what it did; a failure leaves the limit as it was.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer for getrlimit, and a valid
+    // in-pointer for setrlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let from = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::info!(from, to = limit.rlim_cur, "raised the open-file limit");
+        }
+    }
+}
+
 /// SIGINT and SIGTERM, watched from before the listening line is printed so
 /// that a signal sent right after it still stops the collector cleanly.
 struct StopSignals {
@@ -203,6 +226,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .cloned()
         .collect();
 
+    raise_fd_limit();
+    if !config.http.ip().is_loopback() {
+        tracing::warn!(
+            http = %config.http,
+            "the HTTP API listens beyond loopback without authentication: anyone who reaches it reads the mesh's figures and incidents"
+        );
+    }
     let mut signals = StopSignals::install()?;
     let collector = meshwatch_collector::start(config).await?;
     {

@@ -131,6 +131,11 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         "History rows committed to the persistent store",
         stats.history_rows_written.clone(),
     );
+    registry.register(
+        "collector_snapshot_times_clamped",
+        "Snapshots dated ahead of the collector's clock, stored at its current time instead",
+        stats.snapshot_times_clamped.clone(),
+    );
 
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;

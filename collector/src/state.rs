@@ -33,6 +33,18 @@ const MAX_PENDING_ROWS: usize = 100_000;
 
 pub(crate) use meshwatch_api::now_ms;
 
+/// The time to store a snapshot at: the probe's, unless it is missing or
+/// ahead of the collector's `now_ms` (a skewed or hostile clock would key
+/// history in the future, where it is never pruned, and freeze the series
+/// behind it); then `now_ms`, and whether it was clamped.
+fn sample_time(probe_ms: i64, now_ms: i64) -> (i64, bool) {
+    match probe_ms {
+        t if t <= 0 => (now_ms, false),
+        t if t > now_ms => (now_ms, true),
+        t => (t, false),
+    }
+}
+
 /// The registry, the series and the incidents, kept consistent together.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -82,19 +94,16 @@ impl State {
     }
 
     /// Updates the instance and appends to its history, at the probe's
-    /// sampling time (the receive time when the probe sent none).
+    /// sampling time (the receive time when the probe sent none, or dated
+    /// it ahead of `now_ms`). Returns whether its time was clamped.
     pub(crate) fn snapshot(
         &mut self,
         instance_id: &str,
         conn: ConnId,
         snapshot: Snapshot,
         now_ms: i64,
-    ) {
-        let t_ms = if snapshot.time_unix_ms > 0 {
-            snapshot.time_unix_ms
-        } else {
-            now_ms
-        };
+    ) -> bool {
+        let (t_ms, clamped) = sample_time(snapshot.time_unix_ms, now_ms);
         if let Some(instance) = self.registry.snapshot(instance_id, conn, snapshot, now_ms)
             && let Some(snapshot) = &instance.last_snapshot
         {
@@ -127,6 +136,7 @@ impl State {
             self.heap_sites
                 .record(instance_id, t_ms, &snapshot.heap_sites);
         }
+        clamped
     }
 
     /// Hands the queued history rows to the flusher, with the count of rows
@@ -218,6 +228,8 @@ pub(crate) struct CollectorStats {
     pub(crate) history_rows_dropped: Counter,
     /// History rows committed to the store.
     pub(crate) history_rows_written: Counter,
+    /// Snapshots dated ahead of the collector's clock, stored at its now.
+    pub(crate) snapshot_times_clamped: Counter,
 }
 
 impl CollectorStats {
@@ -255,5 +267,18 @@ impl Shared {
     /// collector down: the state is still consistent enough to serve.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probes_time_ahead_of_the_collector_is_clamped_to_now() {
+        assert_eq!(sample_time(1_000, 2_000), (1_000, false));
+        assert_eq!(sample_time(0, 2_000), (2_000, false), "no time sent");
+        let year = 365 * 24 * 3600 * 1000;
+        assert_eq!(sample_time(2_000 + year, 2_000), (2_000, true));
     }
 }

@@ -149,7 +149,7 @@ fn headline(snapshot: &Snapshot, cpu_percent: Option<f64>) -> Headline {
     let runtimes = &snapshot.runtimes;
     // No watched runtime (a non-tokio service) is "unknown", not 0.
     let runtime_sum = |figure: fn(&RuntimeStats) -> u64| {
-        (!runtimes.is_empty()).then(|| runtimes.iter().map(figure).sum::<u64>())
+        (!runtimes.is_empty()).then(|| runtimes.iter().map(figure).fold(0, u64::saturating_add))
     };
     Headline {
         cpu_percent,
@@ -158,7 +158,12 @@ fn headline(snapshot: &Snapshot, cpu_percent: Option<f64>) -> Headline {
         heap_live_bytes: snapshot.heap.filter(|h| h.tracked).map(|h| h.live_bytes),
         threads: process.map(|p| p.threads),
         tasks_alive: runtime_sum(|r| r.tasks_alive),
-        workers: (!runtimes.is_empty()).then(|| runtimes.iter().map(|r| r.workers).sum()),
+        workers: (!runtimes.is_empty()).then(|| {
+            runtimes
+                .iter()
+                .map(|r| r.workers)
+                .fold(0, u32::saturating_add)
+        }),
         global_queue_depth: runtime_sum(|r| r.global_queue_depth),
         fds_open: process.map(|p| p.fds_open),
         fds_limit: process.map(|p| p.fds_limit),

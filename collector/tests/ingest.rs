@@ -369,3 +369,48 @@ async fn refuses_unsafe_or_shared_setups() {
         .unwrap();
     again.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_dated_a_year_ahead_is_stored_at_now_and_the_next_still_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = meshwatch_collector::start(config(dir.path()))
+        .await
+        .unwrap();
+    let mut probe = welcomed(collector.ingest_addr(), "skewed-1").await;
+    let now = meshwatch_api::now_ms();
+    let year_ms = 365 * 24 * 3600 * 1000;
+    for (seq, t) in [(1, now + year_ms), (2, now + 1)] {
+        send(
+            &mut probe,
+            probe_message::Kind::Snapshot(Snapshot {
+                time_unix_ms: t,
+                ..snapshot(seq, 1_000_000 * seq)
+            }),
+        )
+        .await;
+    }
+    wait_for_instance(&collector, "skewed-1", |i| {
+        i["headline"]["rss_bytes"] == 2_000_000
+    })
+    .await;
+    let (status, body) = http_get(
+        collector.http_addr(),
+        "/api/v1/series?service=checkout&metric=rss_bytes",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let series: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let points = series["series"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{body}");
+    let latest = meshwatch_api::now_ms();
+    assert!(
+        points.iter().all(|p| p[0].as_i64().unwrap() <= latest),
+        "nothing stored ahead of now: {body}"
+    );
+    let (_, metrics) = http_get(collector.http_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("meshwatch_collector_snapshot_times_clamped_total 1"),
+        "{metrics}"
+    );
+    collector.shutdown().await.unwrap();
+}
