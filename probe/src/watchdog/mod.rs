@@ -9,7 +9,8 @@
 //! inferred among the process's [`threads`]); the thread's scheduler
 //! statistics since half the threshold classify it ([`rule::classify`]);
 //! its stack is sampled by signal ([`crate::stack`]) at detection and every
-//! [`SAMPLE_EVERY`] after. An event goes out at once (`STUCK`), again every
+//! [`SAMPLE_EVERY`] after (a blocked worker's only once: a signal can end
+//! the system call it waits in early). An event goes out at once (`STUCK`), again every
 //! [`REFRESH`] while the worker stays stuck (`STILL_STUCK`, with more
 //! samples), and when its counters move again (`RECOVERED`).
 
@@ -223,6 +224,12 @@ impl Watchdog {
             return;
         };
         let sampling = &mut period.sampling;
+        // A blocked worker's thread sits in a system call, and a signal can
+        // end the call early (`poll`, `epoll_wait` and reads with a timeout
+        // are not restarted): it is sampled once, not every SAMPLE_EVERY.
+        if period.class == Some(rule::Class::BlockedWorker) && sampling.samples.taken > 0 {
+            return;
+        }
         let due = sampling
             .last
             .is_none_or(|at| now.duration_since(at) >= SAMPLE_EVERY);
@@ -503,15 +510,24 @@ mod tests {
             stuck.key
         );
 
-        // A blocking wait inside async code, until the watchdog has flagged it.
+        // A blocking wait inside async code, until the watchdog has flagged
+        // it and reported it again a few times.
         let (release, released) = std::sync::mpsc::channel::<()>();
         let sleeper = runtime.spawn(async move {
             let _ = released.recv();
         });
         let events = run_watchdog(&mut watchdog, |e| {
-            flagged(e, StuckPollState::Stuck).is_some()
+            e.iter()
+                .filter(|e| e.state() == StuckPollState::StillStuck)
+                .count()
+                >= 3
         });
         release.send(()).unwrap();
+        let last = events.last().unwrap();
+        assert!(
+            last.stack_samples <= 1,
+            "a blocked worker is signalled once, not every {SAMPLE_EVERY:?}: {last:#?}"
+        );
         let blocked = flagged(&events, StuckPollState::Stuck).unwrap();
         assert_eq!(
             blocked.class(),
