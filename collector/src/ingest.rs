@@ -227,6 +227,7 @@ fn reject_reason(error: &ConnError) -> &'static str {
             RejectCode::UnsupportedVersion => "unsupported_version",
             RejectCode::Malformed => "malformed_hello",
             RejectCode::ExpectedHello => "expected_hello",
+            RejectCode::InstanceInUse => "instance_in_use",
             RejectCode::Unspecified => "rejected",
         },
         ConnError::Reply(_) => "reply_error",
@@ -267,7 +268,29 @@ impl Connection {
         if let Err(reject) = check_hello(&hello, shared.config.token.as_deref()) {
             return self.reject(reject).await;
         }
-        let conn_id = shared.lock().hello(&hello, now_ms());
+        // Checked and registered under one lock: two Hellos with one id
+        // cannot both get in.
+        let admitted = {
+            let mut state = shared.lock();
+            match state.registry.held_by_another(&hello) {
+                Some(owner) => Err(format!("pid {} on {}", owner.pid, owner.host)),
+                None => Ok(state.hello(&hello, now_ms())),
+            }
+        };
+        let conn_id = match admitted {
+            Ok(conn_id) => conn_id,
+            Err(owner) => {
+                return self
+                    .reject(Reject {
+                        code: RejectCode::InstanceInUse.into(),
+                        reason: format!(
+                            "Instance id {:?} is in use by another live process ({owner}). Each process needs an id of its own; the probe makes one at random.",
+                            hello.instance_id
+                        ),
+                    })
+                    .await;
+            }
+        };
         *registered = Some((hello.instance_id.clone(), conn_id));
         tracing::info!(service = %hello.service, instance = %hello.instance_id, pid = hello.pid, "probe connected");
         self.send(collector_message::Kind::Welcome(Welcome {
@@ -278,7 +301,11 @@ impl Connection {
 
         // A live probe sends a snapshot every interval; one silent for this
         // long is hung or gone, and holds a slot and a buffer for nothing.
-        let interval = Duration::from_millis(u64::from(hello.interval_ms.max(1000)));
+        let interval = Duration::from_millis(u64::from(
+            hello
+                .interval_ms
+                .clamp(1000, crate::registry::MAX_INTERVAL_MS),
+        ));
         let silence =
             (interval * shared.config.down_after_missed.saturating_add(1)).max(hello_timeout);
         loop {

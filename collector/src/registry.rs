@@ -18,6 +18,9 @@ use meshwatch_proto::v1::{Event, Hello, Snapshot};
 
 /// The interval assumed for a probe that announces none.
 const DEFAULT_INTERVAL_MS: u32 = 1000;
+/// The longest snapshot interval believed: a probe announcing more (up to
+/// `u32::MAX` ms) would hold its slot for months without going down.
+pub(crate) const MAX_INTERVAL_MS: u32 = 60_000;
 
 pub use meshwatch_api::evidence::Ending;
 pub use meshwatch_api::{InstanceState, ThreadCpu};
@@ -100,7 +103,7 @@ impl Instance {
         if self.interval_ms == 0 {
             DEFAULT_INTERVAL_MS
         } else {
-            self.interval_ms
+            self.interval_ms.min(MAX_INTERVAL_MS)
         }
     }
 
@@ -150,6 +153,19 @@ impl Registry {
             instances: HashMap::new(),
             next_conn: 0,
         }
+    }
+
+    /// The live instance `hello` would take over though it is another
+    /// process: its id is on an open connection from a different pid, host
+    /// or start time. A probe reconnecting after its old connection died is
+    /// the same process, and is let in.
+    pub fn held_by_another(&self, hello: &Hello) -> Option<&Instance> {
+        self.instances.get(&hello.instance_id).filter(|i| {
+            i.connected
+                && (i.pid != hello.pid
+                    || i.host != hello.host
+                    || i.start_time_ms != hello.start_time_unix_ms)
+        })
     }
 
     /// Records an accepted Hello and returns the id of this connection.

@@ -414,3 +414,33 @@ async fn a_snapshot_dated_a_year_ahead_is_stored_at_now_and_the_next_still_shows
     );
     collector.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_instance_id_cannot_be_taken_over_by_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let collector = meshwatch_collector::start(config(dir.path()))
+        .await
+        .unwrap();
+    let ingest = collector.ingest_addr();
+    let _owner = welcomed(ingest, "taken-1").await;
+    wait_for_instance(&collector, "taken-1", |i| i["state"] == "up").await;
+    let hijack = Hello {
+        pid: 6666,
+        ..hello("taken-1")
+    };
+    assert_eq!(
+        rejected_with(ingest, hijack).await,
+        RejectCode::InstanceInUse
+    );
+    // The same process coming back on a new connection (its old one dead
+    // but not yet noticed) is let in.
+    let _again = welcomed(ingest, "taken-1").await;
+    let instance = wait_for_instance(&collector, "taken-1", |i| i["state"] == "up").await;
+    assert_eq!(instance["pid"], 4242, "still the real probe's instance");
+    let (_, metrics) = http_get(collector.http_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("reason=\"instance_in_use\"} 1"),
+        "{metrics}"
+    );
+    collector.shutdown().await.unwrap();
+}

@@ -547,6 +547,9 @@ pub enum RejectCode {
     Malformed = 3,
     /// The first frame was not a Hello.
     ExpectedHello = 4,
+    /// The instance id is held by another live process (a different pid, host
+    /// or start time) on an open connection.
+    InstanceInUse = 5,
 }
 impl RejectCode {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -560,6 +563,7 @@ impl RejectCode {
             Self::UnsupportedVersion => "REJECT_CODE_UNSUPPORTED_VERSION",
             Self::Malformed => "REJECT_CODE_MALFORMED",
             Self::ExpectedHello => "REJECT_CODE_EXPECTED_HELLO",
+            Self::InstanceInUse => "REJECT_CODE_INSTANCE_IN_USE",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -570,6 +574,7 @@ impl RejectCode {
             "REJECT_CODE_UNSUPPORTED_VERSION" => Some(Self::UnsupportedVersion),
             "REJECT_CODE_MALFORMED" => Some(Self::Malformed),
             "REJECT_CODE_EXPECTED_HELLO" => Some(Self::ExpectedHello),
+            "REJECT_CODE_INSTANCE_IN_USE" => Some(Self::InstanceInUse),
             _ => None,
         }
     }
