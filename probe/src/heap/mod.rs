@@ -22,9 +22,42 @@ mod sampling;
 mod table;
 
 pub(crate) use report::HeapReporter;
-pub(crate) use sampling::{
-    exclude_this_thread, mean as sample_interval, set_mean as set_sample_interval,
-};
+pub(crate) use sampling::{exclude_this_thread, mean as sample_interval};
+
+/// Sets the mean bytes between samples (0 turns sampling off), and makes
+/// sure a `fork` cannot deadlock the child on the tables' lock.
+pub(crate) fn set_sample_interval(bytes: u64) {
+    if bytes > 0 {
+        fork::guard();
+    }
+    sampling::set_mean(bytes);
+}
+
+/// Fork safety: a child forked while another thread held the tables' lock
+/// would deadlock on its first free of a sampled pointer. A `pthread_atfork`
+/// child handler stops sampling in the child and keeps it off the lock.
+mod fork {
+    use std::sync::Once;
+
+    /// Installs the handler, once per process.
+    pub(super) fn guard() {
+        static INSTALLED: Once = Once::new();
+        INSTALLED.call_once(|| {
+            // SAFETY: registers a handler with the signature the C library
+            // calls; it only stores to atomics, which is async-signal-safe,
+            // as a child handler of a multithreaded process must be.
+            let failed = unsafe { libc::pthread_atfork(None, None, Some(in_child)) } != 0;
+            if failed {
+                tracing::debug!("meshwatch: cannot register the fork handler");
+            }
+        });
+    }
+
+    unsafe extern "C" fn in_child() {
+        super::sampling::set_mean(0);
+        super::table::forked();
+    }
+}
 
 /// The default mean bytes between samples, as jemalloc's `lg_prof_sample:19`:
 /// about 2 samples per MiB allocated.

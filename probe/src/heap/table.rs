@@ -65,6 +65,17 @@ const FILTER_SLOTS: usize = 1 << 15;
 static FILTER: [AtomicU16; FILTER_SLOTS] = [const { AtomicU16::new(0) }; FILTER_SLOTS];
 const _: () = assert!(MAX_LIVE < u16::MAX as usize);
 static TABLES: Mutex<Tables> = Mutex::new(Tables::EMPTY);
+/// Set in the child of a `fork`: the tables' lock may have been held by a
+/// thread that does not exist there, so the child never takes it. Its
+/// frees of pointers sampled before the fork leave them in its copy of the
+/// table, and it samples nothing (see `heap::fork`).
+static FORKED_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says this process is the child of a `fork` (from the `pthread_atfork`
+/// child handler): the tables are never locked again here.
+pub(crate) fn forked() {
+    FORKED_CHILD.store(true, Relaxed);
+}
 
 /// A stack, as captured: return addresses, innermost first.
 #[derive(Clone, Copy)]
@@ -365,7 +376,7 @@ pub(crate) fn counted(ptr: usize) -> bool {
 /// Forgets `ptr` if it was sampled: a short lock-free probe of the table,
 /// and the lock only when it is there.
 pub(crate) fn forget(ptr: usize) {
-    if counted(ptr) && in_table(ptr) {
+    if counted(ptr) && !FORKED_CHILD.load(Relaxed) && in_table(ptr) {
         lock().remove(ptr);
     }
 }
@@ -484,6 +495,52 @@ pub(crate) mod tests {
         record(reused, 10.0, 1.0, &s);
         forget(reused);
         assert_eq!(count(), 0, "replaced, then freed");
+        assert!(site(s.hash()).is_none());
+    }
+
+    #[test]
+    fn a_child_forked_while_the_tables_are_locked_frees_without_deadlock() {
+        let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+        // Switching sampling on installs the fork handler.
+        let mean = crate::heap::sample_interval();
+        crate::heap::set_sample_interval(mean.max(512 * 1024));
+        crate::heap::set_sample_interval(mean);
+        let s = stack(&[0xa000, 0xdead_0005]);
+        let ptr = 0x3000_0000_0000usize;
+        record(ptr, 1.0, 1.0, &s);
+        let held = lock();
+        // SAFETY: the child only calls `forget` (no allocation, no lock
+        // once forked) and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            forget(ptr);
+            // SAFETY: ends the child without running the parent's handlers.
+            unsafe { libc::_exit(0) };
+        }
+        drop(held);
+        assert!(pid > 0, "fork failed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut status = 0;
+        loop {
+            // SAFETY: waits for our own child; `status` is a valid out-pointer.
+            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: kills and reaps our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                panic!("the forked child deadlocked on the tables' lock");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{status}"
+        );
+        forget(ptr);
         assert!(site(s.hash()).is_none());
     }
 
