@@ -24,6 +24,11 @@ use crate::stats::ProbeCounters;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole handshake (Hello out, Welcome or Reject back) must finish
+/// within this, however the collector dribbles its bytes: a per-read
+/// timeout alone would let a slow or hostile peer hold the exporter (and a
+/// shutdown waiting on it) for ever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long the exporter waits for a message before checking the
@@ -121,9 +126,12 @@ impl Exporter {
         };
         let mut frame = Vec::new();
         encode_frame(&hello, self.config.max_frame_len, &mut frame)?;
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         stream.write_all(&frame)?;
 
-        match read_reply(&mut stream)?.kind {
+        let reply = read_reply(&mut stream, deadline)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        match reply.kind {
             Some(collector_message::Kind::Welcome(_)) => Ok(stream),
             Some(collector_message::Kind::Reject(reject)) => Err(LinkError::Rejected {
                 code: reject.code(),
@@ -198,14 +206,21 @@ fn say_goodbye(stream: &mut TcpStream, max_frame_len: usize) {
     }
 }
 
-/// Reads one reply frame, within the socket's read timeout.
-fn read_reply(stream: &mut TcpStream) -> Result<CollectorMessage, LinkError> {
+/// Reads one reply frame, by `deadline` however the bytes arrive.
+fn read_reply(stream: &mut TcpStream, deadline: Instant) -> Result<CollectorMessage, LinkError> {
     let mut decoder = FrameDecoder::new(MAX_REPLY_LEN);
     let mut buf = [0u8; 4096];
     loop {
         if let Some(msg) = decoder.next_message::<CollectorMessage>()? {
             return Ok(msg);
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(
+                io::Error::new(io::ErrorKind::TimedOut, "the handshake took too long").into(),
+            );
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             return Err(LinkError::Closed);
@@ -228,5 +243,39 @@ fn check_still_open(stream: &TcpStream) -> Result<(), LinkError> {
         Ok(_) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collector_dribbling_its_reply_cannot_hold_the_handshake_past_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dribbler = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            // A 100-byte frame announced, then one byte of it every 50 ms:
+            // each read succeeds, none completes the frame in time.
+            let _ = peer.write_all(&100u32.to_be_bytes());
+            for _ in 0..100 {
+                if peer.write_all(&[0]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let started = Instant::now();
+        let result = read_reply(&mut stream, started + Duration::from_millis(300));
+        let took = started.elapsed();
+        assert!(
+            matches!(&result, Err(LinkError::Io(err)) if err.kind() == io::ErrorKind::TimedOut || err.kind() == io::ErrorKind::WouldBlock),
+            "{result:?}"
+        );
+        assert!(took < Duration::from_secs(3), "held for {took:?}");
+        drop(stream);
+        dribbler.join().unwrap();
     }
 }
