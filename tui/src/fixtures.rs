@@ -219,7 +219,8 @@ pub fn socket_leak() -> Incident {
     }
 }
 
-fn headline(cpu: f64, rss: u64, heap: u64, tasks: u64) -> Headline {
+/// A headline with these figures and the fixtures' usual others.
+pub fn headline(cpu: f64, rss: u64, heap: u64, tasks: u64) -> Headline {
     Headline {
         cpu_percent: Some(cpu),
         rss_bytes: Some(rss),
@@ -238,7 +239,13 @@ fn headline(cpu: f64, rss: u64, heap: u64, tasks: u64) -> Headline {
     }
 }
 
-fn view(service: &str, id: &str, state: InstanceState, incidents: Vec<Incident>) -> InstanceView {
+/// An instance of `service` with the fixtures' usual figures and no headline.
+pub fn view(
+    service: &str,
+    id: &str,
+    state: InstanceState,
+    incidents: Vec<Incident>,
+) -> InstanceView {
     let thread = |tid, name: &str, cpu| ThreadCpu {
         tid,
         name: name.to_owned(),
@@ -289,7 +296,8 @@ fn view(service: &str, id: &str, state: InstanceState, incidents: Vec<Incident>)
     }
 }
 
-fn named(name: &str, count: u32) -> NamedCount {
+/// A count under a name.
+pub fn named(name: &str, count: u32) -> NamedCount {
     NamedCount {
         name: name.to_owned(),
         count,

@@ -149,39 +149,58 @@ fn render_sockets(view: &ServicesView) -> String {
 mod tests {
     use super::*;
 
+    /// Two instances, built from the API's types: one with every figure and
+    /// its sockets, one watched from outside with none.
     fn mesh() -> ServicesView {
-        serde_json::from_value(serde_json::json!({"services": [
-            {
-                "service": "checkout", "instance_id": "0123456789abcdef0123456789abcdef",
-                "pid": 4242, "host": "h", "runtime": "rust", "probe_version": "0.1.0",
-                "state": "up", "started_at_ms": 0, "last_seen_ms": 0, "uptime_seconds": 303,
-                "restarts": 0, "interval_ms": 1000,
-                "headline": {
-                    "cpu_percent": 12.5, "rss_bytes": 31457280, "virtual_bytes": 1, "heap_live_bytes": 2097152,
-                    "threads": 7, "tasks_alive": 12, "workers": 2, "global_queue_depth": 0,
-                    "fds_open": 14, "fds_limit": 1024, "memory_limit_bytes": 1, "memory_limit_source": "host",
-                    "tcp_established": 5, "tcp_close_wait": 2
-                },
-                "runtimes": [], "threads": [], "probe": null, "open_incidents": [],
-                "sockets": {
-                    "total": 8, "rx_queue_bytes": 0, "tx_queue_bytes": 0, "scan_duration_ns": 1,
-                    "by_state": [{"name": "ESTABLISHED", "count": 5}, {"name": "CLOSE_WAIT", "count": 2},
-                                 {"name": "LISTEN", "count": 1}],
-                    "by_listen_port": [], "top_peers": [],
-                    "ages": [{"le_seconds": 1, "count": 3}, {"le_seconds": 60, "count": 0},
-                             {"le_seconds": null, "count": 4}]
-                }
-            },
-            {
-                "service": "gateway", "instance_id": "fedcba9876543210fedcba9876543210",
-                "pid": 77, "host": "h", "runtime": "node", "probe_version": "0.1.0",
-                "watched_from_outside": true,
-                "state": "restarted", "started_at_ms": 0, "last_seen_ms": 0, "uptime_seconds": 4,
-                "restarts": 3, "interval_ms": 1000, "headline": null,
-                "runtimes": [], "threads": [], "probe": null, "open_incidents": []
-            }
-        ]}))
-        .unwrap()
+        use crate::fixtures::{headline, named, view};
+        use meshwatch_api::{AgeBucketView, Headline, InstanceState, SocketsView};
+
+        let mut checkout = view(
+            "checkout",
+            "0123456789abcdef0123456789abcdef",
+            InstanceState::Up,
+            vec![],
+        );
+        checkout.uptime_seconds = 303;
+        checkout.headline = Some(Headline {
+            threads: Some(7),
+            fds_open: Some(14),
+            tcp_established: Some(5),
+            tcp_close_wait: Some(2),
+            ..headline(12.5, 30 << 20, 2 << 20, 12)
+        });
+        checkout.sockets = Some(SocketsView {
+            total: 8,
+            by_state: vec![
+                named("ESTABLISHED", 5),
+                named("CLOSE_WAIT", 2),
+                named("LISTEN", 1),
+            ],
+            by_listen_port: vec![],
+            top_peers: vec![],
+            ages: [(Some(1), 3), (Some(60), 0), (None, 4)]
+                .into_iter()
+                .map(|(le_seconds, count)| AgeBucketView { le_seconds, count })
+                .collect(),
+            rx_queue_bytes: 0,
+            tx_queue_bytes: 0,
+            scan_duration_ns: 1,
+            listening: vec![],
+        });
+        let mut gateway = view(
+            "gateway",
+            "fedcba9876543210fedcba9876543210",
+            InstanceState::Restarted,
+            vec![],
+        );
+        gateway.pid = 77;
+        gateway.runtime = "node".to_owned();
+        gateway.watched_from_outside = true;
+        gateway.uptime_seconds = 4;
+        gateway.restarts = 3;
+        ServicesView {
+            services: vec![checkout, gateway],
+        }
     }
 
     #[test]

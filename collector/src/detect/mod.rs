@@ -519,6 +519,15 @@ mod tests {
         }
     }
 
+    fn registry() -> Registry {
+        Registry::new(RegistryLimits {
+            down_after_missed: 3,
+            restarted_display_ms: 1000,
+            max_down_per_service: 2,
+            max_events: 2,
+        })
+    }
+
     /// Always finds one problem of its kind.
     #[derive(Debug)]
     struct Always(IncidentKind);
@@ -550,12 +559,7 @@ mod tests {
             every_ms: 1000,
             last_run_ms: None,
         };
-        let mut registry = Registry::new(RegistryLimits {
-            down_after_missed: 3,
-            restarted_display_ms: 1000,
-            max_down_per_service: 2,
-            max_events: 2,
-        });
+        let mut registry = registry();
         let conn = registry.hello(
             &Hello {
                 service: "dying".to_owned(),
@@ -593,12 +597,7 @@ mod tests {
             every_ms: 1000,
             last_run_ms: None,
         };
-        let mut registry = Registry::new(RegistryLimits {
-            down_after_missed: 3,
-            restarted_display_ms: 1000,
-            max_down_per_service: 2,
-            max_events: 2,
-        });
+        let mut registry = registry();
         for (service, id) in [("a", "a1"), ("a", "a2"), ("b", "b1")] {
             registry.hello(
                 &Hello {

@@ -42,12 +42,7 @@ impl Threads {
     /// The thread's scheduler statistics and the moment they were read
     /// (not the tick's start: a tick can be long).
     pub fn times(&self, tid: u32) -> Option<(ThreadTimes, Instant)> {
-        let task = self
-            .process
-            .as_ref()?
-            .task_from_tid(i32::try_from(tid).ok()?)
-            .ok()?;
-        let stat = task.schedstat().ok()?;
+        let stat = self.task(tid)?.schedstat().ok()?;
         let times = ThreadTimes {
             exec_ns: stat.sum_exec_runtime,
             wait_ns: stat.run_delay,
@@ -57,12 +52,15 @@ impl Threads {
 
     /// The thread's name (`comm`).
     pub fn name(&self, tid: u32) -> Option<String> {
-        let task = self
-            .process
+        Some(self.task(tid)?.stat().ok()?.comm)
+    }
+
+    /// The thread `tid` of the process.
+    fn task(&self, tid: u32) -> Option<procfs::process::Task> {
+        self.process
             .as_ref()?
             .task_from_tid(i32::try_from(tid).ok()?)
-            .ok()?;
-        Some(task.stat().ok()?.comm)
+            .ok()
     }
 
     /// The threads named like a worker (like the `known` workers' threads,
