@@ -66,7 +66,7 @@ impl ProbeHandle {
             std::thread::Builder::new()
                 .name("meshwatch-sampler".to_owned())
                 .spawn(move || {
-                    crate::heap::exclude_this_thread();
+                    crate::guest::enter_probe_thread();
                     let sampler = Sampler::new(runtimes, config.interval);
                     run_sampler(&config, &outbox, &counters, sampler);
                 })
@@ -232,7 +232,7 @@ fn spawn_exporter(
     std::thread::Builder::new()
         .name("meshwatch-exporter".to_owned())
         .spawn(move || {
-            crate::heap::exclude_this_thread();
+            crate::guest::enter_probe_thread();
             exporter.run();
         })
         .map_err(ProbeError::Spawn)

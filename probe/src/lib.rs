@@ -53,6 +53,7 @@ mod exit;
 mod exporter;
 #[cfg(feature = "external")]
 mod external;
+mod guest;
 mod handle;
 mod heap;
 #[cfg(tokio_unstable)]

@@ -41,6 +41,15 @@ pub(crate) fn capture() -> Stack {
     stack
 }
 
+/// Readies the unwinder [`capture`] uses, off the service's hot path.
+pub(crate) fn prepare() {
+    #[cfg(all(
+        feature = "stacks",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    crate::stack::prepare_unwinder();
+}
+
 #[cfg(not(feature = "stacks"))]
 pub(crate) fn capture() -> Stack {
     Stack::EMPTY

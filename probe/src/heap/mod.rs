@@ -10,8 +10,9 @@
 //! [`report`] picks the sites holding the most memory for the snapshot; their
 //! stacks go out as raw addresses, and the collector names them.
 //!
-//! Cost: an allocation that is not sampled pays one thread-local
-//! subtraction; a free pays one load of a counter in the table's filter,
+//! Cost: an allocation that is not sampled pays nothing beyond the tracking
+//! allocator's own countdown, which is armed to run out at the next sample;
+//! a free pays one load of a counter in the table's filter,
 //! and a short lock-free probe of the table only when a live sample shares
 //! that counter. Memory: the tables are
 //! statics of about 1 MiB, touched only once sampling runs.
@@ -24,11 +25,13 @@ mod table;
 pub(crate) use report::HeapReporter;
 pub(crate) use sampling::{exclude_this_thread, mean as sample_interval};
 
-/// Sets the mean bytes between samples (0 turns sampling off), and makes
-/// sure a `fork` cannot deadlock the child on the tables' lock.
+/// Sets the mean bytes between samples (0 turns sampling off), makes sure
+/// a `fork` cannot deadlock the child on the tables' lock, and readies the
+/// unwinder on the calling thread.
 pub(crate) fn set_sample_interval(bytes: u64) {
     if bytes > 0 {
         fork::guard();
+        capture::prepare();
     }
     sampling::set_mean(bytes);
 }
@@ -63,12 +66,17 @@ mod fork {
 /// about 2 samples per MiB allocated.
 pub(crate) const DEFAULT_SAMPLE_INTERVAL: u64 = 512 * 1024;
 
-/// Called by the tracking allocator after every successful allocation of
-/// `size` bytes: counts them down and says whether this one must go to
-/// [`sample`].
-#[inline]
-pub(crate) fn sample_due(size: usize) -> bool {
-    sampling::countdown(size)
+/// Called by the tracking allocator's slow path with the bytes this thread
+/// allocated since the last call: the sampling mean when the allocation
+/// that brought it here is a sample (it holds the picked byte).
+pub(crate) fn bytes_allocated(bytes: u64) -> Option<u64> {
+    sampling::advance(bytes)
+}
+
+/// The bytes this thread may allocate before the next sample is due: the
+/// tracking allocator arms its countdown to run out no later.
+pub(crate) fn bytes_until_sample() -> i64 {
+    sampling::left()
 }
 
 /// Called by the tracking allocator before every free: whether `ptr` may
@@ -86,15 +94,13 @@ pub(crate) fn forget(ptr: *mut u8) {
     table::forget(ptr as usize);
 }
 
-/// The slow path of [`sample_due`]: decide, then capture and record under
-/// the reentrancy guard, so allocations made by the unwinder are not
-/// sampled in turn.
+/// Records the allocation of `size` bytes at `ptr` as a sample drawn at
+/// `mean` ([`bytes_allocated`] said it is one): captures its stack and
+/// records it under the reentrancy guard, so allocations made by the
+/// unwinder are not sampled in turn.
 #[cold]
 #[inline(never)]
-pub(crate) fn sample(ptr: *mut u8, size: usize) {
-    let Some(mean) = sampling::decide() else {
-        return;
-    };
+pub(crate) fn sample(ptr: *mut u8, size: usize, mean: u64) {
     sampling::guarded(|| {
         let stack = capture::capture();
         let (bytes, objects) = sampling::weight(size, mean);
@@ -143,8 +149,10 @@ mod tests {
         let alloc = TrackingAllocator::system();
         let layout = Layout::from_size_align(4096, 8).unwrap();
         set_sample_interval(64);
-        // The first slow path of a thread only draws its countdown.
-        let warm = allocate_from_a_distinctive_function(&alloc, layout, 1);
+        // Sampling is noticed at the thread's next slow path, which only
+        // draws its countdown; one comes within the allocator's 64 KiB
+        // flush budget.
+        let warm = allocate_from_a_distinctive_function(&alloc, layout, 17);
         let ptrs = allocate_from_a_distinctive_function(&alloc, layout, 20);
         set_sample_interval(0);
 

@@ -3,9 +3,10 @@
 //! Every byte allocated has the same small chance, `1 / mean`, of being
 //! picked; an allocation is sampled when it contains a picked byte. Each
 //! thread keeps a countdown of bytes until its next picked byte, drawn from
-//! an exponential distribution of that mean, and subtracts every
-//! allocation's size from it: the unsampled path is one thread-local
-//! subtraction and a comparison. Large allocations are thus sampled more
+//! an exponential distribution of that mean. The tracking allocator's own
+//! countdown is armed to run out no later, and its slow path passes on the
+//! bytes that went by ([`advance`]): an allocation that is not sampled pays
+//! nothing here. Large allocations are thus sampled more
 //! often than small ones, in proportion to the memory they hold, and
 //! [`weight`] scales each sample back to an unbiased estimate.
 //!
@@ -28,8 +29,8 @@ static SEEDS: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
 const RECHECK_BYTES: i64 = 1 << 20;
 
 struct ThreadState {
-    /// Bytes left until the next sample; at or below 0, the next allocation
-    /// takes the slow path.
+    /// Bytes left until the next sample, as of the allocator's last slow
+    /// path; 0 until first drawn.
     countdown: Cell<i64>,
     /// The mean the countdown was drawn with; 0 when not drawn yet.
     drawn_with: Cell<u64>,
@@ -62,49 +63,53 @@ pub(crate) fn mean() -> u64 {
     MEAN_BYTES.load(Relaxed)
 }
 
-/// The fast path: counts `size` bytes down and says whether the slow path
-/// ([`decide`]) must run. During thread teardown the state may be gone:
-/// then nothing is sampled.
-#[inline]
-pub(crate) fn countdown(size: usize) -> bool {
+/// Counts `bytes` allocated down; when that reaches the picked byte, draws
+/// the next countdown and returns the mean to weigh this allocation by
+/// ([`decide`]). During thread teardown the state may be gone: then nothing
+/// is sampled.
+pub(crate) fn advance(bytes: u64) -> Option<u64> {
     STATE
         .try_with(|state| {
-            // The countdown is above 0 here (the slow path always draws a
-            // positive one) and `size` fits an isize (a `Layout` guarantees
-            // it), so this cannot overflow.
-            let left = state.countdown.get() - size as i64;
+            let left = state
+                .countdown
+                .get()
+                .saturating_sub(i64::try_from(bytes).unwrap_or(i64::MAX));
             state.countdown.set(left);
-            left <= 0
-        })
-        .unwrap_or(false)
-}
-
-/// The slow path: whether this allocation is a sample, with the mean to
-/// weigh it by. Draws the next countdown either way.
-pub(crate) fn decide() -> Option<u64> {
-    STATE
-        .try_with(|state| {
-            if state.busy.get() {
-                // Inside the profiler or on a probe thread: not sampled, and
-                // back here only after a while.
-                state.countdown.set(RECHECK_BYTES);
-                return None;
-            }
-            let mean = MEAN_BYTES.load(Relaxed);
-            if mean == 0 {
-                state.countdown.set(RECHECK_BYTES);
-                state.drawn_with.set(0);
-                return None;
-            }
-            let drawn_with = state.drawn_with.replace(mean);
-            let next = draw(state, mean);
-            state.countdown.set(next);
-            // A countdown not drawn with this mean (a new thread, sampling
-            // just switched on or changed) says nothing: start afresh.
-            (drawn_with == mean).then_some(mean)
+            if left > 0 { None } else { decide(state) }
         })
         .ok()
         .flatten()
+}
+
+/// The bytes until this thread's next sample; `i64::MAX` once its state is
+/// gone.
+pub(crate) fn left() -> i64 {
+    STATE
+        .try_with(|state| state.countdown.get())
+        .unwrap_or(i64::MAX)
+}
+
+/// Whether the allocation that ran the countdown out is a sample, with the
+/// mean to weigh it by. Draws the next countdown either way.
+fn decide(state: &ThreadState) -> Option<u64> {
+    if state.busy.get() {
+        // Inside the profiler or on a probe thread: not sampled, and
+        // back here only after a while.
+        state.countdown.set(RECHECK_BYTES);
+        return None;
+    }
+    let mean = MEAN_BYTES.load(Relaxed);
+    if mean == 0 {
+        state.countdown.set(RECHECK_BYTES);
+        state.drawn_with.set(0);
+        return None;
+    }
+    let drawn_with = state.drawn_with.replace(mean);
+    let next = draw(state, mean);
+    state.countdown.set(next);
+    // A countdown not drawn with this mean (a new thread, sampling just
+    // switched on or changed) says nothing: start afresh.
+    (drawn_with == mean).then_some(mean)
 }
 
 /// Runs `f` with this thread marked busy, so allocations inside it are not

@@ -306,11 +306,14 @@ impl SiteReading {
 }
 
 /// The filter counter of `ptr`: a hash other than [`home`]'s, so the
-/// filter and the table do not collide on the same pointers.
+/// filter and the table do not collide on the same pointers. The top bits
+/// of a multiplicative hash, shifted so that they index the filter with no
+/// mask (every free computes it).
 #[inline]
 fn filter_slot(ptr: usize) -> &'static AtomicU16 {
-    let hash = ((ptr as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) >> 48) as usize;
-    &FILTER[hash & (FILTER_SLOTS - 1)]
+    const SHIFT: u32 = u64::BITS - FILTER_SLOTS.trailing_zeros();
+    let hash = ((ptr as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F) >> SHIFT) as usize;
+    &FILTER[hash]
 }
 
 /// Counts `ptr` in the filter. Under the lock, so a plain load and store

@@ -43,6 +43,18 @@ pub(crate) fn unwind_here(out: &mut [usize]) -> Option<usize> {
     Some(unwinder.unwind_here(regs, stack_end, out))
 }
 
+/// Builds the shared unwinder and lists the loaded objects now, on the
+/// calling thread (the probe's start). Otherwise the first sampled
+/// allocation builds them, on a worker: their memory (the rule caches,
+/// about 160 KiB) then sits for good in that worker's allocator arena,
+/// between the blocks of its hot path, and measurably slowed the allocator
+/// there (`BENCHMARKS.md`).
+pub(crate) fn prepare_unwinder() {
+    if let Ok(mut guard) = UNWINDER.lock() {
+        guard.get_or_insert_with(StackUnwinder::new).refresh();
+    }
+}
+
 /// This frame's program counter, stack pointer and frame pointer (and link
 /// register on aarch64). Always inlined into [`unwind_here`], whose frame
 /// stays live while its stack is read.

@@ -22,6 +22,11 @@ mod objects;
     feature = "stacks",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
+mod rule_caches;
+#[cfg(all(
+    feature = "stacks",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod unwind;
 
 pub(crate) use objects::ModuleMap;
@@ -35,7 +40,7 @@ mod here;
     feature = "stacks",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-pub(crate) use here::unwind_here;
+pub(crate) use here::{prepare_unwinder, unwind_here};
 
 /// Why a thread's stack could not be sampled, in words for the event's
 /// `caveat`.

@@ -13,32 +13,16 @@
 use std::ops::{Deref, Range};
 
 use framehop::{
-    CacheNative, ExplicitModuleSectionInfo, FrameAddress, MayAllocateDuringUnwind, Module,
-    Unwinder, UnwinderNative,
+    ExplicitModuleSectionInfo, FrameAddress, MayAllocateDuringUnwind, Module, Unwinder,
+    UnwinderNative,
 };
 
 use super::capture::{RawStack, Registers};
 use super::objects::{LoadedObject, current_generation, list_objects};
+use super::rule_caches::RuleCaches;
 
 /// Frames kept per stack: deeper stacks are cut, outermost frames last.
 const MAX_FRAMES: usize = 256;
-
-/// Rule caches, each framehop's own (509 slots, direct-mapped on the
-/// address modulo 509). A hot path of a few dozen frames has, in one cache,
-/// a pair or two of addresses that share a slot and evict each other on
-/// every walk, and each such miss parses CFI afresh (about 2,500
-/// instructions; measured: 4 of 23 frames of every heap sample in the
-/// `probe_cost` server). A second hash of the address picks one of these
-/// caches, so two addresses collide only if both hashes agree. A power of
-/// two; each cache is about 16 KiB.
-const RULE_CACHES: usize = 8;
-
-/// Which rule cache serves `lookup_address`: the top bits of a
-/// multiplicative hash, independent of framehop's modulo-509 slot.
-fn rule_cache_index(lookup_address: u64) -> usize {
-    const SHIFT: u32 = u64::BITS - RULE_CACHES.trailing_zeros();
-    (lookup_address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> SHIFT) as usize
-}
 
 /// Bytes of a loaded object, used in place.
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +128,7 @@ fn module(object: &LoadedObject) -> Option<Module<Mapped>> {
 pub(crate) struct StackUnwinder {
     generation: Option<(u64, u64)>,
     unwinder: UnwinderNative<Mapped, MayAllocateDuringUnwind>,
-    caches: [CacheNative<MayAllocateDuringUnwind>; RULE_CACHES],
+    caches: RuleCaches,
     /// Address ranges of the objects, to tell code addresses from garbage.
     code: Vec<Range<u64>>,
 }
@@ -162,19 +146,19 @@ impl StackUnwinder {
         Self {
             generation: None,
             unwinder: UnwinderNative::new(),
-            caches: std::array::from_fn(|_| CacheNative::new()),
+            caches: RuleCaches::new(),
             code: Vec::new(),
         }
     }
 
     /// Lists the loaded objects again if the loader says they changed.
-    fn refresh(&mut self) {
+    pub fn refresh(&mut self) {
         if self.generation == Some(current_generation()) {
             return;
         }
         let listing = list_objects();
         self.unwinder = UnwinderNative::new();
-        self.caches = std::array::from_fn(|_| CacheNative::new());
+        self.caches = RuleCaches::new();
         self.code.clear();
         for object in &listing.objects {
             if let (Some(range), Some(module)) = (object.range(), module(object)) {
@@ -253,7 +237,7 @@ impl StackUnwinder {
             if pushed >= max {
                 break;
             }
-            let cache = &mut self.caches[rule_cache_index(frame.address_for_lookup())];
+            let cache = self.caches.for_address(frame.address_for_lookup());
             match self
                 .unwinder
                 .unwind_frame(frame, &mut unwind_regs, cache, &mut read)
@@ -293,15 +277,6 @@ mod tests {
         assert_eq!(eh_frame_address(&abs, 0x5000), Some(0x1234));
         assert_eq!(eh_frame_address(&[2, 0x1b, 0, 0, 0, 0, 0, 0], 0), None);
         assert_eq!(eh_frame_address(&[1], 0), None);
-    }
-
-    #[test]
-    fn addresses_that_share_a_framehop_slot_spread_over_the_rule_caches() {
-        // framehop's slot is the address modulo 509: these all share one.
-        let used: std::collections::HashSet<usize> = (0..64u64)
-            .map(|i| rule_cache_index(0x5555_0000_1234 + i * 509 * 17))
-            .collect();
-        assert_eq!(used.len(), RULE_CACHES, "{used:?}");
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("meshwatch-watchdog".to_owned())
         .spawn(move || {
-            crate::heap::exclude_this_thread();
+            crate::guest::enter_probe_thread();
             let tick = (threshold / 10).clamp(Duration::from_millis(10), MAX_TICK);
             let mut watchdog = Watchdog::new(threshold, runtimes);
             while !outbox.wait_closed(tick) {
