@@ -93,6 +93,7 @@ fn one_of_each() -> Vec<Incident> {
         rss: None,
         rss_bytes: Some(8 << 30),
         memory_limit_bytes: Some(16 << 30),
+        heap_limit_bytes: Some(4 << 30),
         projected_time_to_limit_seconds: Some(7200.0),
         suspects: vec![SuspectSite {
             site: "00000000deadbeef".to_owned(),

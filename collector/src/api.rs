@@ -15,7 +15,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Serialize;
 
 use meshwatch_api::{ErrorBody, IncidentsView, InstanceSeries, SeriesView};
@@ -39,6 +39,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/services", get(services))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/series", get(series))
+        .route(
+            "/v1/metrics",
+            post(crate::otlp::receive_metrics)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::otlp::MAX_BODY)),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -537,6 +542,7 @@ mod tests {
             let sent = !matches!(
                 metric,
                 Metric::HeapLiveBytes
+                    | Metric::HeapLimitBytes
                     | Metric::TcpSockets
                     | Metric::TcpEstablished
                     | Metric::TcpCloseWait

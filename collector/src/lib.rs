@@ -10,6 +10,7 @@ mod history;
 mod incidents;
 mod ingest;
 mod naming;
+mod otlp;
 mod own_code;
 mod prom;
 mod registry;

@@ -30,6 +30,14 @@ pub use meshwatch_api::{InstanceState, ThreadCpu};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId(u64);
 
+#[cfg(test)]
+impl ConnId {
+    /// Connection number `n`, for tests that need one without a registry.
+    pub(crate) const fn numbered(n: u64) -> Self {
+        Self(n)
+    }
+}
+
 /// The bounds and timings the registry enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct RegistryLimits {
@@ -355,6 +363,11 @@ impl Registry {
             self.instances.remove(id);
         }
         forgotten
+    }
+
+    /// How many intervals of silence take an instance down.
+    pub fn down_after_missed(&self) -> u32 {
+        self.limits.down_after_missed
     }
 
     /// The instance with this id, if known.

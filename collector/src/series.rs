@@ -83,6 +83,8 @@ metrics! {
         |s| s.snapshot.process.map(|p| p.virtual_bytes as f64);
     HeapLiveBytes => "heap_live_bytes", Gauge, "Bytes live in the probe's tracking allocator (only when the service installed it).",
         |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.live_bytes as f64);
+    HeapLimitBytes => "heap_limit_bytes", Gauge, "The heap's own limit, when the runtime has one (V8's heap limit, from OpenTelemetry).",
+        |s| s.snapshot.heap.filter(|h| h.tracked && h.limit_bytes > 0).map(|h| h.limit_bytes as f64);
     HeapAllocatedBytesTotal => "heap_allocated_bytes_total", Counter, "Bytes allocated through the probe's tracking allocator since the process started.",
         |s| s.snapshot.heap.filter(|h| h.tracked).map(|h| h.allocated_bytes_total as f64);
     HeapSamplesDroppedTotal => "heap_samples_dropped_total", Counter, "Heap samples the probe could not record because its fixed-size tables were full.",

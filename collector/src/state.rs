@@ -60,6 +60,8 @@ pub(crate) struct State {
     /// History rows dropped because the store could not keep up; added to
     /// the collector's counter at the next flush.
     pub(crate) history_rows_overflowed: u64,
+    /// The instances that report through OTLP instead of a probe.
+    pub(crate) otlp: crate::otlp::Sessions,
 }
 
 /// Points kept per allocation site per window of the memory detector.
@@ -86,6 +88,7 @@ impl State {
             history_resolution_ms: i64::try_from(config.history_resolution.as_millis())
                 .unwrap_or(i64::MAX),
             history_rows_overflowed: 0,
+            otlp: crate::otlp::Sessions::default(),
         }
     }
 
@@ -175,7 +178,14 @@ impl State {
     /// Applies the passage of time and drops the history of forgotten
     /// instances.
     pub(crate) fn tick(&mut self, now_ms: i64) {
-        for forgotten in self.registry.tick(now_ms) {
+        let forgotten = self.registry.tick(now_ms);
+        // After the registry's tick, which marked them down for their
+        // missed exports first.
+        let missed = self.registry.down_after_missed();
+        for (instance, conn) in self.otlp.expire(now_ms, missed) {
+            self.registry.disconnect(&instance, conn);
+        }
+        for forgotten in forgotten {
             self.series.remove(&forgotten);
             self.last_stored_ms.remove(&forgotten);
             self.heap_sites.remove(&forgotten);

@@ -9,6 +9,7 @@ mod history;
 mod leaks;
 mod memory;
 mod naming;
+mod otlp;
 mod registry;
 mod status_cli;
 mod stuck;

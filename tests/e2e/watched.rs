@@ -2,40 +2,19 @@
 //! watched from outside by the collector's `--watch`, its figures, its
 //! death and its restart.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use meshwatch_e2e::Collector;
+use meshwatch_e2e::{Collector, Foreign};
 use serde_json::Value;
 
-/// A Python HTTP server, killed when dropped.
-struct Python(Child);
-
-impl Python {
-    fn start() -> Self {
-        let child = Command::new("python3")
+/// A Python HTTP server.
+fn start_python() -> Foreign {
+    Foreign::spawn(
+        Command::new("python3")
             .args(["-m", "http.server", "0", "--bind", "127.0.0.1"])
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs (the watched process of this test)");
-        Self(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        self.kill();
-    }
+            .current_dir(std::env::temp_dir()),
+        "python3 (the watched process of this test)",
+    )
 }
 
 fn is_pid(instance: &Value, pid: u32) -> bool {
@@ -45,7 +24,7 @@ fn is_pid(instance: &Value, pid: u32) -> bool {
 #[test]
 fn a_python_process_is_watched_from_outside_through_its_death_and_restart() {
     let collector = Collector::start_with(None, &["--watch", r"http\.server=pyweb"]);
-    let mut first = Python::start();
+    let mut first = start_python();
     let pid = first.pid();
     let up = collector.wait_for_instance("the python process watched", |i| {
         is_pid(i, pid)
@@ -73,7 +52,7 @@ fn a_python_process_is_watched_from_outside_through_its_death_and_restart() {
         "a death, not a stop: {down:#}"
     );
 
-    let second = Python::start();
+    let second = start_python();
     let next = collector.wait_for_instance("its successor", |i| is_pid(i, second.pid()));
     assert_eq!(next["state"], "restarted", "{next:#}");
     assert_eq!(next["restarts"], 1, "{next:#}");

@@ -61,6 +61,42 @@ fn build_binaries(profile_dir: &Path) {
     assert!(status.success(), "building the binaries failed");
 }
 
+/// A program in another language that a test runs (a Python or Node.js
+/// service), its output discarded; killed (SIGKILL) and reaped when
+/// dropped.
+#[derive(Debug)]
+pub struct Foreign(Child);
+
+impl Foreign {
+    /// Starts `command`; `what` says what it is when it cannot start (the
+    /// interpreter missing, say).
+    pub fn spawn(command: &mut Command, what: &str) -> Self {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("{what} does not start: {err}"));
+        Self(child)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Kills it now, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A child process killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Process {

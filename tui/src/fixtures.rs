@@ -132,6 +132,7 @@ pub fn growth() -> Incident {
         rss: None,
         rss_bytes: Some(96 << 20),
         memory_limit_bytes: Some(2 << 30),
+        heap_limit_bytes: None,
         projected_time_to_limit_seconds: Some(7200.0),
         suspects: vec![
             SuspectSite {

@@ -29,7 +29,10 @@ pub struct MemoryGrowthEvidence {
     pub rss_bytes: Option<u64>,
     /// The memory the process may use before it is killed.
     pub memory_limit_bytes: Option<u64>,
-    /// When the growth reaches the limit at this slope.
+    /// The heap's own limit, when the runtime has one (V8's): a heap that
+    /// reaches it fails there, whatever memory is left.
+    pub heap_limit_bytes: Option<u64>,
+    /// When the growth reaches the nearer of the two limits at this slope.
     pub projected_time_to_limit_seconds: Option<f64>,
     /// The allocation sites, those that grew over the window first.
     pub suspects: Vec<SuspectSite>,

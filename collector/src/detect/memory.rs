@@ -175,9 +175,15 @@ struct Judgement<'w, 'a> {
     rss: Option<Trend>,
     growing: bool,
     rate: f64,
+    /// The memory limit (cgroup, else host), which RSS reaches.
     limit: Option<f64>,
+    /// The heap's own limit (V8's), which the heap reaches first.
+    heap_limit: Option<f64>,
     rss_now: Option<f64>,
+    /// The sooner of the two limits' projected times.
     time_to_limit_s: Option<f64>,
+    /// Which limit that is.
+    nearest_limit: Option<f64>,
 }
 
 impl Detector for MemoryGrowth {
@@ -189,6 +195,7 @@ impl Detector for MemoryGrowth {
         Needs {
             metrics: &[
                 Metric::HeapLiveBytes,
+                Metric::HeapLimitBytes,
                 Metric::RssBytes,
                 Metric::MemoryLimitBytes,
             ],
@@ -241,10 +248,24 @@ impl MemoryGrowth {
             .latest(Metric::MemoryLimitBytes)
             .filter(|&l| l > 0.0);
         let rss_now = instance.latest(Metric::RssBytes);
-        let time_to_limit_s = match (limit, rss_now.or(Some(trend.level))) {
-            (Some(limit), Some(now)) if rate > 0.0 => Some(((limit - now) / rate).max(0.0)),
-            _ => None,
-        };
+        let to_memory_limit =
+            limit.and_then(|l| time_to(l, rss_now.unwrap_or(trend.level), rate).map(|s| (s, l)));
+        // A heap with a limit of its own (V8's) fails there first, at the
+        // heap's rate, whatever the memory left.
+        let heap_limit = (primary == Metric::HeapLiveBytes)
+            .then(|| instance.latest(Metric::HeapLimitBytes))
+            .flatten()
+            .filter(|&l| l > 0.0);
+        let heap_now = instance
+            .latest(Metric::HeapLiveBytes)
+            .unwrap_or(trend.level);
+        let to_heap_limit =
+            heap_limit.and_then(|l| time_to(l, heap_now, trend.slope).map(|s| (s, l)));
+        let nearest = [to_memory_limit, to_heap_limit]
+            .into_iter()
+            .flatten()
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let time_to_limit_s = nearest.map(|(s, _)| s);
         let settings = &self.settings;
         let growing = if window.open {
             settings.rising(&trend) || settings.still_rising(&trend)
@@ -259,8 +280,10 @@ impl MemoryGrowth {
             growing,
             rate,
             limit,
+            heap_limit,
             rss_now,
             time_to_limit_s,
+            nearest_limit: nearest.map(|(_, l)| l),
         })
     }
 
@@ -281,9 +304,14 @@ impl MemoryGrowth {
             j.trend.slope * 3600.0 / j.trend.level.max(1.0) * 100.0,
             short(j.instance.instance_id),
         );
-        if let (Some(s), Some(limit)) = (j.time_to_limit_s, j.limit) {
+        if let (Some(s), Some(limit)) = (j.time_to_limit_s, j.nearest_limit) {
+            let which = if j.heap_limit == Some(limit) {
+                "its heap limit"
+            } else {
+                "its limit"
+            };
             summary.push_str(&format!(
-                "; reaches its limit ({}) in {}",
+                "; reaches {which} ({}) in {}",
                 bytes(limit),
                 duration(s)
             ));
@@ -312,12 +340,19 @@ impl MemoryGrowth {
                 rss: j.rss.as_ref().map(memory_trend),
                 rss_bytes: j.rss_now.map(whole_bytes),
                 memory_limit_bytes: j.limit.map(whole_bytes),
+                heap_limit_bytes: j.heap_limit.map(whole_bytes),
                 projected_time_to_limit_seconds: j.time_to_limit_s,
                 suspects: suspects.iter().map(Suspect::evidence).collect(),
                 instances: window.instances.iter().map(InstanceWindow::life).collect(),
             }),
         }
     }
+}
+
+/// Seconds until `now` reaches `limit` at `rate` bytes a second; `None`
+/// when it is not rising.
+fn time_to(limit: f64, now: f64, rate: f64) -> Option<f64> {
+    (rate > 0.0).then(|| ((limit - now) / rate).max(0.0))
 }
 
 /// A figure of bytes from a series, as a whole number.

@@ -349,6 +349,11 @@ pub struct HeapStats {
     /// drops is counted rather than hidden.
     #[prost(uint64, tag = "9")]
     pub samples_dropped_total: u64,
+    /// The heap's own limit, when the runtime has one (V8's, set by
+    /// --max-old-space-size; an OpenTelemetry export's v8js.memory.heap.limit).
+    /// 0 when there is none: a Rust heap is bounded only by the process's.
+    #[prost(uint64, tag = "10")]
+    pub limit_bytes: u64,
 }
 /// One allocation site: the call stack that allocated, and what the samples
 /// taken there say about the memory it holds. Byte and object figures are

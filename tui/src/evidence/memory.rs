@@ -121,6 +121,10 @@ impl MemoryEvidence {
                 .map(|b| field("memory limit", format::bytes(b))),
         );
         fields.extend(
+            e.heap_limit_bytes
+                .map(|b| field("heap limit", format::bytes(b))),
+        );
+        fields.extend(
             e.projected_time_to_limit_seconds
                 .map(|s| field("limit reached in", format::duration_ms(s * 1000.0))),
         );

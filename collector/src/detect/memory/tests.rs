@@ -39,6 +39,7 @@ fn sawtooth(t: f64, period_s: f64, height: f64) -> f64 {
 
 struct Fixture {
     heap: Option<Vec<Point>>,
+    heap_limit: Option<Vec<Point>>,
     rss: Vec<Point>,
     sites: Vec<SiteHistory>,
 }
@@ -47,6 +48,7 @@ impl Fixture {
     fn new(heap: Option<Vec<Point>>, rss: Vec<Point>) -> Self {
         Self {
             heap,
+            heap_limit: None,
             rss,
             sites: Vec::new(),
         }
@@ -56,6 +58,9 @@ impl Fixture {
         let mut series = BTreeMap::new();
         if let Some(heap) = &self.heap {
             series.insert(Metric::HeapLiveBytes, heap.clone());
+        }
+        if let Some(limit) = &self.heap_limit {
+            series.insert(Metric::HeapLimitBytes, limit.clone());
         }
         let limit: Vec<Point> = self.rss.iter().map(|&(t, _)| (t, LIMIT)).collect();
         series.insert(Metric::RssBytes, self.rss.clone());
@@ -327,4 +332,31 @@ fn default_settings_catch_a_one_megabyte_per_minute_leak_within_ten_minutes() {
         })
         .unwrap();
     assert!(caught <= 600, "caught after {caught} s");
+}
+
+#[test]
+fn a_heap_with_a_limit_of_its_own_projects_to_that_limit_first() {
+    // A V8 heap of 100 MB growing 1 MB a minute, under a 160 MB heap limit
+    // and the 8 GiB memory limit: it fails at the heap limit, in an hour.
+    let mut fixture = heap_and_rss(|t| 100.0 * MB + MB / 60.0 * t);
+    let heap_limit = fixture
+        .rss
+        .iter()
+        .map(|&(t, _)| (t, 160.0 * MB))
+        .collect::<Vec<_>>();
+    fixture.heap_limit = Some(heap_limit);
+    let verdict = check(&fixture, false);
+    let evidence = evidence(&verdict);
+    assert_eq!(evidence.heap_limit_bytes, Some(160_000_000));
+    let hours = evidence.projected_time_to_limit_seconds.unwrap() / 3600.0;
+    // 160 MB - 108 MB at the window's end, 60 MB an hour: about 52 minutes.
+    assert!((0.8..0.95).contains(&hours), "{hours}");
+    match &verdict {
+        Verdict::Unhealthy(problems) => assert!(
+            problems[0].finding.summary.contains("heap limit"),
+            "{}",
+            problems[0].finding.summary
+        ),
+        other => panic!("{other:?}"),
+    }
 }

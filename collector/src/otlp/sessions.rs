@@ -1,0 +1,228 @@
+//! The instances that report through OTLP, each held as a connection that
+//! stays open while its exports keep coming.
+//!
+//! The registry knows instances by their probe connections: a Hello opens
+//! one, snapshots arrive on it, silence past a few intervals is down. An
+//! OTLP exporter has no connection, so each instance gets a session: its
+//! first export is its Hello (with the interval guessed, then measured from
+//! the gap between exports), every export is a snapshot on the session's
+//! connection, and a session silent for longer than the registry allows is
+//! closed, so the instance ends as a probe's would when its connection dies.
+
+use std::collections::HashMap;
+
+use meshwatch_proto::v1::Hello;
+
+use crate::registry::{ConnId, MAX_INTERVAL_MS};
+
+use super::resource::Source;
+
+/// OTLP instances followed at once. An export from one more is refused
+/// until a session closes.
+pub(crate) const MAX_SESSIONS: usize = 1024;
+
+/// The interval assumed until two exports have been seen: the
+/// OpenTelemetry SDKs' default export interval (60 s), which is also the
+/// longest interval the registry believes.
+const FIRST_INTERVAL_MS: u32 = MAX_INTERVAL_MS;
+
+/// One OTLP instance.
+#[derive(Debug)]
+struct Session {
+    /// The registry's connection for it; `None` until registered.
+    conn: Option<ConnId>,
+    /// The Hello it is registered with.
+    hello: Hello,
+    /// Exports received, the number of the next snapshot.
+    seq: u64,
+    /// When the last export came.
+    last_ms: i64,
+}
+
+/// Why an export was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SessionError {
+    /// [`MAX_SESSIONS`] instances are followed already.
+    #[error(
+        "the collector follows {0} OTLP instances already; an export from another is refused until one of them stops"
+    )]
+    TooMany(usize),
+}
+
+/// What to register or record for one export.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    /// The Hello to register the instance with, when it is new or its
+    /// interval changed; `None` when `conn` is current.
+    pub hello: Option<Hello>,
+    /// The connection to record on, when no Hello is needed.
+    pub conn: Option<ConnId>,
+    /// The snapshot's number.
+    pub seq: u64,
+}
+
+/// Every OTLP instance followed.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    by_instance: HashMap<String, Session>,
+}
+
+impl Sessions {
+    /// Takes an export from `source` at `now_ms`: says whether the instance
+    /// must be registered (again), and the snapshot's number. `start_ms` is
+    /// when the process started counting, 0 when unknown.
+    pub fn admit(
+        &mut self,
+        source: &Source,
+        start_ms: i64,
+        now_ms: i64,
+    ) -> Result<Admission, SessionError> {
+        let full = self.by_instance.len() >= MAX_SESSIONS;
+        let session = match self.by_instance.get_mut(&source.instance_id) {
+            Some(session) => session,
+            None if full => return Err(SessionError::TooMany(MAX_SESSIONS)),
+            None => self
+                .by_instance
+                .entry(source.instance_id.clone())
+                .or_insert_with(|| Session {
+                    conn: None,
+                    hello: hello(source, start_ms, now_ms),
+                    seq: 0,
+                    last_ms: now_ms,
+                }),
+        };
+        let interval = if session.seq == 0 {
+            FIRST_INTERVAL_MS
+        } else {
+            measured_interval(now_ms - session.last_ms)
+        };
+        let drifted = interval.abs_diff(session.hello.interval_ms) * 4 > session.hello.interval_ms;
+        if drifted {
+            session.hello.interval_ms = interval;
+            session.conn = None;
+        }
+        session.seq += 1;
+        session.last_ms = now_ms;
+        Ok(Admission {
+            hello: session.conn.is_none().then(|| session.hello.clone()),
+            conn: session.conn,
+            seq: session.seq,
+        })
+    }
+
+    /// Notes the connection the registry gave `instance_id`'s Hello.
+    pub fn registered(&mut self, instance_id: &str, conn: ConnId) {
+        if let Some(session) = self.by_instance.get_mut(instance_id) {
+            session.conn = Some(conn);
+        }
+    }
+
+    /// Forgets an instance whose registration was refused.
+    pub fn refused(&mut self, instance_id: &str) {
+        self.by_instance.remove(instance_id);
+    }
+
+    /// Closes the sessions silent for longer than `missed` intervals (plus
+    /// one, so the registry has marked them down first) and returns their
+    /// instances and connections, to be disconnected.
+    pub fn expire(&mut self, now_ms: i64, missed: u32) -> Vec<(String, ConnId)> {
+        let mut closed = Vec::new();
+        self.by_instance.retain(|id, session| {
+            let allowed =
+                i64::from(session.hello.interval_ms) * i64::from(missed.saturating_add(1));
+            let alive = now_ms.saturating_sub(session.last_ms) <= allowed;
+            if !alive && let Some(conn) = session.conn {
+                closed.push((id.clone(), conn));
+            }
+            alive
+        });
+        closed
+    }
+}
+
+/// The interval a gap of `gap_ms` between two exports says, within what
+/// the registry believes (1 s to 60 s).
+fn measured_interval(gap_ms: i64) -> u32 {
+    u32::try_from(gap_ms.clamp(1_000, i64::from(MAX_INTERVAL_MS))).unwrap_or(MAX_INTERVAL_MS)
+}
+
+/// The Hello a probe in `source`'s process would have sent.
+fn hello(source: &Source, start_ms: i64, now_ms: i64) -> Hello {
+    Hello {
+        protocol_version: meshwatch_proto::PROTOCOL_VERSION,
+        service: source.service.clone(),
+        instance_id: source.instance_id.clone(),
+        pid: source.pid,
+        host: source.host.clone(),
+        start_time_unix_ms: if start_ms > 0 { start_ms } else { now_ms },
+        probe_version: format!("otlp {}", source.sdk).trim().to_owned(),
+        runtime: source.runtime.clone(),
+        interval_ms: FIRST_INTERVAL_MS,
+        ..Hello::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(id: &str) -> Source {
+        Source {
+            service: "proxy".to_owned(),
+            instance_id: id.to_owned(),
+            pid: 42,
+            host: "h".to_owned(),
+            runtime: "node".to_owned(),
+            sdk: "opentelemetry 2.0".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_first_export_registers_and_the_interval_is_measured_after() {
+        let mut sessions = Sessions::default();
+        let first = sessions.admit(&source("a"), 500, 10_000).unwrap();
+        let hello = first.hello.unwrap();
+        assert_eq!(hello.interval_ms, FIRST_INTERVAL_MS);
+        assert_eq!(hello.start_time_unix_ms, 500);
+        assert_eq!(hello.runtime, "node");
+        assert_eq!(first.seq, 1);
+        sessions.registered("a", ConnId::numbered(1));
+        // Exports every 5 s: re-registered once with that interval, then
+        // recorded on the connection.
+        let second = sessions.admit(&source("a"), 500, 15_000).unwrap();
+        assert_eq!(second.hello.unwrap().interval_ms, 5_000);
+        sessions.registered("a", ConnId::numbered(2));
+        let third = sessions.admit(&source("a"), 500, 20_100).unwrap();
+        assert!(third.hello.is_none());
+        assert_eq!(third.conn, Some(ConnId::numbered(2)));
+        assert_eq!(third.seq, 3);
+    }
+
+    #[test]
+    fn silent_sessions_close_and_the_count_is_bounded() {
+        let mut sessions = Sessions::default();
+        sessions.admit(&source("a"), 0, 0).unwrap();
+        sessions.registered("a", ConnId::numbered(1));
+        sessions.admit(&source("a"), 0, 2_000).unwrap();
+        sessions.registered("a", ConnId::numbered(2));
+        assert!(sessions.expire(2_000 + 4 * 2_000, 3).is_empty());
+        assert_eq!(
+            sessions.expire(2_000 + 9 * 2_000, 3),
+            vec![("a".to_owned(), ConnId::numbered(2))]
+        );
+        let back = sessions.admit(&source("a"), 0, 30_000).unwrap();
+        assert!(back.hello.is_some(), "a closed session starts afresh");
+        // "a" is followed again: fill the rest.
+        for i in 1..MAX_SESSIONS {
+            sessions.admit(&source(&i.to_string()), 0, 0).unwrap();
+        }
+        assert_eq!(
+            sessions.admit(&source("one more"), 0, 0).unwrap_err(),
+            SessionError::TooMany(MAX_SESSIONS)
+        );
+        assert!(
+            sessions.admit(&source("7"), 0, 1_000).is_ok(),
+            "known ones go on"
+        );
+    }
+}
