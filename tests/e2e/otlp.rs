@@ -1,8 +1,9 @@
 //! OpenTelemetry metrics in: a real Node.js process exporting its runtime
 //! metrics with the OpenTelemetry SDK (`tests/node/otlp-heap-leak.js`, its
 //! packages pinned by `tests/node/package-lock.json`) joins the mesh with
-//! no meshwatch code in it; its V8 heap leak opens `memory_growth`, and
-//! when it dies its instance goes down.
+//! no meshwatch code in it; its V8 heap leak opens `memory_growth`, a
+//! callback holding its event loop opens `runaway_loop` or
+//! `blocked_worker`, and when it dies its instance goes down.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,6 +106,60 @@ fn a_node_service_exporting_otlp_joins_the_mesh_and_its_heap_leak_opens_memory_g
         i["service"] == "nodeproxy" && i["state"] == "down"
     });
     assert_eq!(down["ending"], "missed_heartbeats", "{down:#}");
+}
+
+/// The incident of `kind` for `service`, once there is one.
+fn incident(collector: &Collector, service: &str, kind: &str) -> Option<Value> {
+    collector.get_json("/api/v1/incidents")["incidents"]
+        .as_array()?
+        .iter()
+        .find(|i| i["kind"] == kind && i["service"] == service)
+        .cloned()
+}
+
+#[test]
+fn a_stalled_event_loop_is_a_runaway_loop_when_it_spins_and_a_blocked_worker_when_it_waits() {
+    let collector = Collector::start();
+    let _node = start_node(
+        &collector,
+        "nodeloop",
+        "proto",
+        "0",
+        &[("STALLS", "spin@5000:2500,sleep@12000:2500")],
+    );
+    let bound = Duration::from_secs(40);
+    let spun = wait_for("runaway_loop from the spinning callback", bound, || {
+        incident(&collector, "nodeloop", "runaway_loop")
+    });
+    let evidence = &spun["evidence"];
+    assert!(
+        evidence["stuck_for_ms"].as_u64().unwrap() >= 1_500,
+        "{spun:#}"
+    );
+    assert!(
+        evidence["cpu_percent"].as_f64().unwrap() >= 50.0,
+        "{spun:#}"
+    );
+    assert!(
+        evidence["caveat"]
+            .as_str()
+            .unwrap()
+            .contains("OpenTelemetry"),
+        "how it was seen is said: {spun:#}"
+    );
+    assert_eq!(evidence["thread"]["name"], "event loop", "{spun:#}");
+    assert!(
+        !spun["resolved_at_ms"].is_null(),
+        "seen once over: {spun:#}"
+    );
+
+    let waited = wait_for("blocked_worker from the waiting callback", bound, || {
+        incident(&collector, "nodeloop", "blocked_worker")
+    });
+    assert!(
+        waited["evidence"]["cpu_percent"].as_f64().unwrap() < 50.0,
+        "{waited:#}"
+    );
 }
 
 /// POSTs `body` to the collector's OTLP endpoint; the status code.

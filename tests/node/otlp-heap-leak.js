@@ -4,7 +4,9 @@
 // detectors for host and process. Nothing here knows about meshwatch.
 //
 // Environment: OTEL_SERVICE_NAME, OTLP_URL (the collector's /v1/metrics),
-// OTLP_ENCODING (proto or json), LEAK_BYTES_PER_SEC (0: no leak).
+// OTLP_ENCODING (proto or json), LEAK_BYTES_PER_SEC (0: no leak), STALLS
+// (callbacks that hold the event loop, as `spin@AT_MS:FOR_MS` burning CPU
+// or `sleep@AT_MS:FOR_MS` blocked without it, comma-separated).
 'use strict';
 
 const { MeterProvider, PeriodicExportingMetricReader } = require('@opentelemetry/sdk-metrics');
@@ -52,5 +54,23 @@ setInterval(() => {
     sessions.push('x'.repeat(perTick) + sessions.length);
   }
 }, 100);
+
+// Stalls: one callback holding the loop, spinning or blocked.
+for (const stall of (process.env.STALLS || '').split(',').filter(Boolean)) {
+  const [, kind, at, ms] = stall.match(/^(spin|sleep)@(\d+):(\d+)$/) || [];
+  if (!kind) {
+    throw new Error(`STALLS: ${stall} is not spin@AT_MS:FOR_MS or sleep@AT_MS:FOR_MS`);
+  }
+  setTimeout(() => {
+    if (kind === 'spin') {
+      const end = Date.now() + Number(ms);
+      while (Date.now() < end) {
+        // A loop that does not yield.
+      }
+    } else {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(ms));
+    }
+  }, Number(at));
+}
 
 console.log(`ready ${process.pid}`);

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::resource::{as_text, attribute};
+use super::sessions::ExportFacts;
 
 /// A figure of a probe's snapshot that an export can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,7 @@ enum Figure {
     Fds,
     HeapUsed,
     HeapLimit,
+    EventLoopDelayMax,
 }
 
 /// Which points of a metric count.
@@ -78,6 +80,12 @@ const RULES: &[(&str, Points, Figure)] = &[
     // Node's runtime instrumentation: the V8 heap, by space.
     ("v8js.memory.heap.used", Points::All, Figure::HeapUsed),
     ("v8js.memory.heap.limit", Points::All, Figure::HeapLimit),
+    // The largest event-loop delay since the last export.
+    (
+        "nodejs.eventloop.delay.max",
+        Points::All,
+        Figure::EventLoopDelayMax,
+    ),
 ];
 
 /// What one export says about its process.
@@ -90,12 +98,13 @@ pub(crate) struct Readings {
     fds_open: Option<f64>,
     heap_used_bytes: Option<f64>,
     heap_limit_bytes: Option<f64>,
+    event_loop_delay_max_s: Option<f64>,
     /// The newest point's time, in milliseconds since the Unix epoch; 0
     /// when no point was read.
-    pub time_ms: i64,
+    time_ms: i64,
     /// The earliest start time of a cumulative point read: when the SDK
     /// started counting, near the process's start; 0 when none.
-    pub start_ms: i64,
+    start_ms: i64,
 }
 
 impl Readings {
@@ -126,6 +135,22 @@ impl Readings {
             }
         }
         readings
+    }
+
+    /// What the sessions need of this export.
+    pub fn facts(&self) -> ExportFacts {
+        ExportFacts {
+            start_ms: self.start_ms,
+            collected_ms: self.time_ms,
+            cpu_seconds: self.cpu_seconds,
+        }
+    }
+
+    /// The largest event-loop delay since the last export, in
+    /// milliseconds, when exported (Node.js).
+    pub fn event_loop_delay_max_ms(&self) -> Option<u64> {
+        self.event_loop_delay_max_s
+            .map(|s| (s.max(0.0) * 1000.0).round() as u64)
     }
 
     /// The snapshot a probe would have sent with these figures, numbered
@@ -171,6 +196,7 @@ impl Readings {
             Figure::Fds => &mut self.fds_open,
             Figure::HeapUsed => &mut self.heap_used_bytes,
             Figure::HeapLimit => &mut self.heap_limit_bytes,
+            Figure::EventLoopDelayMax => &mut self.event_loop_delay_max_s,
         }
     }
 
@@ -308,6 +334,11 @@ pub(crate) mod tests {
                 ],
             ),
             gauge("v8js.memory.heap.limit", "By", vec![point(4e9, 5_000, &[])]),
+            gauge(
+                "nodejs.eventloop.delay.max",
+                "s",
+                vec![point(2.5, 5_000, &[])],
+            ),
             gauge("http.server.duration", "ms", vec![point(3.0, 5_000, &[])]),
         ]);
         let snapshot = readings.snapshot(7);
@@ -321,7 +352,12 @@ pub(crate) mod tests {
         assert!(heap.tracked);
         assert_eq!(heap.live_bytes, 12_000_000, "summed over spaces");
         assert_eq!(heap.limit_bytes, 4_000_000_000);
-        assert_eq!(readings.start_ms, 1_000, "from the cumulative CPU time");
+        assert_eq!(
+            readings.facts().start_ms,
+            1_000,
+            "from the cumulative CPU time"
+        );
+        assert_eq!(readings.event_loop_delay_max_ms(), Some(2_500));
     }
 
     #[test]

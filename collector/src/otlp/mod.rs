@@ -8,7 +8,9 @@
 //! ([`resource`]: `service.name`, and `service.instance.id` or host and
 //! pid); its standard process and runtime metrics become the figures of a
 //! probe's snapshot ([`mapping`]), recorded through the same state, series,
-//! history and detectors as a probe's; and an instance whose exports stop
+//! history and detectors as a probe's; a Node.js event loop that stalled
+//! for a second or more is a stuck poll, `runaway_loop` or
+//! `blocked_worker` ([`event_loop`]); and an instance whose exports stop
 //! goes down as a probe's does when its connection goes silent
 //! ([`sessions`]). So `memory_growth` runs on its RSS, or on the V8 heap
 //! with the time to V8's heap limit, and `service_down` and `crash_loop`
@@ -22,6 +24,7 @@
 //! is bounded by [`MAX_BODY`]; the instances followed by
 //! [`sessions::MAX_SESSIONS`].
 
+mod event_loop;
 mod mapping;
 mod resource;
 mod sessions;
@@ -32,6 +35,7 @@ use axum::body::Bytes;
 use axum::extract::State as AxumState;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use meshwatch_proto::v1::{Event, event};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -221,7 +225,7 @@ fn record_instance(
 ) -> Result<(), String> {
     let admission = state
         .otlp
-        .admit(source, readings.start_ms, now_ms)
+        .admit(source, readings.facts(), now_ms)
         .map_err(|e| e.to_string())?;
     let conn = match (admission.conn, admission.hello) {
         (Some(conn), _) => conn,
@@ -246,6 +250,22 @@ fn record_instance(
         readings.snapshot(admission.seq),
         now_ms,
     );
+    let stall_ms = event_loop::stall_ms(readings.event_loop_delay_max_ms(), admission.late_by_ms);
+    let stall = stall_ms.and_then(|stall_ms| {
+        event_loop::stall_events(
+            source.pid,
+            stall_ms,
+            admission.cpu_since_last,
+            admission.seq,
+        )
+    });
+    for stuck in stall.into_iter().flatten() {
+        let event = Event {
+            time_unix_ms: now_ms,
+            kind: Some(event::Kind::StuckPoll(stuck)),
+        };
+        state.event(&source.instance_id, conn, event, now_ms);
+    }
     Ok(())
 }
 

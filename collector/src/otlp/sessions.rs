@@ -9,7 +9,7 @@
 //! connection, and a session silent for longer than the registry allows is
 //! closed, so the instance ends as a probe's would when its connection dies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use meshwatch_proto::v1::Hello;
 
@@ -26,6 +26,13 @@ pub(crate) const MAX_SESSIONS: usize = 1024;
 /// longest interval the registry believes.
 const FIRST_INTERVAL_MS: u32 = MAX_INTERVAL_MS;
 
+/// Gaps between exports the interval is the median of: one long gap (a
+/// stalled event loop delays its export) does not move it.
+const GAPS_KEPT: usize = 5;
+
+/// Gaps seen before the interval counts as measured.
+const MEASURED_AFTER: usize = 3;
+
 /// One OTLP instance.
 #[derive(Debug)]
 struct Session {
@@ -37,6 +44,12 @@ struct Session {
     seq: u64,
     /// When the last export came.
     last_ms: i64,
+    /// The latest gaps between exports, in milliseconds.
+    gaps: VecDeque<u32>,
+    /// The process's CPU seconds in the last export that carried them.
+    last_cpu_seconds: Option<f64>,
+    /// When the SDK collected the last export; 0 when unknown.
+    last_collected_ms: i64,
 }
 
 /// Why an export was not taken.
@@ -59,6 +72,25 @@ pub(crate) struct Admission {
     pub conn: Option<ConnId>,
     /// The snapshot's number.
     pub seq: u64,
+    /// The process's CPU seconds since the previous export, when both
+    /// carried them.
+    pub cpu_since_last: Option<f64>,
+    /// How much later than its interval the SDK collected this export,
+    /// once the interval is measured: a Node.js SDK collects on the event
+    /// loop, so a loop held by one callback collects late by about as long.
+    pub late_by_ms: Option<i64>,
+}
+
+/// What the sessions need of one export.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ExportFacts {
+    /// When the process started counting (a cumulative sum's start); 0
+    /// when unknown.
+    pub start_ms: i64,
+    /// When the SDK collected it (its points' time); 0 when unknown.
+    pub collected_ms: i64,
+    /// The process's CPU time, when exported.
+    pub cpu_seconds: Option<f64>,
 }
 
 /// Every OTLP instance followed.
@@ -69,12 +101,12 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     /// Takes an export from `source` at `now_ms`: says whether the instance
-    /// must be registered (again), and the snapshot's number. `start_ms` is
-    /// when the process started counting, 0 when unknown.
+    /// must be registered (again), the snapshot's number, and what changed
+    /// since the instance's previous export.
     pub fn admit(
         &mut self,
         source: &Source,
-        start_ms: i64,
+        facts: ExportFacts,
         now_ms: i64,
     ) -> Result<Admission, SessionError> {
         let full = self.by_instance.len() >= MAX_SESSIONS;
@@ -86,16 +118,23 @@ impl Sessions {
                 .entry(source.instance_id.clone())
                 .or_insert_with(|| Session {
                     conn: None,
-                    hello: hello(source, start_ms, now_ms),
+                    hello: hello(source, facts.start_ms, now_ms),
                     seq: 0,
                     last_ms: now_ms,
+                    gaps: VecDeque::with_capacity(GAPS_KEPT),
+                    last_cpu_seconds: None,
+                    last_collected_ms: 0,
                 }),
         };
-        let interval = if session.seq == 0 {
-            FIRST_INTERVAL_MS
-        } else {
-            measured_interval(now_ms - session.last_ms)
-        };
+        if session.seq > 0 {
+            if session.gaps.len() == GAPS_KEPT {
+                session.gaps.pop_front();
+            }
+            session
+                .gaps
+                .push_back(measured_interval(now_ms - session.last_ms));
+        }
+        let interval = median(&session.gaps).unwrap_or(FIRST_INTERVAL_MS);
         let drifted = interval.abs_diff(session.hello.interval_ms) * 4 > session.hello.interval_ms;
         if drifted {
             session.hello.interval_ms = interval;
@@ -103,10 +142,23 @@ impl Sessions {
         }
         session.seq += 1;
         session.last_ms = now_ms;
+        let cpu_since_last = match (session.last_cpu_seconds, facts.cpu_seconds) {
+            (Some(before), Some(now)) => Some((now - before).max(0.0)),
+            _ => None,
+        };
+        if facts.cpu_seconds.is_some() {
+            session.last_cpu_seconds = facts.cpu_seconds;
+        }
+        let measured = session.gaps.len() >= MEASURED_AFTER;
+        let late_by_ms = (measured && session.last_collected_ms > 0 && facts.collected_ms > 0)
+            .then(|| facts.collected_ms - session.last_collected_ms - i64::from(interval));
+        session.last_collected_ms = facts.collected_ms;
         Ok(Admission {
             hello: session.conn.is_none().then(|| session.hello.clone()),
             conn: session.conn,
             seq: session.seq,
+            cpu_since_last,
+            late_by_ms,
         })
     }
 
@@ -146,6 +198,13 @@ fn measured_interval(gap_ms: i64) -> u32 {
     u32::try_from(gap_ms.clamp(1_000, i64::from(MAX_INTERVAL_MS))).unwrap_or(MAX_INTERVAL_MS)
 }
 
+/// The median of `gaps`; `None` when empty.
+fn median(gaps: &VecDeque<u32>) -> Option<u32> {
+    let mut sorted: Vec<u32> = gaps.iter().copied().collect();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
 /// The Hello a probe in `source`'s process would have sent.
 fn hello(source: &Source, start_ms: i64, now_ms: i64) -> Hello {
     Hello {
@@ -166,6 +225,14 @@ fn hello(source: &Source, start_ms: i64, now_ms: i64) -> Hello {
 mod tests {
     use super::*;
 
+    /// An export's facts, the process started at `start_ms`.
+    fn facts(start_ms: i64) -> ExportFacts {
+        ExportFacts {
+            start_ms,
+            ..ExportFacts::default()
+        }
+    }
+
     fn source(id: &str) -> Source {
         Source {
             service: "proxy".to_owned(),
@@ -180,7 +247,7 @@ mod tests {
     #[test]
     fn the_first_export_registers_and_the_interval_is_measured_after() {
         let mut sessions = Sessions::default();
-        let first = sessions.admit(&source("a"), 500, 10_000).unwrap();
+        let first = sessions.admit(&source("a"), facts(500), 10_000).unwrap();
         let hello = first.hello.unwrap();
         assert_eq!(hello.interval_ms, FIRST_INTERVAL_MS);
         assert_eq!(hello.start_time_unix_ms, 500);
@@ -189,39 +256,76 @@ mod tests {
         sessions.registered("a", ConnId::numbered(1));
         // Exports every 5 s: re-registered once with that interval, then
         // recorded on the connection.
-        let second = sessions.admit(&source("a"), 500, 15_000).unwrap();
+        let second = sessions.admit(&source("a"), facts(500), 15_000).unwrap();
         assert_eq!(second.hello.unwrap().interval_ms, 5_000);
         sessions.registered("a", ConnId::numbered(2));
-        let third = sessions.admit(&source("a"), 500, 20_100).unwrap();
+        let third = sessions.admit(&source("a"), facts(500), 20_100).unwrap();
         assert!(third.hello.is_none());
         assert_eq!(third.conn, Some(ConnId::numbered(2)));
         assert_eq!(third.seq, 3);
+        // One late export (a stalled loop sends it late) moves nothing.
+        let late = sessions.admit(&source("a"), facts(500), 35_100).unwrap();
+        assert!(late.hello.is_none(), "the interval stays 5 s");
+    }
+
+    #[test]
+    fn a_late_collection_and_the_cpu_spent_are_measured_against_the_last() {
+        let mut sessions = Sessions::default();
+        let export = |t: i64, cpu: f64| ExportFacts {
+            start_ms: 0,
+            collected_ms: t,
+            cpu_seconds: Some(cpu),
+        };
+        for i in 0..3 {
+            let admitted = sessions
+                .admit(&source("a"), export(i * 1_000, 0.1 * i as f64), i * 1_000)
+                .unwrap();
+            assert_eq!(
+                admitted.late_by_ms, None,
+                "the interval is not measured yet"
+            );
+        }
+        let on_time = sessions
+            .admit(&source("a"), export(3_000, 0.3), 3_000)
+            .unwrap();
+        assert_eq!(on_time.late_by_ms, Some(0));
+        // A callback spun 3 s: the next collection comes 3 s late, with
+        // 3 CPU seconds spent.
+        let late = sessions
+            .admit(&source("a"), export(7_000, 3.3), 7_000)
+            .unwrap();
+        assert_eq!(late.late_by_ms, Some(3_000));
+        assert!((late.cpu_since_last.unwrap() - 3.0).abs() < 1e-9);
     }
 
     #[test]
     fn silent_sessions_close_and_the_count_is_bounded() {
         let mut sessions = Sessions::default();
-        sessions.admit(&source("a"), 0, 0).unwrap();
+        sessions.admit(&source("a"), facts(0), 0).unwrap();
         sessions.registered("a", ConnId::numbered(1));
-        sessions.admit(&source("a"), 0, 2_000).unwrap();
+        sessions.admit(&source("a"), facts(0), 2_000).unwrap();
         sessions.registered("a", ConnId::numbered(2));
         assert!(sessions.expire(2_000 + 4 * 2_000, 3).is_empty());
         assert_eq!(
             sessions.expire(2_000 + 9 * 2_000, 3),
             vec![("a".to_owned(), ConnId::numbered(2))]
         );
-        let back = sessions.admit(&source("a"), 0, 30_000).unwrap();
+        let back = sessions.admit(&source("a"), facts(0), 30_000).unwrap();
         assert!(back.hello.is_some(), "a closed session starts afresh");
         // "a" is followed again: fill the rest.
         for i in 1..MAX_SESSIONS {
-            sessions.admit(&source(&i.to_string()), 0, 0).unwrap();
+            sessions
+                .admit(&source(&i.to_string()), facts(0), 0)
+                .unwrap();
         }
         assert_eq!(
-            sessions.admit(&source("one more"), 0, 0).unwrap_err(),
+            sessions
+                .admit(&source("one more"), facts(0), 0)
+                .unwrap_err(),
             SessionError::TooMany(MAX_SESSIONS)
         );
         assert!(
-            sessions.admit(&source("7"), 0, 1_000).is_ok(),
+            sessions.admit(&source("7"), facts(0), 1_000).is_ok(),
             "known ones go on"
         );
     }
