@@ -370,6 +370,28 @@ impl Registry {
         self.limits.down_after_missed
     }
 
+    /// The live instance watched from outside (`--watch`) that is process
+    /// `pid` of `host`, and its connection: the same process reporting
+    /// another way (OTLP) is that instance, not a second one.
+    pub fn watched_process(&self, host: &str, pid: u32) -> Option<(&str, ConnId)> {
+        self.instances
+            .values()
+            .find(|i| {
+                i.watched_from_outside
+                    && i.connected
+                    && i.state != InstanceState::Down
+                    && i.pid == pid
+                    && i.host == host
+            })
+            .map(|i| (i.instance_id.as_str(), i.conn))
+    }
+
+    /// Forgets an instance at once: one found to be a second view of
+    /// another.
+    pub fn forget(&mut self, instance_id: &str) {
+        self.instances.remove(instance_id);
+    }
+
     /// The instance with this id, if known.
     pub fn get(&self, instance_id: &str) -> Option<&Instance> {
         self.instances.get(instance_id)

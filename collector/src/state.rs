@@ -107,6 +107,11 @@ impl State {
         now_ms: i64,
     ) -> bool {
         let (t_ms, clamped) = sample_time(snapshot.time_unix_ms, now_ms);
+        let mut snapshot = snapshot;
+        if snapshot.heap.is_none() {
+            // A process watched from outside whose OTLP export says more.
+            snapshot.heap = self.otlp.attached_heap(instance_id, now_ms);
+        }
         if let Some(instance) = self.registry.snapshot(instance_id, conn, snapshot, now_ms)
             && let Some(snapshot) = &instance.last_snapshot
         {
@@ -175,6 +180,18 @@ impl State {
         self.resolve_down(now_ms());
     }
 
+    /// Forgets an instance and its history at once.
+    pub(crate) fn forget(&mut self, instance_id: &str) {
+        self.registry.forget(instance_id);
+        self.drop_history(instance_id);
+    }
+
+    fn drop_history(&mut self, instance_id: &str) {
+        self.series.remove(instance_id);
+        self.last_stored_ms.remove(instance_id);
+        self.heap_sites.remove(instance_id);
+    }
+
     /// Applies the passage of time and drops the history of forgotten
     /// instances.
     pub(crate) fn tick(&mut self, now_ms: i64) {
@@ -186,9 +203,7 @@ impl State {
             self.registry.disconnect(&instance, conn);
         }
         for forgotten in forgotten {
-            self.series.remove(&forgotten);
-            self.last_stored_ms.remove(&forgotten);
-            self.heap_sites.remove(&forgotten);
+            self.drop_history(&forgotten);
         }
         self.resolve_down(now_ms);
     }

@@ -156,7 +156,6 @@ impl Readings {
     /// The snapshot a probe would have sent with these figures, numbered
     /// `seq`.
     pub fn snapshot(&self, seq: u64) -> Snapshot {
-        let whole = |v: Option<f64>| v.map_or(0, |v| v.max(0.0) as u64);
         let has_process = [
             self.rss_bytes,
             self.virtual_bytes,
@@ -177,14 +176,19 @@ impl Readings {
                 fds_open: whole(self.fds_open),
                 ..ProcessStats::default()
             }),
-            heap: self.heap_used_bytes.map(|used| HeapStats {
-                tracked: true,
-                live_bytes: whole(Some(used)),
-                limit_bytes: whole(self.heap_limit_bytes),
-                ..HeapStats::default()
-            }),
+            heap: self.heap(),
             ..Snapshot::default()
         }
+    }
+
+    /// The runtime's heap (V8's), when exported.
+    pub fn heap(&self) -> Option<HeapStats> {
+        self.heap_used_bytes.map(|used| HeapStats {
+            tracked: true,
+            live_bytes: whole(Some(used)),
+            limit_bytes: whole(self.heap_limit_bytes),
+            ..HeapStats::default()
+        })
     }
 
     fn slot(&mut self, figure: Figure) -> &mut Option<f64> {
@@ -221,6 +225,11 @@ impl Points {
                 .is_some_and(|v| v == value),
         }
     }
+}
+
+/// A figure as a whole number, 0 when absent.
+fn whole(value: Option<f64>) -> u64 {
+    value.map_or(0, |v| v.max(0.0) as u64)
 }
 
 /// The number points of a gauge or a cumulative sum, and whether they are

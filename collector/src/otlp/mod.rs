@@ -41,9 +41,11 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message;
 
+use crate::registry::ConnId;
 use crate::state::{Shared, State};
 use mapping::Readings;
 use resource::Source;
+use sessions::Admission;
 pub(crate) use sessions::Sessions;
 
 /// The largest export body taken, in bytes. A process's runtime metrics
@@ -227,10 +229,29 @@ fn record_instance(
         .otlp
         .admit(source, readings.facts(), now_ms)
         .map_err(|e| e.to_string())?;
-    let conn = match (admission.conn, admission.hello) {
+    if let Some((watched, watched_conn)) = watched_twin(state, source) {
+        state
+            .otlp
+            .attach(&source.instance_id, &watched, readings.heap(), now_ms);
+        // An instance the exports made before the watcher picked the
+        // process up is the same process: it goes.
+        if state.registry.get(&source.instance_id).is_some() {
+            state.forget(&source.instance_id);
+        }
+        record_stall(
+            state,
+            (&watched, watched_conn),
+            source,
+            readings,
+            &admission,
+            now_ms,
+        );
+        return Ok(());
+    }
+    let conn = match (admission.conn, &admission.hello) {
         (Some(conn), _) => conn,
         (None, Some(hello)) => {
-            if let Some(owner) = state.registry.held_by_another(&hello) {
+            if let Some(owner) = state.registry.held_by_another(hello) {
                 let owner = format!("pid {} on {}", owner.pid, owner.host);
                 state.otlp.refused(&source.instance_id);
                 return Err(format!(
@@ -238,7 +259,7 @@ fn record_instance(
                     source.instance_id
                 ));
             }
-            let conn = state.hello(&hello, now_ms);
+            let conn = state.hello(hello, now_ms);
             state.otlp.registered(&source.instance_id, conn);
             conn
         }
@@ -250,23 +271,55 @@ fn record_instance(
         readings.snapshot(admission.seq),
         now_ms,
     );
-    let stall_ms = event_loop::stall_ms(readings.event_loop_delay_max_ms(), admission.late_by_ms);
-    let stall = stall_ms.and_then(|stall_ms| {
-        event_loop::stall_events(
-            source.pid,
-            stall_ms,
-            admission.cpu_since_last,
-            admission.seq,
-        )
-    });
+    record_stall(
+        state,
+        (&source.instance_id, conn),
+        source,
+        readings,
+        &admission,
+        now_ms,
+    );
+    Ok(())
+}
+
+/// The instance watched from outside (`--watch`) that is the process
+/// `source` names, if any: its exports then add to that instance.
+fn watched_twin(state: &State, source: &Source) -> Option<(String, ConnId)> {
+    if source.pid == 0 || source.host.is_empty() {
+        return None;
+    }
+    state
+        .registry
+        .watched_process(&source.host, source.pid)
+        .map(|(id, conn)| (id.to_owned(), conn))
+}
+
+/// Records, on `instance` and its connection, the stall of the event loop
+/// the export shows, if any.
+fn record_stall(
+    state: &mut State,
+    (instance, conn): (&str, ConnId),
+    source: &Source,
+    readings: &Readings,
+    admission: &Admission,
+    now_ms: i64,
+) {
+    let stall = event_loop::stall_ms(readings.event_loop_delay_max_ms(), admission.late_by_ms)
+        .and_then(|stall_ms| {
+            event_loop::stall_events(
+                source.pid,
+                stall_ms,
+                admission.cpu_since_last,
+                admission.seq,
+            )
+        });
     for stuck in stall.into_iter().flatten() {
         let event = Event {
             time_unix_ms: now_ms,
             kind: Some(event::Kind::StuckPoll(stuck)),
         };
-        state.event(&source.instance_id, conn, event, now_ms);
+        state.event(instance, conn, event, now_ms);
     }
-    Ok(())
 }
 
 /// The data points of every metric of a resource, for the partial

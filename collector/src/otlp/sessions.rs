@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use meshwatch_proto::v1::Hello;
+use meshwatch_proto::v1::{HeapStats, Hello};
 
 use crate::registry::{ConnId, MAX_INTERVAL_MS};
 
@@ -97,7 +97,15 @@ pub(crate) struct ExportFacts {
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
     by_instance: HashMap<String, Session>,
+    /// The latest heap figures of exports from processes also watched from
+    /// outside, by the watched instance's id, and when they came: what the
+    /// watcher's snapshots of that process take from the export.
+    attached: HashMap<String, (HeapStats, i64)>,
 }
+
+/// How long an attached export's heap figures stand in the watched
+/// process's snapshots: two of the longest intervals believed.
+const ATTACHED_FRESH_MS: i64 = 2 * MAX_INTERVAL_MS as i64;
 
 impl Sessions {
     /// Takes an export from `source` at `now_ms`: says whether the instance
@@ -162,6 +170,33 @@ impl Sessions {
         })
     }
 
+    /// Attaches `instance_id`'s exports to `watched`, the same process
+    /// watched from outside: its `heap` figures go into that instance's
+    /// snapshots from now on, and `instance_id` is no longer registered as
+    /// an instance of its own.
+    pub fn attach(
+        &mut self,
+        instance_id: &str,
+        watched: &str,
+        heap: Option<HeapStats>,
+        now_ms: i64,
+    ) {
+        if let Some(heap) = heap {
+            self.attached.insert(watched.to_owned(), (heap, now_ms));
+        }
+        if let Some(session) = self.by_instance.get_mut(instance_id) {
+            session.conn = None;
+        }
+    }
+
+    /// The heap figures an attached export gave `watched`, while fresh.
+    pub fn attached_heap(&self, watched: &str, now_ms: i64) -> Option<HeapStats> {
+        self.attached
+            .get(watched)
+            .filter(|(_, at)| now_ms.saturating_sub(*at) <= ATTACHED_FRESH_MS)
+            .map(|(heap, _)| *heap)
+    }
+
     /// Notes the connection the registry gave `instance_id`'s Hello.
     pub fn registered(&mut self, instance_id: &str, conn: ConnId) {
         if let Some(session) = self.by_instance.get_mut(instance_id) {
@@ -178,6 +213,8 @@ impl Sessions {
     /// one, so the registry has marked them down first) and returns their
     /// instances and connections, to be disconnected.
     pub fn expire(&mut self, now_ms: i64, missed: u32) -> Vec<(String, ConnId)> {
+        self.attached
+            .retain(|_, (_, at)| now_ms.saturating_sub(*at) <= ATTACHED_FRESH_MS);
         let mut closed = Vec::new();
         self.by_instance.retain(|id, session| {
             let allowed =
@@ -296,6 +333,26 @@ mod tests {
             .unwrap();
         assert_eq!(late.late_by_ms, Some(3_000));
         assert!((late.cpu_since_last.unwrap() - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_attached_export_lends_its_heap_while_fresh() {
+        let mut sessions = Sessions::default();
+        sessions.admit(&source("a"), facts(0), 0).unwrap();
+        sessions.registered("a", ConnId::numbered(1));
+        let heap = HeapStats {
+            tracked: true,
+            live_bytes: 5,
+            ..HeapStats::default()
+        };
+        sessions.attach("a", "watched-1", Some(heap), 2_000);
+        let next = sessions.admit(&source("a"), facts(0), 2_500).unwrap();
+        assert_eq!(next.conn, None, "no longer on its own connection");
+        assert_eq!(sessions.attached_heap("watched-1", 3_000), Some(heap));
+        let stale = 2_000 + ATTACHED_FRESH_MS + 1;
+        assert_eq!(sessions.attached_heap("watched-1", stale), None);
+        sessions.expire(stale, 3);
+        assert!(sessions.attached.is_empty(), "bounded");
     }
 
     #[test]
