@@ -22,6 +22,7 @@ pub mod evidence;
 mod incident;
 mod series;
 mod services;
+pub mod token;
 
 pub use evidence::Evidence;
 pub use incident::{Incident, IncidentKind, IncidentsView, Severity};

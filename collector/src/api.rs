@@ -46,7 +46,43 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            require_token,
+        ))
         .with_state(shared)
+}
+
+/// Asks every request but `/healthz` for the collector's token when the
+/// API listens beyond loopback ([`crate::config::Config::http_requires_token`]):
+/// the mesh's figures, incidents and stacks are not for whoever reaches
+/// the port. `/healthz` stays open for load balancers and supervisors.
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let open = request.uri().path() == "/healthz" || !shared.config.http_requires_token();
+    let token = shared.config.token.as_deref().unwrap_or_default();
+    if open || bearer_matches(request.headers(), token) {
+        return next.run(request).await;
+    }
+    shared.stats.reject("http_bad_token");
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message: "this collector's API needs its token: send Authorization: Bearer TOKEN (meshwatch reads it from --token-file or MESHWATCH_TOKEN)".to_owned(),
+    }
+    .into_response()
+}
+
+/// Whether `headers` carry `Authorization: Bearer TOKEN`, compared in
+/// constant time.
+pub(crate) fn bearer_matches(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq::constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
 /// An error answer: a status and a sentence for the person who asked.
@@ -384,6 +420,37 @@ mod tests {
             .await
             .unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn beyond_loopback_every_route_but_healthz_asks_for_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let mut config = Config::new(dir.path());
+        config.http = "0.0.0.0:6741".parse().unwrap();
+        config.token = Some("s3cret".to_owned());
+        let shared = Arc::new(Shared::new(config, store));
+        let (status, body) = get(&shared, "/api/v1/services").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("MESHWATCH_TOKEN"), "{body}");
+        assert_eq!(get(&shared, "/metrics").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(get(&shared, "/healthz").await.0, StatusCode::OK);
+        let with_token = |token: &str| {
+            Request::get("/api/v1/services")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let wrong = router(Arc::clone(&shared))
+            .oneshot(with_token("guess"))
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+        let right = router(Arc::clone(&shared))
+            .oneshot(with_token("s3cret"))
+            .await
+            .unwrap();
+        assert_eq!(right.status(), StatusCode::OK);
     }
 
     async fn get_json(shared: &Arc<Shared>, uri: &str) -> (StatusCode, serde_json::Value) {

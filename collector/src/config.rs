@@ -113,10 +113,23 @@ impl Config {
         }
     }
 
-    /// Whether this configuration would let strangers feed the collector:
-    /// probes accepted without a token on an address other than loopback.
-    pub fn exposes_without_token(&self) -> bool {
-        self.token.is_none() && !self.allow_no_token && !self.listen.ip().is_loopback()
+    /// The listener this configuration would open to strangers: an address
+    /// other than loopback, for probes or for the HTTP API, with no token
+    /// and no `allow_no_token`.
+    pub fn exposed_without_token(&self) -> Option<SocketAddr> {
+        if self.token.is_some() || self.allow_no_token {
+            return None;
+        }
+        [self.listen, self.http]
+            .into_iter()
+            .find(|addr| !addr.ip().is_loopback())
+    }
+
+    /// Whether the HTTP API asks for the token: when it listens beyond
+    /// loopback and the collector has one. Loopback is trusted, as it is
+    /// for probes.
+    pub fn http_requires_token(&self) -> bool {
+        self.token.is_some() && !self.http.ip().is_loopback()
     }
 }
 
@@ -126,14 +139,29 @@ mod tests {
 
     #[test]
     fn loopback_without_token_is_fine_elsewhere_needs_token_or_consent() {
+        let anywhere: SocketAddr = "0.0.0.0:6740".parse().unwrap_or(DEFAULT_LISTEN);
         let mut config = Config::new("/tmp/x");
-        assert!(!config.exposes_without_token());
-        config.listen = "0.0.0.0:6740".parse().unwrap_or(DEFAULT_LISTEN);
-        assert!(config.exposes_without_token());
+        assert_eq!(config.exposed_without_token(), None);
+        config.listen = anywhere;
+        assert_eq!(config.exposed_without_token(), Some(anywhere));
         config.token = Some("s3cret".to_owned());
-        assert!(!config.exposes_without_token());
+        assert_eq!(config.exposed_without_token(), None);
         config.token = None;
         config.allow_no_token = true;
-        assert!(!config.exposes_without_token());
+        assert_eq!(config.exposed_without_token(), None);
+    }
+
+    #[test]
+    fn the_http_api_beyond_loopback_needs_a_token_too() {
+        let anywhere: SocketAddr = "0.0.0.0:6741".parse().unwrap_or(DEFAULT_HTTP);
+        let mut config = Config::new("/tmp/x");
+        config.http = anywhere;
+        assert_eq!(config.exposed_without_token(), Some(anywhere));
+        assert!(!config.http_requires_token(), "no token to ask for");
+        config.token = Some("s3cret".to_owned());
+        assert_eq!(config.exposed_without_token(), None);
+        assert!(config.http_requires_token());
+        config.http = DEFAULT_HTTP;
+        assert!(!config.http_requires_token(), "loopback is trusted");
     }
 }

@@ -82,12 +82,13 @@ pub enum StartError {
         /// The lock file.
         path: PathBuf,
     },
-    /// Probes would be accepted from the network without a token.
+    /// Probes or API clients would be served from the network without a
+    /// token.
     #[error(
-        "refusing to accept probes on {listen} without a token: anyone who can reach it could feed this collector. Give a token (--token-file or MESHWATCH_TOKEN), listen on loopback, or pass --allow-no-token"
+        "refusing to listen on {listen} without a token: anyone who can reach it could feed this collector or read the mesh. Give a token (--token-file or MESHWATCH_TOKEN), listen on loopback, or pass --allow-no-token"
     )]
     NoToken {
-        /// The non-loopback ingest address.
+        /// The non-loopback address, for probes or the HTTP API.
         listen: SocketAddr,
     },
     /// The persistent history in the data directory could not be opened.
@@ -177,10 +178,8 @@ impl RunningCollector {
 /// [`StartError`] when the configuration is unsafe, the data directory is
 /// unusable or taken, or an address cannot be bound.
 pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
-    if config.exposes_without_token() {
-        return Err(StartError::NoToken {
-            listen: config.listen,
-        });
+    if let Some(listen) = config.exposed_without_token() {
+        return Err(StartError::NoToken { listen });
     }
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let bind = |what: &'static str, addr: SocketAddr| async move {

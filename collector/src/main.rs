@@ -3,11 +3,11 @@
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Parser;
 use meshwatch_collector::{Config, WatchRule, config};
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -38,8 +38,9 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
 
-    /// Accept probes without a token even on a non-loopback address. Anyone
-    /// who can reach --listen can then feed this collector.
+    /// Listen on non-loopback addresses without a token. Anyone who can
+    /// reach --listen can then feed this collector, and anyone who can reach
+    /// --http read the mesh.
     #[arg(long)]
     allow_no_token: bool,
 
@@ -94,34 +95,11 @@ struct Cli {
     debuginfo_dir: Vec<PathBuf>,
 }
 
-/// The environment variable holding the token when no --token-file is given;
-/// the probes read the same one.
-const TOKEN_ENV: &str = "MESHWATCH_TOKEN";
-
 /// The environment variable holding the log filter (tracing `EnvFilter` syntax).
 const LOG_ENV: &str = "MESHWATCH_LOG";
 
-fn read_token_file(path: &Path) -> anyhow::Result<String> {
-    let contents = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the token file {}", path.display()))?;
-    let token = contents.trim();
-    if token.is_empty() {
-        bail!(
-            "the token file {} is empty; put the shared token in it, or drop --token-file",
-            path.display()
-        );
-    }
-    Ok(token.to_owned())
-}
-
 fn token(cli: &Cli) -> anyhow::Result<Option<String>> {
-    if let Some(path) = &cli.token_file {
-        return read_token_file(path).map(Some);
-    }
-    Ok(std::env::var(TOKEN_ENV)
-        .ok()
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty()))
+    Ok(meshwatch_api::token::read_token(cli.token_file.as_deref())?)
 }
 
 /// Raises the soft limit on open files to the hard one: every probe is a
@@ -227,10 +205,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .collect();
 
     raise_fd_limit();
-    if !config.http.ip().is_loopback() {
+    if !config.http.ip().is_loopback() && !config.http_requires_token() {
         tracing::warn!(
             http = %config.http,
-            "the HTTP API listens beyond loopback without authentication: anyone who reaches it reads the mesh's figures and incidents"
+            "the HTTP API listens beyond loopback without a token (--allow-no-token): anyone who reaches it reads the mesh's figures and incidents and can send OTLP"
         );
     }
     let mut signals = StopSignals::install()?;

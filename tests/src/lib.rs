@@ -239,14 +239,12 @@ impl Collector {
         let token_file = data_dir.path().join("token");
         let data = data.to_str().expect("utf-8 temp path");
         let token_file = token_file.to_str().expect("utf-8 temp path");
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-            data,
-        ];
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", data];
+        // Loopback on an ephemeral port, unless the test chose the API's
+        // address.
+        if !extra.contains(&"--http") {
+            args.extend(["--http", "127.0.0.1:0"]);
+        }
         if let Some(token) = token {
             std::fs::write(token_file, format!("{token}\n")).expect("write token file");
             args.extend(["--token-file", token_file]);

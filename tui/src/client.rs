@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use meshwatch_api::{Incident, IncidentsView, InstanceSeries, SeriesView, ServicesView};
 
 use crate::model::Instance;
@@ -15,6 +15,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ApiClient {
     base: String,
     agent: ureq::Agent,
+    /// The `Authorization` header's value, when the collector has a token.
+    authorization: Option<String>,
 }
 
 /// A closed time range in milliseconds since the Unix epoch.
@@ -36,7 +38,15 @@ impl ApiClient {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             agent,
+            authorization: None,
         }
+    }
+
+    /// Sends `token` as a bearer token with every request.
+    #[must_use]
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.authorization = token.map(|t| format!("Bearer {t}"));
+        self
     }
 
     /// The collector's base URL, to show people where the data comes from.
@@ -108,9 +118,24 @@ impl ApiClient {
 
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let mut response = self.agent.get(&url).call().with_context(|| {
-            format!("cannot reach the collector at {}: is meshwatch-collector running there? (set it with --collector)", self.base)
-        })?;
+        let mut request = self.agent.get(&url);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let mut response = match request.call() {
+            Err(ureq::Error::StatusCode(401)) => bail!(
+                "the collector at {} wants its token: give --token-file FILE or set MESHWATCH_TOKEN{}",
+                self.base,
+                if self.authorization.is_some() {
+                    " (the one given was refused)"
+                } else {
+                    ""
+                }
+            ),
+            other => other.with_context(|| {
+                format!("cannot reach the collector at {}: is meshwatch-collector running there? (set it with --collector)", self.base)
+            })?,
+        };
         response.body_mut().read_json().with_context(|| {
             format!(
                 "the collector at {} answered {url} with unexpected JSON",

@@ -40,6 +40,11 @@ struct Cli {
         default_value = "http://127.0.0.1:6741"
     )]
     collector: String,
+    /// File holding the collector's token, sent with every request: the
+    /// collector asks for it when its API listens beyond loopback. Without
+    /// it, the MESHWATCH_TOKEN environment variable is used when set.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Where the TUI writes its logs (never to the screen); default
     /// `meshwatch.log` in the temporary directory. Other commands log to stderr.
     #[arg(long, global = true, env = "MESHWATCH_LOG_FILE", value_name = "PATH")]
@@ -78,7 +83,8 @@ fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("meshwatch.log"))
     }))?;
-    let client = ApiClient::new(&cli.collector);
+    let token = meshwatch_api::token::read_token(cli.token_file.as_deref())?;
+    let client = ApiClient::new(&cli.collector).with_token(token);
     match cli.command {
         Some(Command::Status { json }) => {
             if json {

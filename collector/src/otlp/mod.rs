@@ -102,7 +102,7 @@ pub(crate) async fn receive_metrics(
     body: Bytes,
 ) -> Response {
     if let Some(token) = shared.config.token.as_deref()
-        && !bearer_matches(&headers, token)
+        && !crate::api::bearer_matches(&headers, token)
     {
         shared.stats.reject("otlp_bad_token");
         return (
@@ -159,16 +159,6 @@ pub(crate) async fn receive_metrics(
         partial(outcome.rejected_points, outcome.errors.join("; "))
     };
     encoding.answer(StatusCode::OK, &response)
-}
-
-/// Whether the request carries `Authorization: Bearer TOKEN`, compared in
-/// constant time.
-fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq::constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
 fn partial(rejected_data_points: i64, error_message: String) -> ExportMetricsServiceResponse {
