@@ -96,7 +96,9 @@ pub(crate) fn check_hello(hello: &Hello, token: Option<&str>) -> Result<(), Reje
             return Err(reject(
                 RejectCode::Malformed,
                 format!(
-                    "The Hello's {field} must be 1 to {MAX_NAME_LEN} bytes without control characters, but was {value:?}. Give the probe a service name (or MESHWATCH_SERVICE) and a fresh instance id."
+                    "The Hello's {field} must be 1 to {MAX_NAME_LEN} bytes without control characters, but was {:?} ({} bytes). Give the probe a service name (or MESHWATCH_SERVICE) and a fresh instance id.",
+                    value.chars().take(64).collect::<String>(),
+                    value.len()
                 ),
             ));
         }
@@ -268,6 +270,11 @@ impl Connection {
         if let Err(reject) = check_hello(&hello, shared.config.token.as_deref()) {
             return self.reject(reject).await;
         }
+        let mut hello = hello;
+        shared
+            .stats
+            .fields_cut
+            .inc_by(crate::bounds::bound_hello(&mut hello));
         // Checked and registered under one lock: two Hellos with one id
         // cannot both get in.
         let admitted = {
@@ -317,6 +324,10 @@ impl Connection {
             };
             match message.kind {
                 Some(probe_message::Kind::Snapshot(mut snapshot)) => {
+                    shared
+                        .stats
+                        .fields_cut
+                        .inc_by(crate::bounds::bound_snapshot(&mut snapshot));
                     let naming = shared.namer.snapshot(hello.pid, &mut snapshot);
                     while_alive(naming, shared, &hello.instance_id, conn_id).await;
                     let clamped =
@@ -328,6 +339,10 @@ impl Connection {
                     }
                 }
                 Some(probe_message::Kind::Event(mut event)) => {
+                    shared
+                        .stats
+                        .fields_cut
+                        .inc_by(crate::bounds::bound_event(&mut event));
                     log_event(&hello, &event);
                     if let Some(event::Kind::StuckPoll(stuck)) = &mut event.kind {
                         let naming = shared.namer.stuck_poll(hello.pid, stuck);

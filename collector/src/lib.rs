@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod api;
+mod bounds;
 pub mod config;
 mod datadir;
 mod detect;

@@ -136,6 +136,11 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         "Snapshots dated ahead of the collector's clock, stored at its current time instead",
         stats.snapshot_times_clamped.clone(),
     );
+    registry.register(
+        "collector_fields_cut",
+        "Texts and lists of probes' messages cut to the collector's bounds (a name over 1 KiB, more threads than 4096, ...)",
+        stats.fields_cut.clone(),
+    );
 
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;

@@ -255,6 +255,8 @@ pub(crate) struct CollectorStats {
     pub(crate) history_rows_written: Counter,
     /// Snapshots dated ahead of the collector's clock, stored at its now.
     pub(crate) snapshot_times_clamped: Counter,
+    /// Texts and lists of probes' messages cut to the collector's bounds.
+    pub(crate) fields_cut: Counter,
 }
 
 impl CollectorStats {

@@ -135,3 +135,62 @@ fn bad_input_is_refused_and_the_mesh_keeps_being_served() {
         "a rejected probe must not be registered"
     );
 }
+
+/// Frames one probe message.
+fn frame(kind: probe_message::Kind) -> Vec<u8> {
+    let mut frame = Vec::new();
+    encode_frame(
+        &ProbeMessage { kind: Some(kind) },
+        DEFAULT_MAX_FRAME_LEN,
+        &mut frame,
+    )
+    .unwrap();
+    frame
+}
+
+#[test]
+fn oversized_names_and_lists_are_cut_and_counted_not_kept_whole() {
+    let collector = Collector::start();
+    let mut stream = connect(&collector);
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        service: "hoarder".to_owned(),
+        instance_id: "fedcba9876543210fedcba9876543210".to_owned(),
+        pid: 7,
+        host: "h".repeat(200_000),
+        interval_ms: 1000,
+        ..Hello::default()
+    };
+    stream
+        .write_all(&frame(probe_message::Kind::Hello(hello)))
+        .unwrap();
+    let threads = (0..20_000)
+        .map(|tid| meshwatch_proto::v1::ThreadStats {
+            tid,
+            name: "t".repeat(20),
+            cpu_ns_total: 1,
+        })
+        .collect();
+    let snapshot = meshwatch_proto::v1::Snapshot {
+        seq: 1,
+        threads,
+        ..Default::default()
+    };
+    stream
+        .write_all(&frame(probe_message::Kind::Snapshot(snapshot)))
+        .unwrap();
+    let instance = collector.wait_for_instance("the hoarder's snapshot", |i| {
+        i["service"] == "hoarder" && i["threads"].as_array().is_some_and(|t| !t.is_empty())
+    });
+    assert_eq!(instance["host"].as_str().unwrap().len(), 1024, "host cut");
+    assert!(
+        instance["threads"].as_array().unwrap().len() <= 4096,
+        "threads cut"
+    );
+    let cut = wait_for("the cuts counted", Duration::from_secs(5), || {
+        collector
+            .metric("meshwatch_collector_fields_cut_total")
+            .filter(|&n| n >= 2.0)
+    });
+    assert!(cut >= 2.0);
+}
