@@ -85,12 +85,22 @@ pub struct Finding {
 /// always kept.
 const MAX_RESOLVED: usize = 1000;
 
+/// Incidents of one kind open at once for one instance (or one service,
+/// for service-wide kinds), told apart by their detail: a process has a
+/// few workers to be stuck at once, not thousands. Beyond it the oldest is
+/// resolved (and counted), so a probe sending endless distinct stuck-poll
+/// keys cannot grow the book.
+const MAX_OPEN_PER_SUBJECT: usize = 16;
+
 /// Every incident the collector knows, oldest first.
 #[derive(Debug, Default)]
 pub struct IncidentBook {
     incidents: Vec<Incident>,
     open: std::collections::HashMap<IncidentKey, String>,
     next_id: u64,
+    /// Open incidents resolved early because their subject had
+    /// [`MAX_OPEN_PER_SUBJECT`] open already.
+    evicted: u64,
 }
 
 impl IncidentBook {
@@ -117,6 +127,7 @@ impl IncidentBook {
             existing.last_seen_at_ms = now_ms;
             return existing.id.clone();
         }
+        self.make_room_for(key, now_ms);
         self.next_id += 1;
         let id = self.next_id.to_string();
         self.incidents.push(Incident {
@@ -133,6 +144,32 @@ impl IncidentBook {
         });
         self.open.insert(key.clone(), id.clone());
         id
+    }
+
+    /// Resolves the oldest open incident of `key`'s kind and subject when
+    /// [`MAX_OPEN_PER_SUBJECT`] are open, before `key`'s opens.
+    fn make_room_for(&mut self, key: &IncidentKey, now_ms: i64) {
+        let same_subject = |k: &IncidentKey| {
+            k.kind == key.kind && k.service == key.service && k.instance == key.instance
+        };
+        let open: Vec<&IncidentKey> = self.open.keys().filter(|k| same_subject(k)).collect();
+        if open.len() < MAX_OPEN_PER_SUBJECT {
+            return;
+        }
+        // Ids count up: the smallest is the oldest.
+        let oldest = open
+            .into_iter()
+            .min_by_key(|k| self.open[*k].parse::<u64>().unwrap_or(u64::MAX))
+            .cloned();
+        if let Some(oldest) = oldest {
+            self.resolve(&oldest, now_ms);
+            self.evicted += 1;
+        }
+    }
+
+    /// Open incidents resolved early to keep each subject's bounded.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Resolves the open incident for `key`, if there is one. Returns whether
@@ -289,6 +326,27 @@ pub(crate) mod tests {
             summary: summary.to_owned(),
             evidence: Evidence::Other(serde_json::json!({"n": summary.len()})),
         }
+    }
+
+    #[test]
+    fn endless_distinct_keys_keep_a_subjects_open_incidents_bounded() {
+        let mut book = IncidentBook::default();
+        for i in 0..1_000 {
+            book.report(&key(&format!("k{i}")), finding("stuck"), i);
+        }
+        assert_eq!(book.list(StateFilter::Open).len(), MAX_OPEN_PER_SUBJECT);
+        assert_eq!(book.evicted(), 1_000 - MAX_OPEN_PER_SUBJECT as u64);
+        // The newest stay open; the oldest went first.
+        assert!(book.open_incident(&key("k999")).is_some());
+        assert!(book.open_incident(&key("k0")).is_none());
+        assert!(book.list(StateFilter::All).len() <= MAX_OPEN_PER_SUBJECT + MAX_RESOLVED);
+        // Another instance has room of its own.
+        let other = IncidentKey {
+            instance: Some("i2".to_owned()),
+            ..key("k0")
+        };
+        book.report(&other, finding("stuck"), 2_000);
+        assert!(book.open_incident(&other).is_some());
     }
 
     #[test]

@@ -137,6 +137,11 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         stats.snapshot_times_clamped.clone(),
     );
     registry.register(
+        "collector_incidents_evicted",
+        "Open incidents resolved early because their instance had 16 of that kind open already (distinct stuck-poll keys without end)",
+        prometheus_client::metrics::counter::ConstCounter::new(state.incidents.evicted()),
+    );
+    registry.register(
         "collector_fields_cut",
         "Texts and lists of probes' messages cut to the collector's bounds (a name over 1 KiB, more threads than 4096, ...)",
         stats.fields_cut.clone(),
