@@ -60,6 +60,11 @@ pub struct Config {
     /// How long a restarted instance shows `restarted` before `up`, so a
     /// person looking now and then still notices the restart.
     pub restarted_display: Duration,
+    /// How long an instance that is down (its connection gone) is kept
+    /// before it is forgotten, with its in-memory history; a service whose
+    /// instances are all forgotten leaves the mesh. Service names that carry
+    /// a pod's or a deploy's name thus do not pile up.
+    pub down_retention: Duration,
     /// The most probe connections served at once; more are refused, so a
     /// connection flood cannot exhaust the collector's file descriptors.
     pub max_connections: usize,
@@ -102,6 +107,7 @@ impl Config {
             series_capacity: 900,
             down_after_missed: 3,
             restarted_display: Duration::from_secs(5 * 60),
+            down_retention: Duration::from_secs(24 * 3600),
             max_connections: 4096,
             history_resolution: Duration::from_secs(10),
             history_retention: Duration::from_secs(7 * 24 * 3600),

@@ -70,6 +70,13 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     service_down_grace_secs: Option<u64>,
 
+    /// How long an instance that is down is kept, in hours, before it is
+    /// forgotten with its in-memory history (the stored history follows
+    /// --retention-hours); a service whose instances are all forgotten
+    /// leaves the mesh. Default 24.
+    #[arg(long, value_name = "HOURS", value_parser = clap::value_parser!(u64).range(1..))]
+    down_retention_hours: Option<u64>,
+
     /// Watch the processes whose command line matches REGEX, as instances of
     /// SERVICE, with no code change (Node.js, Python, any program): their
     /// CPU per thread, RSS, fds and sockets, and their restarts. New
@@ -185,6 +192,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         config.leaks.window = Duration::from_secs(secs);
         config.leaks.crash_window = Duration::from_secs(secs);
         config.detect_interval = config.detect_interval.min(config.leaks.window / 12);
+    }
+    if let Some(hours) = cli.down_retention_hours {
+        config.down_retention = Duration::from_secs(hours.saturating_mul(3600));
     }
     if let Some(secs) = cli.service_down_grace_secs {
         config.leaks.service_down_grace = Duration::from_secs(secs);

@@ -50,6 +50,8 @@ pub struct RegistryLimits {
     pub max_down_per_service: usize,
     /// Events kept per instance, newest last, for the detectors.
     pub max_events: usize,
+    /// How long a down instance is kept, in milliseconds.
+    pub down_retention_ms: i64,
 }
 
 /// Everything known about one instance. Read-only outside this module: the
@@ -338,10 +340,12 @@ impl Registry {
                 InstanceState::Up | InstanceState::Unknown => {}
             }
         }
-        self.prune()
+        self.prune(now_ms)
     }
 
-    fn prune(&mut self) -> Vec<String> {
+    /// Forgets the down instances beyond the limit per service and those
+    /// down for longer than the retention.
+    fn prune(&mut self, now_ms: i64) -> Vec<String> {
         let mut down_by_service: HashMap<&str, Vec<(i64, &str)>> = HashMap::new();
         for instance in self.instances.values() {
             if instance.state == InstanceState::Down && !instance.connected {
@@ -353,11 +357,16 @@ impl Registry {
         }
         let mut forgotten = Vec::new();
         for mut down in down_by_service.into_values() {
-            if down.len() > self.limits.max_down_per_service {
-                down.sort_unstable();
-                let excess = down.len() - self.limits.max_down_per_service;
-                forgotten.extend(down[..excess].iter().map(|&(_, id)| id.to_owned()));
-            }
+            down.sort_unstable();
+            let excess = down.len().saturating_sub(self.limits.max_down_per_service);
+            let expired = down
+                .iter()
+                .take_while(|&&(last_seen, _)| {
+                    now_ms.saturating_sub(last_seen) > self.limits.down_retention_ms
+                })
+                .count();
+            let forget = excess.max(expired);
+            forgotten.extend(down[..forget].iter().map(|&(_, id)| id.to_owned()));
         }
         for id in &forgotten {
             self.instances.remove(id);
@@ -467,6 +476,7 @@ mod tests {
         restarted_display_ms: 60_000,
         max_down_per_service: 2,
         max_events: 2,
+        down_retention_ms: 3_600_000,
     };
 
     fn hello(service: &str, id: &str) -> Hello {
@@ -648,6 +658,33 @@ mod tests {
         assert_eq!(forgotten, vec!["a0".to_owned(), "a1".to_owned()]);
         assert!(reg.get("a0").is_none());
         assert_eq!(reg.sorted().len(), 2);
+    }
+
+    #[test]
+    fn down_instances_are_forgotten_after_the_retention_and_their_service_leaves() {
+        let mut reg = Registry::new(LIMITS);
+        // Ten thousand services that each came and went (a pod's name in
+        // the service name), and one that stays.
+        for i in 0..10_000 {
+            let id = format!("pod-{i}");
+            let conn = reg.hello(&hello(&id, &id), 0);
+            reg.disconnect(&id, conn);
+        }
+        let alive = reg.hello(&hello("api", "api-1"), 0);
+        reg.snapshot(
+            "api-1",
+            alive,
+            Snapshot::default(),
+            LIMITS.down_retention_ms,
+        );
+        assert!(
+            reg.tick(LIMITS.down_retention_ms).is_empty(),
+            "within the retention"
+        );
+        let forgotten = reg.tick(LIMITS.down_retention_ms + 1);
+        assert_eq!(forgotten.len(), 10_000);
+        let left: Vec<&str> = reg.sorted().iter().map(|i| i.service.as_str()).collect();
+        assert_eq!(left, vec!["api"]);
     }
 
     #[test]

@@ -76,6 +76,8 @@ impl State {
                     .unwrap_or(i64::MAX),
                 max_down_per_service: MAX_DOWN_PER_SERVICE,
                 max_events: MAX_EVENTS_PER_INSTANCE,
+                down_retention_ms: i64::try_from(config.down_retention.as_millis())
+                    .unwrap_or(i64::MAX),
             }),
             series: SeriesStore::new(config.series_capacity),
             heap_sites: HeapSiteStore::new(

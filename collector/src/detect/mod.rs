@@ -525,6 +525,7 @@ mod tests {
             restarted_display_ms: 1000,
             max_down_per_service: 2,
             max_events: 2,
+            down_retention_ms: i64::MAX,
         })
     }
 
