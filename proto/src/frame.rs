@@ -61,6 +61,12 @@ pub struct FrameDecoder {
     max_len: usize,
 }
 
+/// Buffer capacity a decoder keeps between messages. A large frame (up to
+/// the limit, 1 MiB by default) grows the buffer; once it is decoded and
+/// little is left, the buffer goes back to this, so a connection that sent
+/// one large message does not hold a megabyte for its lifetime.
+const RETAINED_CAPACITY: usize = 64 * 1024;
+
 impl FrameDecoder {
     /// A decoder refusing frames whose body exceeds `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
@@ -103,6 +109,9 @@ impl FrameDecoder {
         }
         let decoded = M::decode(&self.buf[FRAME_HEADER_LEN..end]);
         self.buf.drain(..end);
+        if self.buf.capacity() > RETAINED_CAPACITY && self.buf.len() <= RETAINED_CAPACITY / 2 {
+            self.buf.shrink_to(RETAINED_CAPACITY);
+        }
         decoded
             .map(Some)
             .map_err(|e| FrameError::Malformed(e.to_string()))
@@ -139,6 +148,28 @@ mod tests {
         }
         assert_eq!(got, vec![hello("a"), hello("bb")]);
         assert_eq!(decoder.buffered(), 0);
+    }
+
+    #[test]
+    fn the_buffer_goes_back_to_its_retained_size_after_a_large_frame() {
+        let large = hello(&"s".repeat(900 * 1024));
+        let mut bytes = Vec::new();
+        encode_frame(&large, 1 << 20, &mut bytes).unwrap();
+        encode_frame(&hello("small"), 1 << 20, &mut bytes).unwrap();
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(&bytes);
+        assert!(decoder.buf.capacity() > 900 * 1024);
+        assert_eq!(decoder.next_message::<ProbeMessage>().unwrap(), Some(large));
+        assert!(
+            decoder.buf.capacity() <= RETAINED_CAPACITY,
+            "{}",
+            decoder.buf.capacity()
+        );
+        assert_eq!(
+            decoder.next_message::<ProbeMessage>().unwrap(),
+            Some(hello("small")),
+            "what followed is kept"
+        );
     }
 
     #[test]
