@@ -57,6 +57,24 @@ impl Cuts {
         }
     }
 
+    /// Cuts `list` to `max` entries and the text `field` picks in each.
+    fn list_of_texts<T>(
+        &mut self,
+        list: &mut Vec<T>,
+        max: usize,
+        field: fn(&mut T) -> &mut String,
+    ) {
+        self.list(list, max);
+        for item in list {
+            self.text(field(item));
+        }
+    }
+
+    fn frame(&mut self, frame: &mut Frame) {
+        self.text(&mut frame.function);
+        self.text(&mut frame.file);
+    }
+
     fn modules(&mut self, modules: &mut Vec<Module>) {
         self.list(modules, MAX_ENTRIES);
         for module in modules {
@@ -68,8 +86,7 @@ impl Cuts {
     fn frames(&mut self, frames: &mut Vec<Frame>) {
         self.list(frames, MAX_FRAMES);
         for frame in frames {
-            self.text(&mut frame.function);
-            self.text(&mut frame.file);
+            self.frame(frame);
         }
     }
 }
@@ -87,18 +104,12 @@ pub(crate) fn bound_hello(hello: &mut Hello) -> u64 {
 /// Cuts `snapshot` to the bounds; how many fields were cut.
 pub(crate) fn bound_snapshot(snapshot: &mut Snapshot) -> u64 {
     let mut cuts = Cuts::default();
-    cuts.list(&mut snapshot.threads, MAX_THREADS);
-    for thread in &mut snapshot.threads {
-        cuts.text(&mut thread.name);
-    }
+    cuts.list_of_texts(&mut snapshot.threads, MAX_THREADS, |t| &mut t.name);
     cuts.list(&mut snapshot.runtimes, MAX_RUNTIMES);
     for runtime in &mut snapshot.runtimes {
         cuts.text(&mut runtime.flavor);
         cuts.list(&mut runtime.worker, MAX_WORKERS);
-        cuts.list(&mut runtime.spawn_sites, MAX_ENTRIES);
-        for site in &mut runtime.spawn_sites {
-            cuts.text(&mut site.location);
-        }
+        cuts.list_of_texts(&mut runtime.spawn_sites, MAX_ENTRIES, |s| &mut s.location);
     }
     cuts.list(&mut snapshot.heap_sites, MAX_HEAP_SITES);
     for site in &mut snapshot.heap_sites {
@@ -107,20 +118,11 @@ pub(crate) fn bound_snapshot(snapshot: &mut Snapshot) -> u64 {
         }
     }
     if let Some(sockets) = &mut snapshot.sockets {
-        cuts.list(&mut sockets.by_state, MAX_ENTRIES);
-        for state in &mut sockets.by_state {
-            cuts.text(&mut state.state);
-        }
+        cuts.list_of_texts(&mut sockets.by_state, MAX_ENTRIES, |s| &mut s.state);
         cuts.list(&mut sockets.by_listen_port, MAX_ENTRIES);
-        cuts.list(&mut sockets.top_peers, MAX_ENTRIES);
-        for peer in &mut sockets.top_peers {
-            cuts.text(&mut peer.address);
-        }
+        cuts.list_of_texts(&mut sockets.top_peers, MAX_ENTRIES, |p| &mut p.address);
         cuts.list(&mut sockets.ages, MAX_ENTRIES);
-        cuts.list(&mut sockets.listening, MAX_ENTRIES);
-        for address in &mut sockets.listening {
-            cuts.text(address);
-        }
+        cuts.list_of_texts(&mut sockets.listening, MAX_ENTRIES, |a| a);
     }
     cuts.modules(&mut snapshot.modules);
     cuts.text(&mut snapshot.tokio_console);
@@ -143,11 +145,8 @@ fn bound_stuck_poll(stuck: &mut StuckPoll) -> u64 {
     cuts.text(&mut stuck.caveat);
     cuts.frames(&mut stuck.frames);
     cuts.list(&mut stuck.hot_frames, MAX_FRAMES);
-    for hot in &mut stuck.hot_frames {
-        if let Some(frame) = &mut hot.frame {
-            cuts.text(&mut frame.function);
-            cuts.text(&mut frame.file);
-        }
+    for frame in stuck.hot_frames.iter_mut().filter_map(|h| h.frame.as_mut()) {
+        cuts.frame(frame);
     }
     cuts.list(&mut stuck.samples, MAX_SAMPLES);
     for sample in &mut stuck.samples {

@@ -43,21 +43,16 @@ fn replies_until_closed(mut stream: TcpStream) -> Vec<CollectorMessage> {
 }
 
 fn hello(version: u32, token: &str) -> Vec<u8> {
-    let msg = ProbeMessage {
-        kind: Some(probe_message::Kind::Hello(Hello {
-            protocol_version: version,
-            service: "intruder".to_owned(),
-            instance_id: "0123456789abcdef0123456789abcdef".to_owned(),
-            pid: 1,
-            host: "test".to_owned(),
-            token: token.to_owned(),
-            interval_ms: 1000,
-            ..Hello::default()
-        })),
-    };
-    let mut frame = Vec::new();
-    encode_frame(&msg, DEFAULT_MAX_FRAME_LEN, &mut frame).unwrap();
-    frame
+    frame(probe_message::Kind::Hello(Hello {
+        protocol_version: version,
+        service: "intruder".to_owned(),
+        instance_id: "0123456789abcdef0123456789abcdef".to_owned(),
+        pid: 1,
+        host: "test".to_owned(),
+        token: token.to_owned(),
+        interval_ms: 1000,
+        ..Hello::default()
+    }))
 }
 
 fn rejection(replies: &[CollectorMessage]) -> (RejectCode, String) {

@@ -18,53 +18,58 @@ fn node_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("node")
 }
 
-/// Installs the pinned packages once (`npm ci`), unless `.ci/run` did.
-fn install_node_packages() {
-    static INSTALLED: Mutex<bool> = Mutex::new(false);
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if *installed || node_dir().join("node_modules/.package-lock.json").exists() {
-        *installed = true;
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(node_dir())
-        .status()
-        .expect("npm runs (it installs the Node programs' OpenTelemetry packages)");
-    assert!(status.success(), "npm ci in tests/node failed");
-    *installed = true;
-}
-
 /// The Python program's directory.
 fn python_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
 }
 
-/// Installs the pinned Python packages into `tests/python/.venv` once,
-/// unless `.ci/run` did.
-fn install_python_packages() {
-    static INSTALLED: Mutex<bool> = Mutex::new(false);
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    let marker = python_dir().join(".venv/installed");
-    if *installed || marker.exists() {
-        *installed = true;
+/// Runs `steps` in `dir` once per test run, unless the file `marker` in
+/// `dir` says `.ci/run` (or an earlier run) did them; then leaves `marker`.
+/// A step's program with a slash in it is a path within `dir`.
+fn install_once(done: &Mutex<bool>, dir: &Path, marker: &str, steps: &[(&str, &[&str])]) {
+    let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+    let marker = dir.join(marker);
+    if *done || marker.exists() {
+        *done = true;
         return;
     }
-    let run = |program: &Path, args: &[&str]| {
-        let status = Command::new(program)
+    for &(program, args) in steps {
+        let program = if program.contains('/') {
+            dir.join(program)
+        } else {
+            PathBuf::from(program)
+        };
+        let status = Command::new(&program)
             .args(args)
-            .current_dir(python_dir())
+            .current_dir(dir)
             .status()
             .unwrap_or_else(|err| panic!("{} does not run: {err}", program.display()));
         assert!(status.success(), "{} {args:?} failed", program.display());
-    };
-    run(Path::new("python3"), &["-m", "venv", ".venv"]);
-    run(
-        &python_dir().join(".venv/bin/pip"),
-        &["install", "-q", "-r", "requirements.txt"],
-    );
-    std::fs::write(&marker, "").expect("mark the venv installed");
-    *installed = true;
+    }
+    if !marker.exists() {
+        std::fs::write(&marker, "").expect("mark the packages installed");
+    }
+    *done = true;
+}
+
+/// Installs the Node programs' pinned OpenTelemetry packages (`npm ci`).
+fn install_node_packages() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let steps: &[(&str, &[&str])] = &[("npm", &["ci", "--no-audit", "--no-fund"])];
+    install_once(&DONE, &node_dir(), "node_modules/.package-lock.json", steps);
+}
+
+/// Installs the Python program's pinned packages into `tests/python/.venv`.
+fn install_python_packages() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let steps: &[(&str, &[&str])] = &[
+        ("python3", &["-m", "venv", ".venv"]),
+        (
+            ".venv/bin/pip",
+            &["install", "-q", "-r", "requirements.txt"],
+        ),
+    ];
+    install_once(&DONE, &python_dir(), ".venv/installed", steps);
 }
 
 /// Starts a Node.js service exporting OTLP to `collector` as `service`,

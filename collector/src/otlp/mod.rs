@@ -45,8 +45,8 @@ use crate::registry::ConnId;
 use crate::state::{Shared, State};
 use mapping::Readings;
 use resource::Source;
-use sessions::Admission;
 pub(crate) use sessions::Sessions;
+use sessions::{Admission, Target};
 
 /// The largest export body taken, in bytes. A process's runtime metrics
 /// are a few KiB; an SDK batching many services' metrics stays well below.
@@ -238,9 +238,9 @@ fn record_instance(
         );
         return Ok(());
     }
-    let conn = match (admission.conn, &admission.hello) {
-        (Some(conn), _) => conn,
-        (None, Some(hello)) => {
+    let conn = match &admission.target {
+        Target::Registered(conn) => *conn,
+        Target::Register(hello) => {
             if let Some(owner) = state.registry.held_by_another(hello) {
                 let owner = format!("pid {} on {}", owner.pid, owner.host);
                 state.otlp.refused(&source.instance_id);
@@ -253,7 +253,6 @@ fn record_instance(
             state.otlp.registered(&source.instance_id, conn);
             conn
         }
-        (None, None) => return Err("internal: an admission with no connection".to_owned()),
     };
     state.snapshot(
         &source.instance_id,

@@ -62,14 +62,20 @@ pub(crate) enum SessionError {
     TooMany(usize),
 }
 
+/// Where one export's snapshot goes.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Target {
+    /// On the instance's current connection.
+    Registered(ConnId),
+    /// On the connection registering this Hello gives: the instance is new,
+    /// or its interval changed.
+    Register(Hello),
+}
+
 /// What to register or record for one export.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    /// The Hello to register the instance with, when it is new or its
-    /// interval changed; `None` when `conn` is current.
-    pub hello: Option<Hello>,
-    /// The connection to record on, when no Hello is needed.
-    pub conn: Option<ConnId>,
+    pub target: Target,
     /// The snapshot's number.
     pub seq: u64,
     /// The process's CPU seconds since the previous export, when both
@@ -161,9 +167,12 @@ impl Sessions {
         let late_by_ms = (measured && session.last_collected_ms > 0 && facts.collected_ms > 0)
             .then(|| facts.collected_ms - session.last_collected_ms - i64::from(interval));
         session.last_collected_ms = facts.collected_ms;
+        let target = match session.conn {
+            Some(conn) => Target::Registered(conn),
+            None => Target::Register(session.hello.clone()),
+        };
         Ok(Admission {
-            hello: session.conn.is_none().then(|| session.hello.clone()),
-            conn: session.conn,
+            target,
             seq: session.seq,
             cpu_since_last,
             late_by_ms,
@@ -262,6 +271,14 @@ fn hello(source: &Source, start_ms: i64, now_ms: i64) -> Hello {
 mod tests {
     use super::*;
 
+    /// The Hello an admission asks to register with, if any.
+    fn hello_of(admission: Admission) -> Option<Hello> {
+        match admission.target {
+            Target::Register(hello) => Some(hello),
+            Target::Registered(_) => None,
+        }
+    }
+
     /// An export's facts, the process started at `start_ms`.
     fn facts(start_ms: i64) -> ExportFacts {
         ExportFacts {
@@ -285,24 +302,23 @@ mod tests {
     fn the_first_export_registers_and_the_interval_is_measured_after() {
         let mut sessions = Sessions::default();
         let first = sessions.admit(&source("a"), facts(500), 10_000).unwrap();
-        let hello = first.hello.unwrap();
+        assert_eq!(first.seq, 1);
+        let hello = hello_of(first).unwrap();
         assert_eq!(hello.interval_ms, FIRST_INTERVAL_MS);
         assert_eq!(hello.start_time_unix_ms, 500);
         assert_eq!(hello.runtime, "node");
-        assert_eq!(first.seq, 1);
         sessions.registered("a", ConnId::numbered(1));
         // Exports every 5 s: re-registered once with that interval, then
         // recorded on the connection.
         let second = sessions.admit(&source("a"), facts(500), 15_000).unwrap();
-        assert_eq!(second.hello.unwrap().interval_ms, 5_000);
+        assert_eq!(hello_of(second).unwrap().interval_ms, 5_000);
         sessions.registered("a", ConnId::numbered(2));
         let third = sessions.admit(&source("a"), facts(500), 20_100).unwrap();
-        assert!(third.hello.is_none());
-        assert_eq!(third.conn, Some(ConnId::numbered(2)));
+        assert_eq!(third.target, Target::Registered(ConnId::numbered(2)));
         assert_eq!(third.seq, 3);
         // One late export (a stalled loop sends it late) moves nothing.
         let late = sessions.admit(&source("a"), facts(500), 35_100).unwrap();
-        assert!(late.hello.is_none(), "the interval stays 5 s");
+        assert!(hello_of(late).is_none(), "the interval stays 5 s");
     }
 
     #[test]
@@ -347,7 +363,7 @@ mod tests {
         };
         sessions.attach("a", "watched-1", Some(heap), 2_000);
         let next = sessions.admit(&source("a"), facts(0), 2_500).unwrap();
-        assert_eq!(next.conn, None, "no longer on its own connection");
+        assert!(hello_of(next).is_some(), "no longer on its own connection");
         assert_eq!(sessions.attached_heap("watched-1", 3_000), Some(heap));
         let stale = 2_000 + ATTACHED_FRESH_MS + 1;
         assert_eq!(sessions.attached_heap("watched-1", stale), None);
@@ -368,7 +384,7 @@ mod tests {
             vec![("a".to_owned(), ConnId::numbered(2))]
         );
         let back = sessions.admit(&source("a"), facts(0), 30_000).unwrap();
-        assert!(back.hello.is_some(), "a closed session starts afresh");
+        assert!(hello_of(back).is_some(), "a closed session starts afresh");
         // "a" is followed again: fill the rest.
         for i in 1..MAX_SESSIONS {
             sessions

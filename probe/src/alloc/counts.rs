@@ -4,12 +4,13 @@
 //! Adding to shared atomics on every allocation cost two locked
 //! read-modify-writes per allocation and two per free, tens of cycles each
 //! even uncontended. A thread instead counts in thread-local cells, and its
-//! hot path is two instructions and a branch per operation: one increment of
-//! the operation count, and one subtraction from a countdown of bytes
-//! ([`Side::spend`]). The countdown reaching zero sends the operation to the
-//! slow path, which works out the bytes from how far the countdown went
-//! ([`Side::settle`]), adds them to the thread's pending bytes, and flushes
-//! them to the [`Totals`] once 64 KiB have passed ([`FLUSH_BUDGET`]).
+//! hot path is one increment of the operation count and one subtraction from
+//! a countdown of bytes, then a branch ([`Side::spend`]; seven instructions
+//! on x86_64 with the thread-local addressing). The countdown reaching zero
+//! sends the operation to the slow path, which works out the bytes from how
+//! far the countdown went ([`Side::settle`]), adds them to the thread's
+//! pending bytes, and flushes them to the [`Totals`] once 64 KiB have passed
+//! ([`FLUSH_BUDGET`]).
 //!
 //! The allocations' countdown doubles as the heap profiler's: it is armed
 //! to whichever comes first, the flush or the profiler's next sample (see
