@@ -6,6 +6,7 @@ mod bounds;
 pub mod config;
 mod datadir;
 mod detect;
+mod event_loops;
 mod heap_sites;
 mod history;
 mod incidents;

@@ -7,9 +7,26 @@
 //! its name does (the standard library, tokio, the C library's internal
 //! `__` functions and entry points). A frame that could not be named is
 //! never the service's own: nothing says it is.
+//!
+//! The same holds for services in other languages, watched from outside:
+//! Node.js's own modules (`node:internal/...`), packages (`node_modules`,
+//! Python's `site-packages`), Python's standard library and frozen
+//! modules, and the runtimes' native frames (V8's builtins, libuv).
 
 /// Source paths of code that is not the service's.
-const FOREIGN_FILES: &[&str] = &["/rustc/", "/.cargo/registry/", "/.cargo/git/", "/sysdeps/"];
+const FOREIGN_FILES: &[&str] = &[
+    "/rustc/",
+    "/.cargo/registry/",
+    "/.cargo/git/",
+    "/sysdeps/",
+    "/node_modules/",
+    "/site-packages/",
+    "/dist-packages/",
+    "/lib/python3",
+];
+/// Source path prefixes of runtimes' own modules: Node.js's built-in
+/// modules, and Python's frozen ones (`<frozen runpy>`).
+const FOREIGN_FILE_PREFIXES: &[&str] = &["./", "node:", "<"];
 /// Name prefixes of the standard library's, the runtime's and the C
 /// library's functions.
 const FOREIGN_PREFIXES: &[&str] = &[
@@ -23,6 +40,11 @@ const FOREIGN_PREFIXES: &[&str] = &[
     "<alloc::",
     "<std::",
     "__",
+    "Builtins_",
+    "v8::",
+    "node::",
+    "uv_",
+    "uv__",
 ];
 /// Thread and process entry points of the C library.
 const ENTRIES: &[&str] = &["start_thread", "clone", "clone3", "_start", "main"];
@@ -33,7 +55,8 @@ pub(crate) fn is_own_code(function: &str, file: &str) -> bool {
     if crate::naming::is_unnamed(function) {
         return false;
     }
-    let foreign_file = file.starts_with("./") || FOREIGN_FILES.iter().any(|dir| file.contains(dir));
+    let foreign_file = FOREIGN_FILE_PREFIXES.iter().any(|p| file.starts_with(p))
+        || FOREIGN_FILES.iter().any(|dir| file.contains(dir));
     let foreign_name =
         ENTRIES.contains(&function) || FOREIGN_PREFIXES.iter().any(|p| function.starts_with(p));
     !foreign_file && !foreign_name
@@ -70,6 +93,16 @@ mod tests {
                 "hyper::proto::h1::role::parse_headers",
                 "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hyper-1.7.0/src/proto/h1/role.rs",
             ),
+            ("listOnTimeout", "node:internal/timers"),
+            ("Builtins_InterpreterEntryTrampoline", ""),
+            ("uv__io_poll", ""),
+            ("send", "/srv/app/node_modules/ws/lib/websocket.js"),
+            (
+                "WSGIHandler.handle",
+                "/srv/venv/lib/python3.11/site-packages/gevent/pywsgi.py",
+            ),
+            ("_run_module_as_main", "<frozen runpy>"),
+            ("run", "/usr/lib/python3.11/threading.py"),
         ] {
             assert!(!is_own_code(function, file), "{function} in {file}");
         }
@@ -79,6 +112,8 @@ mod tests {
                 "/work/main/examples/src/faults/loop_parser.rs",
             ),
             ("mainframe::run", ""),
+            ("spinForever", "/srv/app/spin.js"),
+            ("spin_forever", "/srv/app/gevent_service.py"),
         ] {
             assert!(is_own_code(function, file), "{function} in {file}");
         }

@@ -85,11 +85,15 @@ fn finding(kind: &IncidentKind, stuck: &StuckPoll) -> Finding {
         Some(frame) => format!(" in {}", describe(frame)),
         None => String::new(),
     };
-    let summary = format!(
-        "a poll on worker {} ({thread}) has not returned for {:.1} s and {what}{place}",
-        stuck.worker_index,
-        stuck.stuck_for_ms as f64 / 1000.0,
-    );
+    let stuck_for_s = stuck.stuck_for_ms as f64 / 1000.0;
+    let summary = if stuck.event_loop {
+        format!("the event loop ({thread}) has not turned for {stuck_for_s:.1} s and {what}{place}")
+    } else {
+        format!(
+            "a poll on worker {} ({thread}) has not returned for {stuck_for_s:.1} s and {what}{place}",
+            stuck.worker_index,
+        )
+    };
     Finding {
         severity: Severity::Critical,
         summary,

@@ -28,11 +28,14 @@ pub(crate) fn add_evidence(stuck: &mut StuckPoll, samples: &[Vec<Frame>]) {
     stuck.hot_frames = hot_frames(samples);
     stuck.named_samples = distinct_stacks(samples);
     let kept = samples.len();
+    // What one unit of work is: a tokio worker's poll, or an event loop's
+    // callback.
+    let unit = if stuck.event_loop { "callback" } else { "poll" };
     let unnamed = |f: &Frame| crate::naming::is_unnamed(&f.function);
     let agreement = if kept >= 2 {
         if stuck.frames.iter().any(is_own) {
             format!(
-                "all {kept} stack samples share the service's frames below, consistent with one poll"
+                "all {kept} stack samples share the service's frames below, consistent with one {unit}"
             )
         } else if samples.iter().flatten().any(unnamed) {
             format!(
@@ -40,7 +43,7 @@ pub(crate) fn add_evidence(stuck: &mut StuckPoll, samples: &[Vec<Frame>]) {
             )
         } else {
             format!(
-                "the {kept} stack samples share no frame of the service's code, so this may be a run of long polls"
+                "the {kept} stack samples share no frame of the service's code, so this may be a run of long {unit}s"
             )
         }
     } else if kept == 1 {

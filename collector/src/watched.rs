@@ -198,6 +198,8 @@ struct Watcher {
     /// executable says its runtime.
     pending: HashSet<u32>,
     own_pid: u32,
+    /// Follows the event loops of the processes watched.
+    loops: crate::event_loops::LoopWatch,
 }
 
 impl Watcher {
@@ -283,6 +285,13 @@ impl Watcher {
                         == scanned =>
             {
                 tracing::info!(pid, service, "watching a process from outside");
+                if let Some(events) = handle.watched_events() {
+                    self.loops.follow(crate::event_loops::WatchedLoop {
+                        pid,
+                        runtime: meshwatch_probe::runtime_of(pid),
+                        events,
+                    });
+                }
                 self.watched.insert(pid, handle);
             }
             Ok(handle) => handle.abandon(),
@@ -313,6 +322,7 @@ pub(crate) async fn watch_until_stopped(
         pids_done: HashSet::new(),
         pending: HashSet::new(),
         own_pid: std::process::id(),
+        loops: crate::event_loops::LoopWatch::start(),
     };
     let mut interval = tokio::time::interval(SCAN_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

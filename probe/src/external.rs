@@ -8,12 +8,53 @@
 //! tracking allocator's heap, stuck polls) is absent.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use meshwatch_proto::v1::{Event, ProbeMessage, StuckPoll, event, probe_message};
+
+use crate::outbox::Outbox;
+use crate::stats::ProbeCounters;
+
+/// Adds to the report of a process watched from outside what the
+/// collector learns of it by other means: the stalls of its event loop,
+/// which only a watcher with the host's privileges can see. The events
+/// travel on the watcher's own connection, queued like the watchdog's, so
+/// they reach the collector by the path any probe's do.
+#[derive(Debug, Clone)]
+pub struct WatchedEvents {
+    outbox: Arc<Outbox>,
+    counters: Arc<ProbeCounters>,
+}
+
+impl WatchedEvents {
+    pub(crate) fn new(outbox: Arc<Outbox>, counters: Arc<ProbeCounters>) -> Self {
+        Self { outbox, counters }
+    }
+
+    /// Queues a stuck-poll event (an event loop that stopped turning), to go
+    /// out with the next message. Never blocks beyond the queue's lock.
+    pub fn stuck_poll(&self, stuck: StuckPoll) {
+        let message = ProbeMessage {
+            kind: Some(probe_message::Kind::Event(Event {
+                time_unix_ms: crate::identity::now_unix_ms(),
+                kind: Some(event::Kind::StuckPoll(stuck)),
+            })),
+        };
+        self.outbox.push(message, &self.counters);
+    }
+
+    /// Whether watching has stopped (the process is gone, or the watcher was
+    /// abandoned): events would go nowhere.
+    pub fn is_closed(&self) -> bool {
+        self.outbox.is_closed()
+    }
+}
 
 /// The language or runtime of process `pid`, from its executable and the
 /// first two words of its command line (the second for a program started
 /// through a launcher: `/usr/bin/env node app.js`, a version manager's
 /// shim script): `node`, `python`, or `native` for anything else.
-pub(crate) fn runtime_of(pid: u32) -> &'static str {
+pub fn runtime_of(pid: u32) -> &'static str {
     let proc_dir = Path::new("/proc").join(pid.to_string());
     let exe = std::fs::read_link(proc_dir.join("exe")).ok();
     let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();

@@ -29,6 +29,10 @@ struct Running {
     outbox: Arc<Outbox>,
     runtimes: WatchedRuntimes,
     threads: Vec<JoinHandle<()>>,
+    /// Kept for what the collector adds to a watched process's report
+    /// (`watched_events`).
+    #[cfg(feature = "external")]
+    counters: Arc<ProbeCounters>,
     /// Watching another process from outside: its end is not this
     /// process's, so no goodbye, no wait, and this process's heap sampling
     /// is left alone.
@@ -84,8 +88,12 @@ impl ProbeHandle {
                 return Err(ProbeError::Spawn(err));
             }
         };
-        let exporter = match spawn_exporter(config, Identity::of_this_process(), &outbox, counters)
-        {
+        let exporter = match spawn_exporter(
+            config,
+            Identity::of_this_process(),
+            &outbox,
+            counters.clone(),
+        ) {
             Ok(thread) => thread,
             Err(err) => {
                 outbox.close();
@@ -99,6 +107,8 @@ impl ProbeHandle {
                 outbox,
                 runtimes,
                 threads: vec![sampler, watchdog, exporter],
+                #[cfg(feature = "external")]
+                counters,
                 external: false,
             }),
         })
@@ -124,7 +134,7 @@ impl ProbeHandle {
                 .spawn(move || run_sampler(&config, &outbox, &counters, sampler))
                 .map_err(ProbeError::Spawn)?
         };
-        let exporter = match spawn_exporter(config, identity, &outbox, counters) {
+        let exporter = match spawn_exporter(config, identity, &outbox, counters.clone()) {
             Ok(thread) => thread,
             Err(err) => {
                 outbox.abandon();
@@ -136,6 +146,7 @@ impl ProbeHandle {
                 outbox,
                 runtimes: WatchedRuntimes::default(),
                 threads: vec![sampler, exporter],
+                counters,
                 external: true,
             }),
         })
@@ -157,6 +168,18 @@ impl ProbeHandle {
         self.running
             .as_ref()
             .is_none_or(|running| running.outbox.is_abandoned())
+    }
+
+    /// What the collector adds to the report of a process watched from
+    /// outside (its event loop's stalls), sent on this watcher's
+    /// connection with its snapshots; `None` once stopped.
+    #[cfg(feature = "external")]
+    pub fn watched_events(&self) -> Option<crate::external::WatchedEvents> {
+        let running = self.running.as_ref()?;
+        Some(crate::external::WatchedEvents::new(
+            running.outbox.clone(),
+            running.counters.clone(),
+        ))
     }
 
     /// Watches another tokio runtime as well. Runtimes are watched once

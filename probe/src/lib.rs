@@ -67,6 +67,8 @@ mod watchdog;
 
 pub use alloc::TrackingAllocator;
 pub use config::{DEFAULT_COLLECTOR, Probe, ProbeBuilder};
+#[cfg(feature = "external")]
+pub use external::{WatchedEvents, runtime_of};
 pub use handle::ProbeHandle;
 #[cfg(tokio_unstable)]
 pub use hooks::{TaskHooks, install_task_hooks};

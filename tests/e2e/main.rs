@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod cli_help;
+mod event_loops;
 mod history;
 mod leaks;
 mod memory;

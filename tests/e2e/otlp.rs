@@ -5,72 +5,14 @@
 //! callback holding its event loop opens `runaway_loop` or
 //! `blocked_worker`, and when it dies its instance goes down.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
+use meshwatch_e2e::foreign::{
+    install_node_packages, install_python_packages, node_dir, python_dir,
+};
 use meshwatch_e2e::{Collector, Foreign, wait_for};
 use serde_json::Value;
-
-/// The Node programs' directory.
-fn node_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("node")
-}
-
-/// The Python program's directory.
-fn python_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-/// Runs `steps` in `dir` once per test run, unless the file `marker` in
-/// `dir` says `.ci/run` (or an earlier run) did them; then leaves `marker`.
-/// A step's program with a slash in it is a path within `dir`.
-fn install_once(done: &Mutex<bool>, dir: &Path, marker: &str, steps: &[(&str, &[&str])]) {
-    let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
-    let marker = dir.join(marker);
-    if *done || marker.exists() {
-        *done = true;
-        return;
-    }
-    for &(program, args) in steps {
-        let program = if program.contains('/') {
-            dir.join(program)
-        } else {
-            PathBuf::from(program)
-        };
-        let status = Command::new(&program)
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .unwrap_or_else(|err| panic!("{} does not run: {err}", program.display()));
-        assert!(status.success(), "{} {args:?} failed", program.display());
-    }
-    if !marker.exists() {
-        std::fs::write(&marker, "").expect("mark the packages installed");
-    }
-    *done = true;
-}
-
-/// Installs the Node programs' pinned OpenTelemetry packages (`npm ci`).
-fn install_node_packages() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let steps: &[(&str, &[&str])] = &[("npm", &["ci", "--no-audit", "--no-fund"])];
-    install_once(&DONE, &node_dir(), "node_modules/.package-lock.json", steps);
-}
-
-/// Installs the Python program's pinned packages into `tests/python/.venv`.
-fn install_python_packages() {
-    static DONE: Mutex<bool> = Mutex::new(false);
-    let steps: &[(&str, &[&str])] = &[
-        ("python3", &["-m", "venv", ".venv"]),
-        (
-            ".venv/bin/pip",
-            &["install", "-q", "-r", "requirements.txt"],
-        ),
-    ];
-    install_once(&DONE, &python_dir(), ".venv/installed", steps);
-}
 
 /// Starts a Node.js service exporting OTLP to `collector` as `service`,
 /// in `encoding` (`proto` or `json`), leaking `leak` bytes a second.

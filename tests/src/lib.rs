@@ -6,7 +6,10 @@
 //! leaves nothing running and can print what each process logged.
 #![allow(clippy::expect_used)] // test support: a failed expectation is a failed test
 
+pub mod foreign;
 pub mod load;
+
+pub use foreign::Foreign;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// How long a process may take to announce its address. Generous: CI
 /// machines are slow and shared.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The directory holding the workspace's binaries, built once per test run
 /// with the same profile as the tests themselves.
@@ -59,42 +62,6 @@ fn build_binaries(profile_dir: &Path) {
     }
     let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "building the binaries failed");
-}
-
-/// A program in another language that a test runs (a Python or Node.js
-/// service), its output discarded; killed (SIGKILL) and reaped when
-/// dropped.
-#[derive(Debug)]
-pub struct Foreign(Child);
-
-impl Foreign {
-    /// Starts `command`; `what` says what it is when it cannot start (the
-    /// interpreter missing, say).
-    pub fn spawn(command: &mut Command, what: &str) -> Self {
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("{what} does not start: {err}"));
-        Self(child)
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// Kills it now, as a crash would.
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Foreign {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A child process killed (SIGKILL) when dropped.

@@ -31,8 +31,8 @@ use std::time::Duration;
 use meshwatch_proto::v1::{Frame, Module, Snapshot, StuckPoll};
 use tokio::sync::oneshot;
 
-pub(crate) use resolve::is_unnamed;
 use resolve::{AddressKind, Resolver, unnamed_stack};
+pub(crate) use resolve::{frame, is_unnamed, symbolizer};
 
 /// Messages waiting to be named; past this, frames go out unnamed.
 const QUEUE: usize = 64;

@@ -215,7 +215,7 @@ impl Resolver {
 /// A symbolizer that reads DWARF (with inlined calls) and symbol tables,
 /// demangles, and follows debug links into `debuginfo_dirs` and the
 /// system's debug directories.
-fn symbolizer(debuginfo_dirs: &[PathBuf]) -> Symbolizer {
+pub(crate) fn symbolizer(debuginfo_dirs: &[PathBuf]) -> Symbolizer {
     Symbolizer::builder()
         .enable_code_info(true)
         .enable_inlined_fns(true)
@@ -231,7 +231,8 @@ fn symbolizer(debuginfo_dirs: &[PathBuf]) -> Symbolizer {
         .build()
 }
 
-fn frame(name: &str, code: Option<&CodeInfo<'_>>, addr: u64) -> Frame {
+/// The frame blazesym named `name` at `code`, for address `addr`.
+pub(crate) fn frame(name: &str, code: Option<&CodeInfo<'_>>, addr: u64) -> Frame {
     Frame {
         function: name.to_owned(),
         file: code

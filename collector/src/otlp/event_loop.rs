@@ -87,6 +87,7 @@ pub(crate) fn stall_events(
         stuck_for_ms: delay_ms,
         cpu_percent: cpu_seconds.map_or(0.0, |cpu| (cpu / delay_s * 100.0).min(100.0)),
         caveat: CAVEAT.to_owned(),
+        event_loop: true,
         ..StuckPoll::default()
     };
     let recovered = StuckPoll {

@@ -481,6 +481,11 @@ pub struct StuckPoll {
     /// had it. Filled by the collector; probes leave it empty.
     #[prost(message, repeated, tag = "17")]
     pub named_samples: ::prost::alloc::vec::Vec<NamedStack>,
+    /// The thread is an event loop's (Node.js, Python), watched from outside
+    /// or through OpenTelemetry, rather than a tokio worker: what is stuck is
+    /// a callback that keeps the loop from turning, not a poll.
+    #[prost(bool, tag = "18")]
+    pub event_loop: bool,
 }
 /// One symbolized stack frame.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
