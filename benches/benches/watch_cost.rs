@@ -6,10 +6,13 @@
 //! cargo bench -p meshwatch-benches --bench watch_cost        # PROCESSES=50 SECONDS=30
 //! ```
 //!
-//! Each watched process is a `sh` waiting on a `sleep`: the cost measured is
-//! the collector's (its watcher's scans of `/proc`, one external probe per
-//! process sampling `/proc/PID` every second and sending over loopback, and
-//! ingest), not the watched processes' own work. Run by `cargo test
+//! Each watched process is a small Python event loop, `select` with a
+//! 100 ms timeout, turning ten times a second: the cost measured is the
+//! collector's (its watcher's scans of `/proc`, one external probe per
+//! process sampling `/proc/PID` every second and sending over loopback,
+//! ingest, and the loop watcher's four looks a second at each process with
+//! its breakpoint re-armed at each turn), not the watched processes' own
+//! work. Run by `cargo test
 //! --benches`, it watches 3 processes for 2 seconds, to check it works.
 
 #![allow(clippy::expect_used)] // a benchmark that cannot set up has nothing to report
@@ -51,8 +54,12 @@ fn main() {
     let watched = Watched(
         (0..processes)
             .map(|_| {
-                Command::new("sh")
-                    .args(["-c", "sleep 3600; :", MARKER])
+                Command::new("python3")
+                    .args([
+                        "-c",
+                        "import select\nwhile True: select.select([], [], [], 0.1)",
+                        MARKER,
+                    ])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()

@@ -6,10 +6,11 @@
 //! when the loop turns again; a minute of saturating load opens nothing.
 
 use std::process::Command;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use meshwatch_e2e::foreign::{install_python_packages, node_dir, python_dir};
+use meshwatch_e2e::foreign::{
+    install_python_packages, node_dir, python_dir, request_in_background as request,
+};
 use meshwatch_e2e::load::Load;
 use meshwatch_e2e::{Collector, Foreign, wait_for};
 use serde_json::Value;
@@ -23,12 +24,9 @@ const FLAGGED_WITHIN: Duration = Duration::from_secs(6);
 fn start_node() -> (Foreign, u16) {
     Foreign::spawn_listening(
         Command::new("node")
-            .args([
-                "--perf-basic-prof",
-                "--interpreted-frames-native-stack",
-                "loop-service.js",
-            ])
-            .current_dir(node_dir()),
+            .args(["--perf-basic-prof", "--interpreted-frames-native-stack"])
+            // Its own working directory: V8 writes a log there.
+            .arg(node_dir().join("loop-service.js")),
         "node (the event-loop service of this test)",
     )
 }
@@ -42,15 +40,6 @@ fn start_gevent() -> (Foreign, u16) {
             .current_dir(python_dir()),
         "python (the gevent service of this test)",
     )
-}
-
-/// Sends `GET path` to the service on `port` on a thread of its own: the
-/// answer comes once the loop turns again.
-fn request(port: u16, path: &str) -> JoinHandle<()> {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    std::thread::spawn(move || {
-        let _ = ureq::get(&url).call();
-    })
 }
 
 /// The collector watching `services` (pid and name), once each is an
@@ -72,7 +61,7 @@ fn watching(services: &[(&Foreign, &str)]) -> Collector {
             i["service"] == *name && i["pid"] == process.pid()
         });
     }
-    // The loop watcher looks ten times a second from the moment the
+    // The loop watcher looks four times a second from the moment the
     // process is watched; a second covers its first turns.
     std::thread::sleep(Duration::from_secs(1));
     collector

@@ -16,3 +16,4 @@ mod status_cli;
 mod stuck;
 mod tui;
 mod watched;
+mod ws_proxy;

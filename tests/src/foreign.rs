@@ -72,8 +72,8 @@ pub fn install_node_packages() {
     install_once(
         &DONE,
         &node_dir(),
-        "node_modules/.package-lock.json",
-        None,
+        "node_modules/.meshwatch-installed",
+        Some("package-lock.json"),
         steps,
     );
 }
@@ -99,32 +99,45 @@ pub fn install_python_packages() {
 
 /// A program in another language that a test runs (a Python or Node.js
 /// service), its output discarded; killed (SIGKILL) and reaped when
-/// dropped.
+/// dropped. Started without a working directory of its own, it runs in a
+/// scratch one removed with it, so what it writes there (V8's
+/// `isolate-*.log` under `--perf-basic-prof`) goes too.
 #[derive(Debug)]
-pub struct Foreign(Child);
+pub struct Foreign {
+    child: Child,
+    _scratch: Option<tempfile::TempDir>,
+}
 
 impl Foreign {
     /// Starts `command`; `what` says what it is when it cannot start (the
     /// interpreter missing, say).
     pub fn spawn(command: &mut Command, what: &str) -> Self {
+        Self::start(command.stdout(Stdio::null()), what)
+    }
+
+    fn start(command: &mut Command, what: &str) -> Self {
+        let scratch = command
+            .get_current_dir()
+            .is_none()
+            .then(|| tempfile::tempdir().expect("a scratch directory"));
+        if let Some(dir) = &scratch {
+            command.current_dir(dir.path());
+        }
         let child = command
-            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| panic!("{what} does not start: {err}"));
-        Self(child)
+        Self {
+            child,
+            _scratch: scratch,
+        }
     }
 
     /// Starts `command` and waits for the `port N` line a test service
     /// prints once it listens: the service and its port.
     pub fn spawn_listening(command: &mut Command, what: &str) -> (Self, u16) {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("{what} does not start: {err}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let service = Self(child);
+        let mut service = Self::start(command.stdout(Stdio::piped()), what);
+        let stdout = service.child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let port = BufReader::new(stdout)
@@ -141,13 +154,13 @@ impl Foreign {
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 
     /// Kills it now, as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -155,4 +168,14 @@ impl Drop for Foreign {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `GET path` to the test service on `port` on a thread of its own,
+/// for a request whose answer comes only once the service's event loop
+/// turns again (a spin, a block); the answer is dropped.
+pub fn request_in_background(port: u16, path: &str) -> std::thread::JoinHandle<()> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    std::thread::spawn(move || {
+        let _ = ureq::get(&url).call();
+    })
 }

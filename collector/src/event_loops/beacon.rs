@@ -11,7 +11,7 @@
 //! 100,000 times (a trap costs about 10 µs in a virtual machine: always-on
 //! uprobes or breakpoints would cost a busy service a third of its CPU).
 //! A disabled breakpoint event cannot be re-armed reliably, so each arming
-//! opens a fresh one; that is a few system calls, ten times a second.
+//! opens a fresh one; that is a few system calls, four times a second.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! `runaway_loop` while it spins, with the spinning function named.
 //!
 //! One thread, `meshwatch-loops`, looks at the main thread of every watched
-//! process ten times a second (the thread that runs Node's and gevent's
+//! process four times a second (the thread that runs Node's and gevent's
 //! loop, and asyncio's by default):
 //! - its CPU time and the system call it waits in (`/proc/PID/task/PID`);
 //! - a one-shot breakpoint on the poll function it waits in ([`beacon`]),
@@ -37,7 +37,7 @@ use rule::{Look, StallRule, Verdict};
 use stacks::StackSource;
 
 /// How often each loop is looked at.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(250);
 
 /// A watched process whose event loop to follow.
 #[derive(Debug)]
