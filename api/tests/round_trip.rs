@@ -60,6 +60,7 @@ fn one_of_each() -> Vec<Incident> {
         },
         runtime_id: 1,
         worker_index: 0,
+        event_loop: true,
         cpu_percent: 99.5,
         stuck_for_ms: 1500,
         spawn_location: Some("src/main.rs:10:5".to_owned()),

@@ -15,6 +15,10 @@
 //!   connections) from core 1; rounds alternate the service unwatched (no
 //!   collector) and watched (a collector with `--watch-pid`, so the
 //!   process's samplers, its socket scans and the loop beacon all run).
+//!   The collector is pinned to core 1 with wrk, as a host daemon has a
+//!   core share of its own: what is measured is what watching does to the
+//!   service, not the collector's CPU taken from it (that is
+//!   `watch_cost`'s figure).
 //!   Throughput and p99 ratios are taken round by round, then their median
 //!   quoted, as this machine drifts more between rounds than the effect.
 //!
@@ -73,6 +77,17 @@ fn spin(port: u16, ms: u64) -> std::thread::JoinHandle<()> {
     request_in_background(port, &format!("/spin?ms={ms}"))
 }
 
+/// Moves every thread of process `pid` to core 1 (threads it starts later
+/// inherit it).
+fn pin_to_core_1(pid: u32) {
+    let status = Command::new("taskset")
+        .args(["-a", "-cp", "1", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("taskset runs");
+    assert!(status.success(), "taskset failed");
+}
+
 fn stuck_sampling(seconds: u64) {
     let (service, port) = start_service();
     let collector = watching(service.pid());
@@ -120,6 +135,7 @@ fn watched_under_load(rounds: u64, seconds: u64, connections: usize) {
     for round in 1..=rounds {
         let plain = load.run().expect("wrk, unwatched");
         let collector = watching(service.pid());
+        pin_to_core_1(collector.process.pid());
         let watched = load.run().expect("wrk, watched");
         drop(collector);
         let ratio_tput = watched.requests_per_sec / plain.requests_per_sec;

@@ -138,6 +138,7 @@ fn evidence(stuck: &StuckPoll) -> Evidence {
         },
         runtime_id: stuck.runtime_id,
         worker_index: stuck.worker_index,
+        event_loop: stuck.event_loop,
         cpu_percent: stuck.cpu_percent,
         stuck_for_ms: stuck.stuck_for_ms,
         spawn_location: (!stuck.spawn_location.is_empty()).then(|| stuck.spawn_location.clone()),

@@ -143,6 +143,7 @@ fn spins_and_blocks_are_flagged(
         after < FLAGGED_WITHIN,
         "named after {after:?}: {incident:#}"
     );
+    assert_eq!(incident["evidence"]["event_loop"], true, "{incident:#}");
     let summary = incident["summary"].as_str().unwrap();
     assert!(summary.starts_with("the event loop"), "{summary}");
     assert!(

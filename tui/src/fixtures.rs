@@ -76,6 +76,7 @@ pub fn runaway() -> Incident {
         },
         runtime_id: 0,
         worker_index: 1,
+        event_loop: false,
         cpu_percent: 99.2,
         stuck_for_ms: 42_000,
         spawn_location: Some("examples/src/service.rs:88:5".to_owned()),

@@ -326,7 +326,7 @@ impl LoopMonitor {
             _ => "its poll function".to_owned(),
         };
         let mut caveat = format!(
-            "seen from outside the process: its event loop's thread has not entered {functions} since"
+            "seen from outside the process: its event loop's thread has not entered {functions} for as long as it has been stuck"
         );
         match &self.stacks {
             Some(Err(why)) => caveat.push_str(&format!("; no stack samples: {why}")),

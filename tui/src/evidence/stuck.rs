@@ -51,8 +51,9 @@ pub struct LoopEvidence {
     pub samples: Vec<StackSample>,
     /// What the watchdog could not tell for sure.
     pub caveat: Option<String>,
-    /// The worker's index and runtime, shown after the stack.
-    worker: (u32, u32),
+    /// The worker's index and runtime, shown after the stack; none for an
+    /// event loop's thread.
+    worker: Option<(u32, u32)>,
 }
 
 impl From<&StuckPollEvidence> for LoopEvidence {
@@ -86,7 +87,7 @@ impl From<&StuckPollEvidence> for LoopEvidence {
                 })
                 .collect(),
             caveat: e.caveat.clone(),
-            worker: (e.worker_index, e.runtime_id),
+            worker: (!e.event_loop).then_some((e.worker_index, e.runtime_id)),
         }
     }
 }
@@ -122,9 +123,11 @@ impl LoopEvidence {
     }
 
     /// What the facts and the stack leave out: which worker of which
-    /// runtime.
+    /// runtime (nothing for an event loop's thread).
     pub(super) fn rest(&self) -> Vec<Section> {
-        let (worker, runtime) = self.worker;
+        let Some((worker, runtime)) = self.worker else {
+            return Vec::new();
+        };
         vec![Section::Fields(vec![
             Field {
                 name: "worker".to_owned(),
