@@ -23,6 +23,7 @@ use meshwatch_api::{ErrorBody, IncidentsView, InstanceSeries, SeriesView};
 use crate::incidents::StateFilter;
 use crate::series::{Metric, Point};
 use crate::state::{Shared, now_ms};
+use crate::store::StoreError;
 use crate::{prom, views};
 
 /// Request bodies are never needed: the API is GET only.
@@ -198,6 +199,14 @@ async fn incidents(State(shared): State<Arc<Shared>>, query: Params) -> Result<R
     Ok(json(&IncidentsView { incidents }))
 }
 
+/// Stored rows one `/api/v1/series` request may read: about 70 instances'
+/// week at the store's 10 s resolution, some tens of megabytes in flight.
+const MAX_SERIES_ROWS: usize = 4_000_000;
+/// Points per instance in an answer, unless `max_points` asks otherwise.
+const DEFAULT_MAX_POINTS: usize = 5_000;
+/// The most `max_points` may ask for.
+const MAX_POINTS_LIMIT: usize = 50_000;
+
 /// A validated `/api/v1/series` request.
 #[derive(Debug, PartialEq)]
 struct SeriesQuery {
@@ -206,6 +215,8 @@ struct SeriesQuery {
     instance: Option<String>,
     from_ms: Option<i64>,
     to_ms: Option<i64>,
+    /// Each instance's series is thinned to at most this many points.
+    max_points: usize,
 }
 
 impl SeriesQuery {
@@ -248,12 +259,25 @@ impl SeriesQuery {
                 "from={from} is after to={to}: the range must run forward"
             )));
         }
+        let max_points = match query.get("max_points") {
+            None => DEFAULT_MAX_POINTS,
+            Some(value) => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (2..=MAX_POINTS_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "max_points={value:?} is not a number from 2 to {MAX_POINTS_LIMIT}"
+                    ))
+                })?,
+        };
         Ok(Self {
             service,
             metric,
             instance: query.get("instance").cloned(),
             from_ms,
             to_ms,
+            max_points,
         })
     }
 }
@@ -288,13 +312,27 @@ async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Resp
         query.to_ms.unwrap_or(i64::MAX),
     );
     let stored = tokio::task::spawn_blocking(move || {
-        store.range(&service, metric, instance.as_deref(), from, to)
+        store.range(
+            &service,
+            metric,
+            instance.as_deref(),
+            (from, to),
+            MAX_SERIES_ROWS,
+        )
     })
     .await
     .map_err(|e| ApiError::internal(format!("history read failed: {e}")))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    .map_err(|e| match e {
+        StoreError::RangeTooLarge { limit } => ApiError::bad_request(format!(
+            "the range holds more than {limit} stored rows: narrow it with from= and to=, or ask for one instance="
+        )),
+        other => ApiError::internal(other.to_string()),
+    })?;
 
-    let series = merge_history(stored, recent);
+    let mut series = merge_history(stored, recent);
+    for one in &mut series {
+        thin(&mut one.points, query.max_points);
+    }
     if series.is_empty() {
         let what = match &query.instance {
             Some(wanted) => format!(
@@ -313,6 +351,20 @@ async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Resp
         metric: query.metric.name().to_owned(),
         series,
     }))
+}
+
+/// Thins `points` (oldest first) to at most `max` evenly spaced ones,
+/// keeping the first and the last: a week at 1 Hz drawn on a terminal
+/// needs a few thousand.
+fn thin(points: &mut Vec<Point>, max: usize) {
+    let len = points.len();
+    if len <= max || max < 2 {
+        return;
+    }
+    let kept: Vec<Point> = (0..max)
+        .map(|k| points[k * (len - 1) / (max - 1)])
+        .collect();
+    *points = kept;
 }
 
 /// Joins stored and recent points per instance: stored points before the
@@ -548,6 +600,19 @@ mod tests {
         );
     }
 
+    #[test]
+    fn thinning_keeps_the_ends_and_spreads_the_rest() {
+        let mut points: Vec<Point> = (0..10_001).map(|t| (t, t as f64)).collect();
+        thin(&mut points, 101);
+        assert_eq!(points.len(), 101);
+        assert_eq!(points.first(), Some(&(0, 0.0)));
+        assert_eq!(points.last(), Some(&(10_000, 10_000.0)));
+        assert!(points.windows(2).all(|w| w[1].0 - w[0].0 == 100));
+        let mut few: Vec<Point> = vec![(1, 1.0), (2, 2.0)];
+        thin(&mut few, 101);
+        assert_eq!(few.len(), 2, "short series are left whole");
+    }
+
     #[tokio::test]
     async fn series_explains_bad_requests() {
         let shared = shared();
@@ -576,6 +641,11 @@ mod tests {
                 "/api/v1/series?service=checkout&metric=rss_bytes&from=5&to=1",
                 StatusCode::BAD_REQUEST,
                 "forward",
+            ),
+            (
+                "/api/v1/series?service=checkout&metric=rss_bytes&max_points=1",
+                StatusCode::BAD_REQUEST,
+                "from 2 to 50000",
             ),
             (
                 "/api/v1/series?service=nope&metric=rss_bytes",

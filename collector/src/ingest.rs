@@ -20,7 +20,9 @@ use meshwatch_proto::v1::{
 use meshwatch_proto::{FrameDecoder, FrameError, PROTOCOL_VERSION, encode_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
+
+use crate::conn_limits::{ConnectionLimits, MAX_PROBES_PER_ADDRESS, probe_connection_cap};
 use tokio::task::JoinSet;
 
 use crate::registry::ConnId;
@@ -113,7 +115,16 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let limits = ConnectionLimits::new(
+        probe_connection_cap(shared.config.max_connections),
+        MAX_PROBES_PER_ADDRESS,
+    );
+    if limits.max_total() < shared.config.max_connections {
+        tracing::info!(
+            limit = limits.max_total(),
+            "probe connections capped below --max-connections by the open-file limit"
+        );
+    }
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -122,11 +133,13 @@ pub(crate) async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        shared.stats.connections_refused.inc();
-                        tracing::warn!(%peer, limit = shared.config.max_connections,
-                            "refusing probe connection: too many open connections");
-                        continue;
+                    let slot = match limits.admit(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(refusal) => {
+                            shared.stats.connections_refused.inc();
+                            tracing::warn!(%peer, "refusing a probe connection: {refusal}");
+                            continue;
+                        }
                     };
                     let shared = Arc::clone(&shared);
                     connections.spawn(async move {

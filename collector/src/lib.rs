@@ -4,6 +4,7 @@
 mod api;
 mod bounds;
 pub mod config;
+mod conn_limits;
 mod datadir;
 mod detect;
 mod event_loops;
@@ -209,6 +210,14 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
 
     let mut http_stop = stop.clone();
     let app = api::router(Arc::clone(&shared));
+    let http_listener = conn_limits::BoundedListener::new(
+        http_listener,
+        conn_limits::ConnectionLimits::new(
+            conn_limits::MAX_HTTP_CONNECTIONS,
+            conn_limits::MAX_HTTP_PER_ADDRESS,
+        ),
+        Arc::clone(&shared),
+    );
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
             .with_graceful_shutdown(async move {

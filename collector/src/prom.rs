@@ -117,6 +117,11 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         stats.connections_refused.clone(),
     );
     registry.register(
+        "collector_http_connections_refused",
+        "HTTP connections refused because the HTTP API's connection limit, or one address's share of it, was reached",
+        stats.http_connections_refused.clone(),
+    );
+    registry.register(
         "collector_frames_rejected",
         "Probe connections closed for bad input or refused at Hello, by reason",
         stats.frames_rejected.clone(),

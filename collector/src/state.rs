@@ -247,8 +247,11 @@ pub(crate) struct RejectLabels {
 pub(crate) struct CollectorStats {
     /// Probe connections open now.
     pub(crate) connections: Gauge,
-    /// Connections refused because `max_connections` were open.
+    /// Probe connections refused at the listener's limits (`max_connections`
+    /// within the fd limit, or one address's share).
     pub(crate) connections_refused: Counter,
+    /// HTTP connections refused at the HTTP API's limits.
+    pub(crate) http_connections_refused: Counter,
     /// Frames or connections refused, by reason.
     pub(crate) frames_rejected: Family<RejectLabels, Counter>,
     /// History rows lost because the store failed or could not keep up.

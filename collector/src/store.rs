@@ -41,6 +41,12 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("history store failed: {0}")]
     Io(String),
+    /// A range read would hold more rows than a query may read.
+    #[error("the range holds more than {limit} stored rows")]
+    RangeTooLarge {
+        /// The rows a query may read.
+        limit: usize,
+    },
 }
 
 macro_rules! io_err {
@@ -119,19 +125,25 @@ impl Store {
     }
 
     /// The points of `metric` for `service` within `[from_ms, to_ms]`, by
-    /// instance, oldest first; only `instance` when given.
+    /// instance, oldest first; only `instance` when given. Reads at most
+    /// `max_rows` rows (each holds every metric of one instance at one
+    /// time), and says so rather than read more.
     pub fn range(
         &self,
         service: &str,
         metric: Metric,
         instance: Option<&str>,
-        from_ms: i64,
-        to_ms: i64,
+        (from_ms, to_ms): (i64, i64),
+        max_rows: usize,
     ) -> Result<StoredSeries, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(HISTORY)?;
         let mut series = StoredSeries::new();
-        for entry in table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))? {
+        let rows = table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))?;
+        for (read, entry) in rows.enumerate() {
+            if read >= max_rows {
+                return Err(StoreError::RangeTooLarge { limit: max_rows });
+            }
             let (key, value) = entry?;
             let (_, t_ms, row_instance) = key.value();
             if instance.is_some_and(|wanted| wanted != row_instance) {
@@ -205,20 +217,20 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let all = store
-            .range("checkout", Metric::RssBytes, None, 0, i64::MAX)
+            .range("checkout", Metric::RssBytes, None, (0, i64::MAX), 1000)
             .unwrap();
         assert_eq!(all["a"], vec![(1000, 1.0), (2000, 3.0)]);
         assert_eq!(all["b"], vec![(1500, 2.0)]);
         assert_eq!(all.len(), 2, "inventory is another service");
         let some = store
-            .range("checkout", Metric::RssBytes, Some("a"), 1500, 2500)
+            .range("checkout", Metric::RssBytes, Some("a"), (1500, 2500), 1000)
             .unwrap();
         assert_eq!(
             some.into_iter().collect::<Vec<_>>(),
             vec![("a".to_owned(), vec![(2000, 3.0)])]
         );
         let absent = store
-            .range("checkout", Metric::FdsOpen, None, 0, i64::MAX)
+            .range("checkout", Metric::FdsOpen, None, (0, i64::MAX), 1000)
             .unwrap();
         assert!(absent.is_empty(), "a metric the rows lack has no points");
     }
@@ -232,8 +244,25 @@ mod tests {
             .unwrap();
         assert_eq!(store.prune_before(3000).unwrap(), 1);
         let left = store
-            .range("s", Metric::RssBytes, None, 0, i64::MAX)
+            .range("s", Metric::RssBytes, None, (0, i64::MAX), 1000)
             .unwrap();
         assert_eq!(left["a"], vec![(5000, 2.0)]);
+    }
+
+    #[test]
+    fn a_range_read_stops_at_its_row_limit_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rows: Vec<_> = (0..10).map(|t| row("s", "a", t * 1000, 1.0)).collect();
+        store.append(&rows).unwrap();
+        let all = store.range("s", Metric::RssBytes, None, (0, i64::MAX), 10);
+        assert_eq!(all.unwrap()["a"].len(), 10);
+        let capped = store.range("s", Metric::RssBytes, None, (0, i64::MAX), 9);
+        assert!(matches!(
+            capped,
+            Err(StoreError::RangeTooLarge { limit: 9 })
+        ));
+        let narrower = store.range("s", Metric::RssBytes, None, (0, 4000), 9);
+        assert_eq!(narrower.unwrap()["a"].len(), 5);
     }
 }

@@ -8,6 +8,7 @@ mod cli_help;
 mod event_loops;
 mod history;
 mod leaks;
+mod limits;
 mod memory;
 mod naming;
 mod otlp;

@@ -83,10 +83,41 @@ impl Process {
         envs: &[(&str, &str)],
         announce_prefix: &str,
     ) -> (Self, String) {
+        Self::spawn(bin, args, envs, announce_prefix, None)
+    }
+
+    /// [`Process::start`], with the open-file limit (soft and hard) set to
+    /// `fd_limit` in the child when given.
+    fn spawn(
+        bin: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        announce_prefix: &str,
+        fd_limit: Option<u64>,
+    ) -> (Self, String) {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
-        let mut child = Command::new(bin_dir().join(bin))
+        let mut command = Command::new(bin_dir().join(bin));
+        if let Some(limit) = fd_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe, and the closure
+            // touches nothing but its own copy of `limit`.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(args)
             .envs(envs.iter().copied())
             .env("MESHWATCH_LOG", "debug")
@@ -190,6 +221,17 @@ impl Collector {
         Self::launch(tempfile::tempdir().expect("data dir"), token, extra)
     }
 
+    /// Starts a collector whose open-file limit (soft and hard) is
+    /// `fd_limit`, as `ulimit -n` in its shell would set it.
+    pub fn start_with_fd_limit(fd_limit: u64, extra: &[&str]) -> Self {
+        Self::launch_limited(
+            tempfile::tempdir().expect("data dir"),
+            None,
+            extra,
+            Some(fd_limit),
+        )
+    }
+
     /// Kills this collector with SIGKILL and starts a new one on the same
     /// data directory (on new ports), as an operator's restart after a crash.
     pub fn crash_and_restart(mut self, args: &[&str]) -> Self {
@@ -202,6 +244,15 @@ impl Collector {
     }
 
     fn launch(data_dir: tempfile::TempDir, token: Option<&str>, extra: &[&str]) -> Self {
+        Self::launch_limited(data_dir, token, extra, None)
+    }
+
+    fn launch_limited(
+        data_dir: tempfile::TempDir,
+        token: Option<&str>,
+        extra: &[&str],
+        fd_limit: Option<u64>,
+    ) -> Self {
         let data = data_dir.path().join("store");
         let token_file = data_dir.path().join("token");
         let data = data.to_str().expect("utf-8 temp path");
@@ -217,11 +268,12 @@ impl Collector {
             args.extend(["--token-file", token_file]);
         }
         args.extend_from_slice(extra);
-        let (process, line) = Process::start(
+        let (process, line) = Process::spawn(
             "meshwatch-collector",
             &args,
             &[],
             "meshwatch-collector listening ",
+            fd_limit,
         );
         let mut ingest = None;
         let mut http = None;
