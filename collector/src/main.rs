@@ -60,7 +60,8 @@ struct Cli {
 
     /// How far back the socket, fd and task leak detectors look, in seconds
     /// (the crash loop detector counts deaths over the same span). Default
-    /// 600 (10 minutes).
+    /// 600 (10 minutes); they judge 1- and 3-minute windows first, so a
+    /// fast leak opens sooner.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..))]
     leak_window_secs: Option<u64>,
 

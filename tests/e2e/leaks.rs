@@ -104,6 +104,37 @@ fn unclosed_sockets_open_socket_leak_and_fd_leak() {
     assert!(!live["sockets"]["ages"].as_array().unwrap().is_empty());
 }
 
+/// Fast leaks at the collector's default settings (issue 12's targets):
+/// +5 CLOSE_WAIT sockets a second flagged within 60 s, the fds they hold
+/// within 90 s, +10 idle tasks a second within 60 s, each decided by the
+/// one-minute window. The service first lives past the warm-up that short
+/// windows leave out.
+#[test]
+fn fast_leaks_are_flagged_within_their_targets_at_default_settings() {
+    let collector = Collector::start();
+    let faults = ["--fault", "close-wait", "--fault", "task-leak"];
+    let service = Service::start_with(&collector, "fastleak", 2, &faults, &[]);
+    reporting(&collector, "fastleak");
+    std::thread::sleep(Duration::from_secs(65));
+
+    let began = Instant::now();
+    service.get("/fault/close-wait?per_sec=5");
+    service.get("/fault/task-leak?per_sec=10");
+    let within = |kind: &str, target: Duration| {
+        let incident = wait_for(kind, target + Duration::from_secs(30), || {
+            open_incidents(&collector)
+                .into_iter()
+                .find(|i| i["kind"] == kind && i["service"] == "fastleak")
+        });
+        let after = began.elapsed();
+        assert!(after <= target, "{kind} after {after:?}, target {target:?}");
+        assert_eq!(incident["evidence"]["window_seconds"], 60, "{incident:#}");
+    };
+    within("socket_leak", Duration::from_secs(60));
+    within("task_leak", Duration::from_secs(60));
+    within("fd_leak", Duration::from_secs(90));
+}
+
 #[test]
 fn tasks_waiting_forever_open_task_leak() {
     let collector = Collector::start_with(None, WINDOW);

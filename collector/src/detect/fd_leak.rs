@@ -46,12 +46,12 @@ impl Detector for FdLeak {
     }
 
     fn check(&self, window: &Window<'_>) -> Verdict {
-        per_instance(window, Metric::FdsOpen, |instance, fds| {
+        per_instance(window, &self.settings, Metric::FdsOpen, |instance, fds| {
             let leaking = if window.open {
                 fds.still_rising()
             } else {
                 fds.rising(self.settings.min_fd_growth)
-                    && !explained_by_load(fds, instance, window.span_ms)
+                    && !explained_by_load(fds, instance, window.now_ms)
             };
             if !leaking {
                 return None;
@@ -82,7 +82,7 @@ impl Detector for FdLeak {
                 summary,
                 evidence: Evidence::FdLeak(FdLeakEvidence {
                     instance: instance.instance_id.to_owned(),
-                    window_seconds: window.span_ms / 1000,
+                    window_seconds: fds.window_ms / 1000,
                     fds_open: open.max(0.0).round() as u64,
                     fds_limit: limit.map(|l| l.round() as u64),
                     projected_time_to_limit_seconds: time_to_limit_s,

@@ -48,35 +48,40 @@ impl Detector for SocketLeak {
     }
 
     fn check(&self, window: &Window<'_>) -> Verdict {
-        per_instance(window, Metric::TcpCloseWait, |instance, close_wait| {
-            let leaking = if window.open {
-                close_wait.still_rising()
-            } else {
-                close_wait.rising(self.settings.min_close_wait_growth)
-            };
-            if !leaking {
-                return None;
-            }
-            let now = instance
-                .latest(Metric::TcpCloseWait)
-                .unwrap_or(close_wait.trend.level);
-            Some(Finding {
-                severity: Severity::Warning,
-                summary: format!(
-                    "{} leaks sockets: {now:.0} in CLOSE_WAIT, +{:.1}/min (peers hung up, the service never closed its side)",
-                    window.service,
-                    close_wait.trend.slope * 60.0,
-                ),
-                evidence: Evidence::SocketLeak(SocketLeakEvidence {
-                    instance: instance.instance_id.to_owned(),
-                    window_seconds: window.span_ms / 1000,
-                    tcp_close_wait: now.max(0.0).round() as u64,
-                    close_wait_trend: close_wait.evidence(),
-                    tcp_established: instance.latest_count(Metric::TcpEstablished),
-                    fds_open: instance.latest_count(Metric::FdsOpen),
-                }),
-            })
-        })
+        per_instance(
+            window,
+            &self.settings,
+            Metric::TcpCloseWait,
+            |instance, close_wait| {
+                let leaking = if window.open {
+                    close_wait.still_rising()
+                } else {
+                    close_wait.rising(self.settings.min_close_wait_growth)
+                };
+                if !leaking {
+                    return None;
+                }
+                let now = instance
+                    .latest(Metric::TcpCloseWait)
+                    .unwrap_or(close_wait.trend.level);
+                Some(Finding {
+                    severity: Severity::Warning,
+                    summary: format!(
+                        "{} leaks sockets: {now:.0} in CLOSE_WAIT, +{:.1}/min (peers hung up, the service never closed its side)",
+                        window.service,
+                        close_wait.trend.slope * 60.0,
+                    ),
+                    evidence: Evidence::SocketLeak(SocketLeakEvidence {
+                        instance: instance.instance_id.to_owned(),
+                        window_seconds: close_wait.window_ms / 1000,
+                        tcp_close_wait: now.max(0.0).round() as u64,
+                        close_wait_trend: close_wait.evidence(),
+                        tcp_established: instance.latest_count(Metric::TcpEstablished),
+                        fds_open: instance.latest_count(Metric::FdsOpen),
+                    }),
+                })
+            },
+        )
     }
 }
 

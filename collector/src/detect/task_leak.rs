@@ -43,35 +43,39 @@ impl Detector for TaskLeak {
     }
 
     fn check(&self, window: &Window<'_>) -> Verdict {
-        per_instance(window, Metric::TasksAlive, |instance, tasks| {
-            let leaking = if window.open {
-                tasks.still_rising()
-            } else {
-                tasks.rising(self.settings.min_task_growth)
-                    && tasks.relative_growth() >= self.settings.min_task_relative_growth
-                    && !explained_by_load(tasks, instance, window.span_ms)
-            };
-            if !leaking {
-                return None;
-            }
-            let alive = instance
-                .latest(Metric::TasksAlive)
-                .unwrap_or(tasks.trend.level);
-            let spawn_sites = spawn_sites(instance);
-            let mut summary = format!(
-                "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
-                window.service,
-                tasks.trend.slope * 60.0
-            );
-            if let Some(top) = spawn_sites.first().map(|s| s.location.as_str()) {
-                summary.push_str(&format!("; most spawned at {top}"));
-            }
-            Some(Finding {
+        per_instance(
+            window,
+            &self.settings,
+            Metric::TasksAlive,
+            |instance, tasks| {
+                let leaking = if window.open {
+                    tasks.still_rising()
+                } else {
+                    tasks.rising(self.settings.min_task_growth)
+                        && tasks.relative_growth() >= self.settings.min_task_relative_growth
+                        && !explained_by_load(tasks, instance, window.now_ms)
+                };
+                if !leaking {
+                    return None;
+                }
+                let alive = instance
+                    .latest(Metric::TasksAlive)
+                    .unwrap_or(tasks.trend.level);
+                let spawn_sites = spawn_sites(instance);
+                let mut summary = format!(
+                    "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
+                    window.service,
+                    tasks.trend.slope * 60.0
+                );
+                if let Some(top) = spawn_sites.first().map(|s| s.location.as_str()) {
+                    summary.push_str(&format!("; most spawned at {top}"));
+                }
+                Some(Finding {
                 severity: Severity::Warning,
                 summary,
                 evidence: Evidence::TaskLeak(TaskLeakEvidence {
                     instance: instance.instance_id.to_owned(),
-                    window_seconds: window.span_ms / 1000,
+                    window_seconds: tasks.window_ms / 1000,
                     tasks_alive: alive.max(0.0).round() as u64,
                     tasks_trend: tasks.evidence(),
                     cpu_percent: instance.latest(Metric::CpuPercent),
@@ -81,7 +85,8 @@ impl Detector for TaskLeak {
                     spawn_sites,
                 }),
             })
-        })
+            },
+        )
     }
 }
 
