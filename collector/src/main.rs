@@ -54,7 +54,8 @@ struct Cli {
     retention_hours: u64,
     /// How far back the memory_growth detector looks, in seconds. An
     /// instance is judged once its history covers 80 % of it; shorter
-    /// windows react faster to smaller samples. Default 480 (8 minutes).
+    /// windows react faster to smaller samples. Default 480 (8 minutes); it
+    /// judges 3- and 5-minute windows first, so a fast leak opens sooner.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..))]
     memory_window_secs: Option<u64>,
 

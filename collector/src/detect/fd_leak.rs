@@ -82,7 +82,7 @@ impl Detector for FdLeak {
                 summary,
                 evidence: Evidence::FdLeak(FdLeakEvidence {
                     instance: instance.instance_id.to_owned(),
-                    window_seconds: fds.window_ms / 1000,
+                    window_seconds: fds.scale.window_ms / 1000,
                     fds_open: open.max(0.0).round() as u64,
                     fds_limit: limit.map(|l| l.round() as u64),
                     projected_time_to_limit_seconds: time_to_limit_s,

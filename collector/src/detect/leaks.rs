@@ -37,14 +37,10 @@ use std::time::Duration;
 use meshwatch_api::evidence::SignTest;
 
 use super::memory::{Trend, trend};
-use super::{InstanceWindow, Problem, Verdict, Window};
+use super::{InstanceWindow, Problem, Scale, Verdict, Window, scales};
 use crate::incidents::Finding;
 use crate::series::Metric;
 
-/// The sign test's significance level on the detector's window.
-const MAX_P_VALUE: f64 = 0.05;
-/// And on a shorter one.
-const SHORT_MAX_P_VALUE: f64 = 0.01;
 /// The recent slope must be at least this share of the window's.
 const RECENT_SHARE: f64 = 0.3;
 /// A count must grow at least this many times faster (relatively) than the
@@ -107,10 +103,8 @@ impl Default for LeakSettings {
 /// A count series judged over a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CountTrend {
-    /// The window judged, in ms: the detector's or a shorter one.
-    pub window_ms: i64,
-    /// Whether that window is shorter than the detector's.
-    pub short: bool,
+    /// The window judged: the detector's or a shorter one.
+    pub scale: Scale,
     /// The trend of its floor.
     pub trend: Trend,
     /// What the floor gained over the window.
@@ -137,22 +131,20 @@ impl CountTrend {
     }
 }
 
-/// The trend of `metric`'s floor in `instance` over the trailing
-/// `window_ms` before `now_ms`, `None` when its history does not cover
-/// enough of that window.
+/// The trend of `metric`'s floor in `instance` over the trailing window
+/// `scale` before `now_ms`, `None` when its history does not cover enough
+/// of that window.
 pub fn count_trend(
     instance: &InstanceWindow<'_>,
     metric: Metric,
-    (window_ms, now_ms): (i64, i64),
-    short: bool,
+    scale: Scale,
+    now_ms: i64,
 ) -> Option<CountTrend> {
-    let all = instance.points(metric);
-    let points = &all[all.partition_point(|&(t, _)| t < now_ms - window_ms)..];
-    let trend = trend(points, window_ms)?;
+    let points = instance.trailing(metric, scale.window_ms, now_ms);
+    let trend = trend(points, scale.window_ms)?;
     let mean = points.iter().map(|&(_, v)| v).sum::<f64>() / points.len() as f64;
     Some(CountTrend {
-        window_ms,
-        short,
+        scale,
         trend,
         growth: trend.slope * trend.span_s,
         mean,
@@ -163,13 +155,9 @@ impl CountTrend {
     /// A steady rise of at least `min_growth`, still going on.
     pub fn rising(&self, min_growth: f64) -> bool {
         let t = &self.trend;
-        let max_p = if self.short {
-            SHORT_MAX_P_VALUE
-        } else {
-            MAX_P_VALUE
-        };
         t.slope > 0.0
-            && t.sign.p_value <= max_p
+            && t.rises_lately(self.scale)
+            && t.sign.p_value <= self.scale.max_p_value()
             && self.growth >= min_growth
             && t.recent_slope >= RECENT_SHARE * t.slope
     }
@@ -191,24 +179,10 @@ impl CountTrend {
 /// relatively, at least `1 / LOAD_FACTOR` as much over the same window. Not
 /// explained when the CPU's history is too short to tell.
 pub fn explained_by_load(count: &CountTrend, instance: &InstanceWindow<'_>, now_ms: i64) -> bool {
-    let scale = (count.window_ms, now_ms);
-    let Some(cpu) = count_trend(instance, Metric::CpuPercent, scale, count.short) else {
+    let Some(cpu) = count_trend(instance, Metric::CpuPercent, count.scale, now_ms) else {
         return false;
     };
     cpu.growth > 0.0 && cpu.relative_growth() * LOAD_FACTOR >= count.relative_growth()
-}
-
-/// The windows judged, in ms, shortest first, each with whether it is
-/// shorter than the detector's own (`span_ms`).
-fn scales(settings: &LeakSettings, span_ms: i64) -> Vec<(i64, bool)> {
-    settings
-        .short_windows
-        .iter()
-        .map(|w| w.as_millis() as i64)
-        .filter(|&w| w < span_ms)
-        .map(|w| (w, true))
-        .chain([(span_ms, false)])
-        .collect()
 }
 
 /// Judges every instance of `window` on the trend of its `metric`, over
@@ -225,15 +199,13 @@ pub fn per_instance(
 ) -> Verdict {
     let mut judged = false;
     let mut problems = Vec::new();
-    let ladder = scales(settings, window.span_ms);
+    let ladder = scales(&settings.short_windows, window.span_ms);
     for instance in &window.instances {
-        let finding = ladder.iter().find_map(|&(window_ms, short)| {
-            let warmed_up = instance.started_at_ms + settings.warm_up.as_millis() as i64
-                <= window.now_ms - window_ms;
-            if short && !warmed_up {
+        let finding = ladder.iter().find_map(|&scale| {
+            if !instance.past_warm_up(scale, window.now_ms, settings.warm_up) {
                 return None;
             }
-            let count = count_trend(instance, metric, (window_ms, window.now_ms), short)?;
+            let count = count_trend(instance, metric, scale, window.now_ms)?;
             judged = true;
             judge(instance, &count)
         });

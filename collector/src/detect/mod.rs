@@ -111,6 +111,44 @@ pub struct Window<'a> {
     pub instances: Vec<InstanceWindow<'a>>,
 }
 
+/// One window a trend detector judges an instance on: its length, and
+/// whether it is shorter than the detector's own (and so asks more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    /// Its length, in ms.
+    pub window_ms: i64,
+    /// Shorter than the detector's own window.
+    pub short: bool,
+}
+
+impl Scale {
+    /// The sign test's significance level on this window: 5 % on the
+    /// detector's own, 1 % on a shorter one, which sees fewer points and is
+    /// one of several tried (with 16 envelope points, every pair rising).
+    pub fn max_p_value(self) -> f64 {
+        if self.short { 0.01 } else { 0.05 }
+    }
+}
+
+/// The windows a trend detector judges, shortest first: those of `short`
+/// below `span_ms`, then `span_ms` itself. A fast leak opens on the first
+/// decisive one; a slow one needs the longest.
+pub fn scales(short: &[Duration], span_ms: i64) -> Vec<Scale> {
+    short
+        .iter()
+        .map(|w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX))
+        .filter(|&w| w < span_ms)
+        .map(|window_ms| Scale {
+            window_ms,
+            short: true,
+        })
+        .chain([Scale {
+            window_ms: span_ms,
+            short: false,
+        }])
+        .collect()
+}
+
 /// One instance within a [`Window`].
 #[derive(Debug, Clone)]
 pub struct InstanceWindow<'a> {
@@ -141,6 +179,22 @@ impl InstanceWindow<'_> {
     /// not recorded.
     pub fn points(&self, metric: Metric) -> &[Point] {
         self.series.get(&metric).map_or(&[], Vec::as_slice)
+    }
+
+    /// The points of `metric` in the trailing `window_ms` before `now_ms`.
+    pub fn trailing(&self, metric: Metric, window_ms: i64, now_ms: i64) -> &[Point] {
+        let all = self.points(metric);
+        &all[all.partition_point(|&(t, _)| t < now_ms - window_ms)..]
+    }
+
+    /// Whether this instance may be judged on `scale` at `now_ms`: always on
+    /// the detector's own window; on a short one only once it had lived
+    /// `warm_up` before the part of the window a trend needs (80 %), so a
+    /// process warming up (a pool filling, caches loading), which rises as
+    /// steadily as a leak while it does, is done by then.
+    pub fn past_warm_up(&self, scale: Scale, now_ms: i64, warm_up: Duration) -> bool {
+        let covered_from = now_ms - scale.window_ms * 4 / 5;
+        !scale.short || self.started_at_ms + warm_up.as_millis() as i64 <= covered_from
     }
 
     /// The latest value of `metric` in the window.

@@ -73,7 +73,7 @@ impl Detector for SocketLeak {
                     ),
                     evidence: Evidence::SocketLeak(SocketLeakEvidence {
                         instance: instance.instance_id.to_owned(),
-                        window_seconds: close_wait.window_ms / 1000,
+                        window_seconds: close_wait.scale.window_ms / 1000,
                         tcp_close_wait: now.max(0.0).round() as u64,
                         close_wait_trend: close_wait.evidence(),
                         tcp_established: instance.latest_count(Metric::TcpEstablished),

@@ -75,7 +75,7 @@ impl Detector for TaskLeak {
                 summary,
                 evidence: Evidence::TaskLeak(TaskLeakEvidence {
                     instance: instance.instance_id.to_owned(),
-                    window_seconds: tasks.window_ms / 1000,
+                    window_seconds: tasks.scale.window_ms / 1000,
                     tasks_alive: alive.max(0.0).round() as u64,
                     tasks_trend: tasks.evidence(),
                     cpu_percent: instance.latest(Metric::CpuPercent),

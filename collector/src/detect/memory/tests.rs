@@ -360,3 +360,59 @@ fn a_heap_with_a_limit_of_its_own_projects_to_that_limit_first() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The first time (seconds since the instance started, looked at every 5 s
+/// up to `until`) at which the detector flags an instance whose heap has
+/// been `heap(t)` since it started, with the window that decided.
+fn first_flagged(until: i64, heap: impl FnMut(f64) -> f64) -> Option<(i64, i64)> {
+    let full = series(until, until, heap);
+    (10..=until).step_by(5).find_map(|now_s| {
+        let heap: Vec<Point> = full
+            .iter()
+            .copied()
+            .filter(|&(t, _)| t <= now_s * 1000)
+            .collect();
+        let rss = heap.iter().map(|&(t, v)| (t, v + 20.0 * MB)).collect();
+        let fixture = Fixture::new(Some(heap), rss);
+        let w = window(vec![fixture.instance("i", InstanceState::Up)], now_s, false);
+        let verdict = detector().check(&w);
+        matches!(verdict, Verdict::Unhealthy(_)).then(|| (now_s, evidence(&verdict).window_seconds))
+    })
+}
+
+#[test]
+fn a_fast_leak_opens_on_a_short_window_within_its_target() {
+    // +2 MB a minute from a 30 MB base, from a minute after the start.
+    let mut noise = Noise(3);
+    let leak = |t: f64| 30.0 * MB + 2.0 * MB / 60.0 * (t - 60.0).max(0.0);
+    let (at, window_s) = first_flagged(900, |t| leak(t) + 0.2 * MB * noise.next()).unwrap();
+    assert!(at - 60 <= 180, "flagged {} s into the leak", at - 60);
+    assert_eq!(window_s, 180, "decided by the three-minute window");
+
+    // +1 MiB a minute under a 32 MiB cache sawtooth.
+    let (at, _) = first_flagged(900, |t| {
+        30.0 * MB + sawtooth(t, 60.0, 32.0 * MIB) + MIB / 60.0 * (t - 60.0).max(0.0)
+    })
+    .unwrap();
+    assert!(at - 60 <= 360, "flagged {} s into the leak", at - 60);
+}
+
+#[test]
+fn short_windows_do_not_flag_warm_ups_fills_or_sawtooths() {
+    // A cache filling 48 MiB over a minute, then flat, at any time.
+    for fill_at in (0..=600).step_by(30) {
+        let fill =
+            move |t: f64| 30.0 * MB + 48.0 * MIB * ((t - fill_at as f64) / 60.0).clamp(0.0, 1.0);
+        assert_eq!(first_flagged(900, fill), None, "a fill at {fill_at} s");
+    }
+    // A sawtooth cache.
+    assert_eq!(
+        first_flagged(900, |t| 30.0 * MB + sawtooth(t, 60.0, 32.0 * MIB)),
+        None
+    );
+    // A new instance warming up: 20 MiB over its first 90 s.
+    assert_eq!(
+        first_flagged(900, |t| 30.0 * MB + 20.0 * MIB * (t / 90.0).min(1.0)),
+        None
+    );
+}
