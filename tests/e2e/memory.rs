@@ -112,3 +112,40 @@ fn a_healthy_proxy_runs_as_long_without_an_incident() {
     let span_ms = series.last().unwrap()[0].as_i64().unwrap() - series[0][0].as_i64().unwrap();
     assert!(span_ms >= 20_000, "only {span_ms} ms of history");
 }
+
+/// A fast heap leak at the collector's default settings (issue 12's
+/// target): 2 MB a minute, flagged within 3 minutes of its start, by a
+/// window shorter than the detector's 8 minutes. The service first lives
+/// past the warm-up that short windows leave out.
+#[test]
+fn a_fast_heap_leak_is_flagged_within_three_minutes_at_default_settings() {
+    let collector = Collector::start();
+    // 8 sessions of 4 KiB a second: 2 MB a minute.
+    let args = [
+        "--fault",
+        "leak",
+        "--sessions-per-sec",
+        "8",
+        "--session-bytes",
+        "4096",
+    ];
+    let leaky = Service::start_with(&collector, "heap-fast", 2, &args, &[SAMPLE_ENV]);
+    collector.wait_for_instance("the service reporting", |i| i["service"] == "heap-fast");
+    std::thread::sleep(Duration::from_secs(65));
+
+    let began = Instant::now();
+    leaky.get("/fault/leak");
+    let incident = wait_for(
+        "memory_growth on heap-fast",
+        Duration::from_secs(240),
+        || {
+            memory_incidents(&collector, "heap-fast")
+                .into_iter()
+                .find(|i| i["resolved_at_ms"].is_null())
+        },
+    );
+    let after = began.elapsed();
+    assert!(after <= Duration::from_secs(180), "flagged after {after:?}");
+    let window = incident["evidence"]["window_seconds"].as_i64().unwrap();
+    assert!(window < 480, "decided by a short window: {incident:#}");
+}
