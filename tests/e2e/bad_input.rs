@@ -189,3 +189,99 @@ fn oversized_names_and_lists_are_cut_and_counted_not_kept_whole() {
     });
     assert!(cut >= 2.0);
 }
+
+/// Milliseconds since the Unix epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A Hello for `instance_id` of service `service` from process `pid`.
+fn hello_as(service: &str, instance_id: &str, pid: u32) -> Vec<u8> {
+    frame(probe_message::Kind::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        service: service.to_owned(),
+        instance_id: instance_id.to_owned(),
+        pid,
+        host: "test".to_owned(),
+        interval_ms: 1000,
+        ..Hello::default()
+    }))
+}
+
+/// A snapshot numbered `seq`, dated `time_unix_ms`, with this RSS.
+fn snapshot_at(seq: u64, time_unix_ms: i64, rss_bytes: u64) -> Vec<u8> {
+    frame(probe_message::Kind::Snapshot(
+        meshwatch_proto::v1::Snapshot {
+            seq,
+            time_unix_ms,
+            process: Some(meshwatch_proto::v1::ProcessStats {
+                rss_bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ))
+}
+
+#[test]
+fn a_snapshot_dated_a_year_ahead_is_stored_at_now_and_the_next_one_still_shows() {
+    let collector = Collector::start();
+    let mut stream = connect(&collector);
+    stream
+        .write_all(&hello_as("skewed", "00000000000000000000000000000a11", 11))
+        .unwrap();
+    let year_ms = 365 * 24 * 3600 * 1000;
+    stream
+        .write_all(&snapshot_at(1, now_ms() + year_ms, 111_000_000))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    stream
+        .write_all(&snapshot_at(2, now_ms(), 222_000_000))
+        .unwrap();
+
+    let points = wait_for(
+        "the current snapshot in the series",
+        Duration::from_secs(15),
+        || {
+            let series = collector.get_json("/api/v1/series?service=skewed&metric=rss_bytes");
+            let points = series["series"][0]["points"].as_array()?.clone();
+            points
+                .iter()
+                .any(|p| p[1].as_f64() == Some(222_000_000.0))
+                .then_some(points)
+        },
+    );
+    let latest_allowed = now_ms() + 5_000;
+    assert!(
+        points
+            .iter()
+            .all(|p| p[0].as_i64().is_some_and(|t| t <= latest_allowed)),
+        "nothing stored ahead of now: {points:?}"
+    );
+    let clamped = collector
+        .metric("meshwatch_collector_snapshot_times_clamped_total")
+        .unwrap_or(0.0);
+    assert!(clamped >= 1.0, "the clamp counted: {clamped}");
+}
+
+#[test]
+fn a_hello_with_a_live_instance_id_from_another_process_is_refused() {
+    let collector = Collector::start();
+    let id = "00000000000000000000000000000b22";
+    let mut owner = connect(&collector);
+    owner.write_all(&hello_as("owned", id, 100)).unwrap();
+    owner
+        .write_all(&snapshot_at(1, now_ms(), 1_000_000))
+        .unwrap();
+    collector.wait_for_instance("the owner registered", |i| i["instance_id"] == id);
+
+    let mut thief = connect(&collector);
+    thief.write_all(&hello_as("owned", id, 200)).unwrap();
+    let (code, reason) = rejection(&replies_until_closed(thief));
+    assert_eq!(code, RejectCode::InstanceInUse, "{reason}");
+    let owned = collector.wait_for_instance("the owner still there", |i| i["instance_id"] == id);
+    assert_eq!(owned["pid"], 100, "not taken over: {owned:#}");
+    drop(owner);
+}
