@@ -102,14 +102,17 @@ fn finding(kind: &IncidentKind, stuck: &StuckPoll) -> Finding {
 }
 
 /// The innermost frame of the service's own code: common to every sample
-/// when there is one, else the hottest leaf's.
+/// when there is one, else the hottest leaf of the service's own (samples
+/// of one spin can differ below it: a JIT compiling the loop midway, a
+/// clock read in the C library).
 fn top_function(stuck: &StuckPoll) -> Option<&Frame> {
-    let hot_leaf = stuck.hot_frames.first().and_then(|h| h.frame.as_ref());
-    stuck
-        .frames
-        .iter()
-        .find(|f| is_own(f))
-        .or(hot_leaf.filter(|f| is_own(f)))
+    stuck.frames.iter().find(|f| is_own(f)).or_else(|| {
+        stuck
+            .hot_frames
+            .iter()
+            .filter_map(|h| h.frame.as_ref())
+            .find(|f| is_own(f))
+    })
 }
 
 fn describe(frame: &Frame) -> String {

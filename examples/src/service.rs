@@ -129,6 +129,8 @@ async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
         signals::install()?;
         app = app.merge(signals::routes());
     }
+    // Before the probe registers: a stop right after is a clean one.
+    let stop = stop_signals()?;
     let _probe = meshwatch_probe::init(&args.name);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -140,7 +142,7 @@ async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
     }
 
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await
         .context("HTTP server failed")
 }
@@ -161,24 +163,26 @@ async fn work(Query(params): Query<WorkParams>) -> String {
     format!("worked {ms} ms ({spins} spins)\n")
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+/// The service's stop signals (SIGINT, SIGTERM), installed at once: a stop
+/// that comes before the server runs is still a clean stop, not a kill by
+/// the default action.
+#[cfg(unix)]
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    })
+}
+
+/// Ctrl-C, where there are no Unix signals.
+#[cfg(not(unix))]
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
