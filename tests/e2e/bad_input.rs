@@ -45,14 +45,23 @@ fn replies_until_closed(mut stream: TcpStream) -> Vec<CollectorMessage> {
 fn hello(version: u32, token: &str) -> Vec<u8> {
     frame(probe_message::Kind::Hello(Hello {
         protocol_version: version,
-        service: "intruder".to_owned(),
-        instance_id: "0123456789abcdef0123456789abcdef".to_owned(),
-        pid: 1,
-        host: "test".to_owned(),
         token: token.to_owned(),
+        ..hello_fields("intruder", "0123456789abcdef0123456789abcdef", 1)
+    }))
+}
+
+/// A current Hello for `instance_id` of service `service` from process
+/// `pid`, without a token.
+fn hello_fields(service: &str, instance_id: &str, pid: u32) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        service: service.to_owned(),
+        instance_id: instance_id.to_owned(),
+        pid,
+        host: "test".to_owned(),
         interval_ms: 1000,
         ..Hello::default()
-    }))
+    }
 }
 
 fn rejection(replies: &[CollectorMessage]) -> (RejectCode, String) {
@@ -199,15 +208,11 @@ fn now_ms() -> i64 {
 
 /// A Hello for `instance_id` of service `service` from process `pid`.
 fn hello_as(service: &str, instance_id: &str, pid: u32) -> Vec<u8> {
-    frame(probe_message::Kind::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        service: service.to_owned(),
-        instance_id: instance_id.to_owned(),
+    frame(probe_message::Kind::Hello(hello_fields(
+        service,
+        instance_id,
         pid,
-        host: "test".to_owned(),
-        interval_ms: 1000,
-        ..Hello::default()
-    }))
+    )))
 }
 
 /// A snapshot numbered `seq`, dated `time_unix_ms`, with this RSS.

@@ -21,9 +21,11 @@
 //! the first that is decisive opens the incident and is named in its
 //! evidence (`window_seconds`). A short window asks more, since it sees
 //! fewer points and more windows are tried: a sign test at 1 % (every pair
-//! of its floor's 16 points rising) instead of 5 %, the same growth and a
-//! recent slope still near the window's, not explained by load. And it
-//! judges only an instance that lived a minute before the window began:
+//! of its floor's 16 points rising) instead of 5 %, the same growth, a
+//! recent slope still near the window's (the raw points' too, since the
+//! envelope lags by its width: [`Trend::rises_lately`]), not explained by
+//! load. And it judges only an instance that had lived a minute before the
+//! part of the window a trend needs ([`InstanceWindow::past_warm_up`]):
 //! a process warming up (a connection pool filling from 0 to 200 over its
 //! first minute, a restart's caches) rises as steadily as a leak while it
 //! does, and is done by then. Measured on synthetic series in the tests
