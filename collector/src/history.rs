@@ -11,11 +11,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::long_history::{BROAD, InstanceFloors};
 use crate::state::{Shared, now_ms};
 use crate::store::HistoryRow;
 
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows of a service read back to refill one instance's long view: four
+/// days at the store's 10 s resolution for a few instances.
+const MAX_SEED_ROWS: usize = 500_000;
 
 /// Flushes every second and prunes every hour until `stop` fires, then
 /// flushes one last time.
@@ -70,5 +74,52 @@ async fn prune_once(shared: &Arc<Shared>) {
         Ok(Ok(removed)) => tracing::info!(removed, "pruned history past retention"),
         Ok(Err(err)) => tracing::warn!("cannot prune history: {err}"),
         Err(err) => tracing::error!("history prune task failed: {err}"),
+    }
+}
+
+/// Refills the long view of an instance that was alive before the collector
+/// started (a probe reconnecting after the collector's restart) from the
+/// persistent history, so its long windows need not fill again for days.
+/// One refill runs at a time: a collector restarted under a thousand
+/// probes reads the store one instance after another, not all at once.
+pub(crate) async fn seed_long_history(shared: Arc<Shared>, service: String, instance: String) {
+    let Ok(_permit) = shared.seeding.acquire().await else {
+        return;
+    };
+    let now = now_ms();
+    let reach_ms = BROAD.width_ms * BROAD.capacity as i64;
+    let store = Arc::clone(&shared.store);
+    let (svc, inst) = (service.clone(), instance.clone());
+    let rows = tokio::task::spawn_blocking(move || {
+        store.rows_of(&svc, &inst, (now - reach_ms, now), MAX_SEED_ROWS)
+    })
+    .await;
+    let rows = match rows {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(err)) => {
+            tracing::warn!(%service, %instance, "cannot read back history for the long windows: {err}");
+            return;
+        }
+        Err(err) => {
+            tracing::error!("history read-back task failed: {err}");
+            return;
+        }
+    };
+    if rows.is_empty() {
+        return;
+    }
+    let mut floors = InstanceFloors::default();
+    for row in &rows {
+        floors.record(row.t_ms, |metric| {
+            row.values
+                .iter()
+                .find(|(m, _)| *m == metric)
+                .map(|&(_, v)| v)
+        });
+    }
+    let mut state = shared.lock();
+    if state.registry.get(&instance).is_some() {
+        state.long.prepend(&instance, floors);
+        tracing::info!(%service, %instance, rows = rows.len(), "long windows refilled from the stored history");
     }
 }

@@ -212,7 +212,6 @@ impl IncidentBook {
         self.incidents.iter().find(|i| &i.id == id)
     }
 
-    #[cfg(test)]
     /// The incident with `id`, open or resolved.
     pub fn get(&self, id: &str) -> Option<&Incident> {
         self.incidents.iter().find(|i| i.id == id)

@@ -34,6 +34,9 @@ const MAX_NAME_LEN: usize = 256;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
+/// A probe whose process started this long before the collector was
+/// running before it: its long view is refilled from the store.
+const SEED_IF_OLDER_MS: i64 = 60_000;
 
 /// Why a connection ended, for the log line that names its peer.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +164,7 @@ pub(crate) async fn serve(
 }
 
 /// One probe connection, start to end; logs why it ended.
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
     let mut conn = Connection {
         stream,
         decoder: FrameDecoder::new(shared.config.max_frame_len),
@@ -259,7 +262,7 @@ struct Connection {
 impl Connection {
     async fn run(
         &mut self,
-        shared: &Shared,
+        shared: &Arc<Shared>,
         registered: &mut Option<(String, ConnId)>,
     ) -> Result<(), ConnError> {
         let hello_timeout = shared.config.hello_timeout;
@@ -312,6 +315,14 @@ impl Connection {
             }
         };
         *registered = Some((hello.instance_id.clone(), conn_id));
+        let started = hello.start_time_unix_ms;
+        if started > 0 && started < shared.started_ms - SEED_IF_OLDER_MS {
+            tokio::spawn(crate::history::seed_long_history(
+                Arc::clone(shared),
+                hello.service.clone(),
+                hello.instance_id.clone(),
+            ));
+        }
         tracing::info!(service = %hello.service, instance = %hello.instance_id, pid = hello.pid, "probe connected");
         self.send(collector_message::Kind::Welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,

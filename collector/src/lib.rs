@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod api;
+pub mod backtest;
 mod bounds;
 pub mod config;
 mod conn_limits;
@@ -12,6 +13,7 @@ mod heap_sites;
 mod history;
 mod incidents;
 mod ingest;
+mod long_history;
 mod naming;
 mod otlp;
 mod own_code;
@@ -37,6 +39,7 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 pub use detect::leaks::LeakSettings;
 pub use detect::memory::MemorySettings;
+pub use series::Metric;
 pub use watched::{WatchRule, WatchRuleError};
 
 use datadir::DataDirLock;

@@ -176,7 +176,7 @@ impl History {
         }
     }
 
-    fn push(&mut self, capacity: usize, t_ms: i64, sample: &Sample<'_>) {
+    fn push(&mut self, capacity: usize, t_ms: i64, value: impl Fn(Metric) -> Option<f64>) {
         // Samples out of order (a probe's clock stepping back) would break
         // range queries; they are dropped rather than reordered.
         if self.times.back().is_some_and(|&t| t_ms < t) {
@@ -190,7 +190,7 @@ impl History {
         }
         self.times.push_back(t_ms);
         for (&metric, column) in Metric::ALL.iter().zip(&mut self.columns) {
-            column.push_back(metric.read(sample).map_or(f32::NAN, |v| v as f32));
+            column.push_back(value(metric).map_or(f32::NAN, |v| v as f32));
         }
     }
 
@@ -226,11 +226,26 @@ impl SeriesStore {
 
     /// Records every metric `sample` carries, at `t_ms`.
     pub fn record(&mut self, instance_id: &str, t_ms: i64, sample: &Sample<'_>) {
+        self.record_values(instance_id, t_ms, |metric| metric.read(sample));
+    }
+
+    /// Records the metrics `value` gives, at `t_ms`: a sample read back
+    /// from recorded history rather than received.
+    pub fn record_values(
+        &mut self,
+        instance_id: &str,
+        t_ms: i64,
+        value: impl Fn(Metric) -> Option<f64>,
+    ) {
         let capacity = self.capacity;
-        self.by_instance
-            .entry(instance_id.to_owned())
-            .or_insert_with(History::new)
-            .push(capacity, t_ms, sample);
+        match self.by_instance.get_mut(instance_id) {
+            Some(history) => history.push(capacity, t_ms, value),
+            None => {
+                let mut history = History::new();
+                history.push(capacity, t_ms, value);
+                self.by_instance.insert(instance_id.to_owned(), history);
+            }
+        }
     }
 
     /// The points of one series within `[from_ms, to_ms]` (either end open

@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::detect::{Cut, DetectorSet, Stores};
 use crate::heap_sites::HeapSiteStore;
 use crate::incidents::IncidentBook;
+use crate::long_history::LongHistory;
 use crate::naming::Namer;
 use crate::registry::{ConnId, InstanceState, Registry, RegistryLimits};
 use crate::series::{Metric, Sample, SeriesStore};
@@ -51,6 +52,8 @@ pub(crate) struct State {
     pub(crate) registry: Registry,
     pub(crate) series: SeriesStore,
     pub(crate) heap_sites: HeapSiteStore,
+    /// The floors of the trend series over days, for the long windows.
+    pub(crate) long: LongHistory,
     pub(crate) incidents: IncidentBook,
     /// Rows for the persistent history, written by the flusher task.
     pending_history: VecDeque<HistoryRow>,
@@ -84,6 +87,7 @@ impl State {
                 i64::try_from((config.memory.window / SITE_POINTS_PER_WINDOW).as_millis())
                     .unwrap_or(i64::MAX),
             ),
+            long: LongHistory::default(),
             incidents: IncidentBook::default(),
             pending_history: VecDeque::new(),
             last_stored_ms: std::collections::HashMap::new(),
@@ -122,6 +126,8 @@ impl State {
                 cpu_percent: instance.cpu_percent,
             };
             self.series.record(instance_id, t_ms, &sample);
+            self.long
+                .record(instance_id, t_ms, |metric| metric.read(&sample));
             let due = self
                 .last_stored_ms
                 .get(instance_id)
@@ -192,6 +198,7 @@ impl State {
         self.series.remove(instance_id);
         self.last_stored_ms.remove(instance_id);
         self.heap_sites.remove(instance_id);
+        self.long.remove(instance_id);
     }
 
     /// Applies the passage of time and drops the history of forgotten
@@ -216,6 +223,7 @@ impl State {
             registry: &self.registry,
             series: &self.series,
             heap_sites: &self.heap_sites,
+            long: &self.long,
         };
         detectors.cut(now_ms, stores, &self.incidents)
     }
@@ -281,6 +289,12 @@ pub(crate) struct Shared {
     pub(crate) stats: CollectorStats,
     /// Names the raw stacks probes send, off the lock and off the runtime.
     pub(crate) namer: Namer,
+    /// When this collector started, in ms since the epoch: a probe whose
+    /// process is older was there before, and its long view is refilled
+    /// from the store.
+    pub(crate) started_ms: i64,
+    /// One refill of a long view from the store at a time.
+    pub(crate) seeding: tokio::sync::Semaphore,
     state: Mutex<State>,
 }
 
@@ -291,6 +305,8 @@ impl Shared {
             store: std::sync::Arc::new(store),
             stats: CollectorStats::default(),
             namer: Namer::start(config.debuginfo_dirs.clone()),
+            started_ms: now_ms(),
+            seeding: tokio::sync::Semaphore::new(1),
             config,
         }
     }

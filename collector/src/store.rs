@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::series::{Metric, Point};
 
@@ -67,7 +67,7 @@ io_err!(
 
 /// One instance's sample, ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct HistoryRow {
+pub struct HistoryRow {
     pub service: String,
     pub instance: String,
     pub t_ms: i64,
@@ -95,6 +95,17 @@ impl Store {
         let txn = db.begin_write()?;
         txn.open_table(HISTORY)?;
         txn.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Opens the `history.redb` of a data directory that must already hold
+    /// one, to read it (a backtest of a stopped collector's history).
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("history.redb");
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open(&path)
+            .map_err(|source| StoreError::Open { path, source })?;
         Ok(Self { db })
     }
 
@@ -151,9 +162,7 @@ impl Store {
             }
             // A row that does not decode (written by a future version, say)
             // is skipped, not fatal.
-            let Ok(values) =
-                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(value.value())
-            else {
+            let Some(values) = decode(value.value()) else {
                 continue;
             };
             if let Some(v) = values
@@ -167,6 +176,63 @@ impl Store {
             }
         }
         Ok(series)
+    }
+
+    /// Every row of one instance of `service` within `[from_ms, to_ms]`,
+    /// oldest first: its history before the collector started, to refill
+    /// its long view. Reads at most `max_rows` rows of the service.
+    pub fn rows_of(
+        &self,
+        service: &str,
+        instance: &str,
+        range: (i64, i64),
+        max_rows: usize,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        self.rows(Some(service), Some(instance), range, max_rows)
+    }
+
+    /// Every row within `[from_ms, to_ms]` of `service` (every service when
+    /// `None`) and `instance` (every instance when `None`), by service, then
+    /// time. Reads at most `max_rows` rows.
+    pub fn rows(
+        &self,
+        service: Option<&str>,
+        instance: Option<&str>,
+        (from_ms, to_ms): (i64, i64),
+        max_rows: usize,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HISTORY)?;
+        let entries = match service {
+            Some(service) => {
+                table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))?
+            }
+            None => table.iter()?,
+        };
+        let mut rows = Vec::new();
+        for entry in entries.take(max_rows) {
+            let (key, value) = entry?;
+            let (row_service, t_ms, row_instance) = key.value();
+            if instance.is_some_and(|wanted| wanted != row_instance)
+                || !(from_ms..=to_ms).contains(&t_ms)
+            {
+                continue;
+            }
+            let Some(map) = decode(value.value()) else {
+                continue;
+            };
+            let values = map
+                .iter()
+                .filter_map(|(name, v)| Some((Metric::from_name(name)?, v.as_f64()?)))
+                .collect();
+            rows.push(HistoryRow {
+                service: row_service.to_owned(),
+                instance: row_instance.to_owned(),
+                t_ms,
+                values,
+            });
+        }
+        Ok(rows)
     }
 
     /// Deletes every row older than `t_ms`. Returns how many went.
@@ -186,6 +252,11 @@ impl Store {
         txn.commit()?;
         Ok(removed)
     }
+}
+
+/// A stored row's metrics by name; `None` for a row that does not decode.
+fn decode(bytes: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_slice(bytes).ok()
 }
 
 #[cfg(test)]
@@ -233,6 +304,26 @@ mod tests {
             .range("checkout", Metric::FdsOpen, None, (0, i64::MAX), 1000)
             .unwrap();
         assert!(absent.is_empty(), "a metric the rows lack has no points");
+    }
+
+    #[test]
+    fn reads_back_every_metric_of_one_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .append(&[
+                row("s", "a", 1000, 1.0),
+                row("s", "b", 1500, 2.0),
+                row("s", "a", 2000, 3.0),
+            ])
+            .unwrap();
+        let rows = store.rows_of("s", "a", (0, 5000), 1000).unwrap();
+        assert_eq!(
+            rows,
+            vec![row("s", "a", 1000, 1.0), row("s", "a", 2000, 3.0)]
+        );
+        let capped = store.rows_of("s", "a", (0, 5000), 1).unwrap();
+        assert_eq!(capped.len(), 1, "reads at most the rows it may");
     }
 
     #[test]

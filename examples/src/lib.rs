@@ -6,6 +6,7 @@
 //! the same code.
 #![warn(missing_docs)]
 
+pub mod cache_sawtooth;
 pub mod faults;
 pub mod service;
 pub mod signals;

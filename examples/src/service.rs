@@ -53,6 +53,13 @@ pub struct ServiceArgs {
     /// How long a simulated client holds its connection, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub session_hold_ms: u64,
+    /// A healthy cache that fills to this many MiB over
+    /// --cache-period-secs, then is flushed, over and over; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub cache_sawtooth_mib: usize,
+    /// How long the sawtooth cache takes to fill, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub cache_period_secs: u64,
 }
 
 impl ServiceArgs {
@@ -139,6 +146,14 @@ async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
     println!("{LISTENING_PREFIX}{addr}");
     if let Some(traffic) = args.session_traffic() {
         tokio::spawn(session_leak::run(traffic, fault_state.leak.clone()));
+    }
+    if args.cache_sawtooth_mib > 0 {
+        tokio::spawn(crate::cache_sawtooth::run(
+            crate::cache_sawtooth::Sawtooth {
+                peak_bytes: args.cache_sawtooth_mib << 20,
+                period: Duration::from_secs(args.cache_period_secs.max(1)),
+            },
+        ));
     }
 
     axum::serve(listener, app)

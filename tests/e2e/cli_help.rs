@@ -14,6 +14,11 @@ const CASES: &[(&str, &[&str], &str)] = &[
     ("meshwatch", &["demo", "--help"], "meshwatch-demo.txt"),
     ("meshwatch", &["report", "--help"], "meshwatch-report.txt"),
     (
+        "meshwatch",
+        &["backtest", "--help"],
+        "meshwatch-backtest.txt",
+    ),
+    (
         "meshwatch-collector",
         &["--help"],
         "meshwatch-collector.txt",

@@ -189,6 +189,21 @@ fn a_service_dying_every_few_seconds_is_a_crash_loop() {
         crash_loop["evidence"]["deaths"].as_u64().unwrap() >= 3,
         "{crash_loop:#}"
     );
+    // Flagged within 30 s of the third death (issue 12's target).
+    let mut deaths: Vec<i64> = crash_loop["evidence"]["lives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|life| life["state"] == "down")
+        .map(|life| life["last_seen_at_ms"].as_i64().unwrap())
+        .collect();
+    deaths.sort_unstable();
+    let opened = crash_loop["opened_at_ms"].as_i64().unwrap();
+    assert!(
+        opened - deaths[2] <= 30_000,
+        "opened {} ms after the third death: {crash_loop:#}",
+        opened - deaths[2]
+    );
     assert!(
         crash_loop["summary"]
             .as_str()

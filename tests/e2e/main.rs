@@ -3,6 +3,7 @@
 //! loopback sockets on ephemeral ports.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backtest;
 mod bad_input;
 mod cli_help;
 mod event_loops;

@@ -8,6 +8,7 @@
 
 pub mod foreign;
 pub mod load;
+pub mod synthetic;
 
 pub use foreign::Foreign;
 
@@ -291,6 +292,11 @@ impl Collector {
             token: token.map(str::to_owned),
             _data_dir: data_dir,
         }
+    }
+
+    /// Its data directory (the `--data-dir` it was given).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._data_dir.path().join("store")
     }
 
     /// GETs `path` from the API and parses the JSON body.

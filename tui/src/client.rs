@@ -97,14 +97,35 @@ impl ApiClient {
         metric: &str,
         range: Range,
     ) -> anyhow::Result<Option<Vec<InstanceSeries>>> {
-        let path = format!(
+        self.series_path(&format!(
             "/api/v1/series?service={}&metric={}&from={}&to={}",
             query_escape(service),
             query_escape(metric),
             range.from_ms,
             range.to_ms
-        );
-        match self.get::<SeriesView>(&path) {
+        ))
+    }
+
+    /// The same, thinned by the collector to at most `max_points` per
+    /// instance (it caps this too), for a backtest over days.
+    pub fn series_points(
+        &self,
+        service: &str,
+        metric: &str,
+        range: Range,
+        max_points: usize,
+    ) -> anyhow::Result<Option<Vec<InstanceSeries>>> {
+        self.series_path(&format!(
+            "/api/v1/series?service={}&metric={}&from={}&to={}&max_points={max_points}",
+            query_escape(service),
+            query_escape(metric),
+            range.from_ms,
+            range.to_ms
+        ))
+    }
+
+    fn series_path(&self, path: &str) -> anyhow::Result<Option<Vec<InstanceSeries>>> {
+        match self.get::<SeriesView>(path) {
             Ok(view) => Ok(Some(view.series)),
             Err(err) if is_client_error(&err) => Ok(None),
             Err(err) => Err(err),

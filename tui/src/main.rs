@@ -3,8 +3,10 @@
 //! - `meshwatch` opens the interactive TUI on a collector;
 //! - `meshwatch status` prints the mesh once, as a table or `--json`;
 //! - `meshwatch report INCIDENT` writes a post-mortem of one incident;
+//! - `meshwatch backtest` runs the detectors over recorded history;
 //! - `meshwatch demo` runs a collector, a demo mesh with faults, and the TUI.
 
+mod backtest;
 mod client;
 mod demo;
 mod evidence;
@@ -63,6 +65,10 @@ enum Command {
     },
     /// Write a post-mortem of one incident: Markdown, SVG charts, flame graph.
     Report(report::ReportArgs),
+    /// Run the detectors over recorded history (a data dir, the collector,
+    /// a CSV file or Prometheus) and print when each incident would have
+    /// opened and resolved.
+    Backtest(backtest::BacktestArgs),
     /// Start a collector on a temporary data dir and a demo mesh whose
     /// faults fire on a schedule, and open the TUI on it.
     Demo(demo::DemoArgs),
@@ -96,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Report(args)) => report::run(&client, &args),
+        Some(Command::Backtest(args)) => backtest::run(&client, &args),
         Some(Command::Demo(args)) => demo::run(&args),
         Some(Command::DemoService(args)) => meshwatch_examples::service::run(&args),
         None => ui::run(client, None),

@@ -63,9 +63,9 @@ impl Detector for FdLeak {
             let critical = time_to_limit_s
                 .is_some_and(|s| s <= self.settings.critical_fd_time_to_limit.as_secs_f64());
             let mut summary = format!(
-                "{} leaks file descriptors: {open:.0} open, +{:.1}/min",
+                "{} leaks file descriptors: {open:.0} open, {}",
                 window.service,
-                fds.trend.slope * 60.0
+                fds.rate_text()
             );
             if let (Some(limit), Some(s)) = (limit, time_to_limit_s) {
                 summary.push_str(&format!(

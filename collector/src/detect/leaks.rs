@@ -33,18 +33,22 @@
 //! 40 s after they begin; a pool warming over its first minute, a
 //! tenfold load step with the sockets and tasks it brings, and a noisy flat
 //! count are not.
+//!
+//! After the detector's own window come the long ones, an hour to three
+//! days, on the floors of the long view ([`super::scale`] says what each
+//! asks): a slow leak of a few fds an hour is flagged there, and a count
+//! rising with a daily swing of traffic is not, once the instance has a day
+//! before to compare with.
 
 use std::time::Duration;
 
 use meshwatch_api::evidence::SignTest;
 
-use super::memory::{Trend, trend};
-use super::{InstanceWindow, Problem, Scale, Verdict, Window, scales};
+use super::memory::{MemorySettings, Trend, trend};
+use super::{InstanceWindow, Problem, Scale, ScaleKind, Verdict, Window, due_scales};
 use crate::incidents::Finding;
 use crate::series::Metric;
 
-/// The recent slope must be at least this share of the window's.
-const RECENT_SHARE: f64 = 0.3;
 /// A count must grow at least this many times faster (relatively) than the
 /// CPU for the growth not to be explained by load.
 const LOAD_FACTOR: f64 = 2.0;
@@ -64,6 +68,9 @@ pub struct LeakSettings {
     /// A short window judges an instance only once it has lived this long
     /// before the window began: past its warm-up.
     pub warm_up: Duration,
+    /// Longer windows judged after the detector's own, shortest first, from
+    /// the long view: a slow leak opens on the first that is decisive.
+    pub long_windows: Vec<Duration>,
     /// CLOSE_WAIT sockets the floor must have gained over the window.
     pub min_close_wait_growth: f64,
     /// Open fds the floor must have gained over the window.
@@ -90,6 +97,7 @@ impl Default for LeakSettings {
             window: Duration::from_secs(10 * 60),
             short_windows: vec![Duration::from_secs(60), Duration::from_secs(180)],
             warm_up: Duration::from_secs(60),
+            long_windows: MemorySettings::default().long_windows,
             min_close_wait_growth: 5.0,
             min_fd_growth: 20.0,
             critical_fd_time_to_limit: Duration::from_secs(3600),
@@ -142,8 +150,8 @@ pub fn count_trend(
     scale: Scale,
     now_ms: i64,
 ) -> Option<CountTrend> {
-    let points = instance.trailing(metric, scale.window_ms, now_ms);
-    let trend = trend(points, scale.window_ms)?;
+    let points = instance.on_scale(metric, scale, now_ms);
+    let trend = trend(&points, scale)?;
     let mean = points.iter().map(|&(_, v)| v).sum::<f64>() / points.len() as f64;
     Some(CountTrend {
         scale,
@@ -161,13 +169,31 @@ impl CountTrend {
             && t.rises_lately(self.scale)
             && t.sign.p_value <= self.scale.max_p_value()
             && self.growth >= min_growth
-            && t.recent_slope >= RECENT_SHARE * t.slope
+            && t.goes_on(self.scale)
     }
 
     /// Still climbing lately: enough to keep an open incident open, so that
-    /// it does not flap while the signals that opened it wobble.
+    /// it does not flap while the signals that opened it wobble. On a days
+    /// window, whose envelope climbs in daily steps, climbing at all.
     pub fn still_rising(&self) -> bool {
-        self.trend.slope > 0.0 && self.trend.recent_slope > 0.0
+        self.trend.slope > 0.0
+            && (self.trend.recent_slope > 0.0 || self.scale.kind == ScaleKind::Days)
+    }
+
+    /// How fast it climbs and over which window, for a summary: `+5.0/min
+    /// over the last 3 min`, or per hour for a slow leak (`+2.0/h over the
+    /// last 72.0 h`).
+    pub fn rate_text(&self) -> String {
+        let per_minute = self.trend.slope * 60.0;
+        let rate = if per_minute >= 1.0 {
+            format!("+{per_minute:.1}/min")
+        } else {
+            format!("+{:.1}/h", per_minute * 60.0)
+        };
+        format!(
+            "{rate} over the last {}",
+            super::memory::duration(self.scale.window_ms as f64 / 1000.0)
+        )
     }
 
     /// Growth over the window relative to the series' mean (at least 1, so
@@ -201,7 +227,12 @@ pub fn per_instance(
 ) -> Verdict {
     let mut judged = false;
     let mut problems = Vec::new();
-    let ladder = scales(&settings.short_windows, window.span_ms);
+    let ladder = due_scales(
+        &settings.short_windows,
+        window.span_ms,
+        &settings.long_windows,
+        window.long_due,
+    );
     for instance in &window.instances {
         let finding = ladder.iter().find_map(|&scale| {
             if !instance.past_warm_up(scale, window.now_ms, settings.warm_up) {
@@ -209,7 +240,11 @@ pub fn per_instance(
             }
             let count = count_trend(instance, metric, scale, window.now_ms)?;
             judged = true;
-            judge(instance, &count)
+            let level_and_growth = (count.trend.level, count.growth);
+            judge(instance, &count).filter(|_| {
+                window.open
+                    || instance.beyond_yesterday(metric, scale, window.now_ms, level_and_growth)
+            })
         });
         if let Some(finding) = finding {
             problems.push(Problem {
@@ -221,6 +256,8 @@ pub fn per_instance(
     }
     match (judged, problems.is_empty()) {
         (false, _) => Verdict::Undecided,
+        // What a long window opened is for a long window to resolve.
+        (true, true) if window.open && !window.long_due => Verdict::Undecided,
         (true, true) => Verdict::Healthy,
         (true, false) => Verdict::Unhealthy(problems),
     }

@@ -10,9 +10,11 @@
 //!    envelope, at 5 %;
 //! 2. by enough? a Theil–Sen slope of at least `min_rate_bytes_per_hour`
 //!    and `min_growth_bytes` over the window;
-//! 3. still now? the slope over the last third of the window is at least
-//!    30 % of the whole window's, so a step up followed by a plateau (a
-//!    warm-up) is not a leak;
+//! 3. still now, and steadily? the envelope's slope over the last third of
+//!    the window is between 30 % of the whole window's and 3.3 times it,
+//!    and the raw points of the last sixth still rise at 30 % of it, so a
+//!    step up followed by a plateau (a warm-up, a cache filled once, whose
+//!    step lags in the envelope by its width) is not a leak;
 //! 4. does it matter? at least `relative_per_hour` of the current level per
 //!    hour, or the memory limit (cgroup `memory.max`, else host memory)
 //!    reached within `max_time_to_limit` at this rate.
@@ -27,15 +29,23 @@
 //! minutes), each instance is judged on trailing windows of 3 and 5
 //! minutes, shortest first; the first decisive one opens the incident and
 //! is its evidence's `window_seconds`. A short window asks more: the sign
-//! test at 1 % (every pair of the envelope's 16 points rising), raw points
-//! still rising over its last third (the envelope lags by its width, so a
-//! cache that filled a minute ago still lifts the envelope's last third),
-//! and only an instance that had lived a minute before the part of the
+//! test at 1 % (every pair of the envelope's 16 points rising), a recent
+//! rise measured end to end (a sawtooth's envelope climbs in steps), and
+//! only an instance that had lived a minute before the part of the
 //! window a trend needs (past its warm-up). Measured in the tests: +2 MB a
 //! minute from a 30 MB base is flagged 145 s into the leak (3-minute
 //! window), +1 MiB a minute under a 32 MiB sawtooth 240 s in (5-minute
 //! window); a 48 MiB cache fill over a minute at any time, a sawtooth cache
 //! and a new instance warming up are not.
+//!
+//! **Long windows.** After its own, the detector judges an hour to three
+//! days on the floors of the long view ([`super::scale`] says what each
+//! asks). There a slow leak matters when it has grown by a quarter of the
+//! floor where the window started (`min_relative_growth`), since a leak of a
+//! few MiB an hour in a large process is never 10 % an hour, and the days
+//! windows' rate floor is 1 MiB/h: 10 MiB/h under a 30 MiB daily swing is
+//! flagged within 12 hours, 2 MiB/h in a 200 MiB service within 2 days
+//! (`collector/tests/slow_leaks.rs`).
 //!
 //! An open incident stays open while the recent slope stays above the
 //! minimum rate, and resolves when growth stops. The incident belongs to
@@ -49,7 +59,9 @@ use std::time::Duration;
 use meshwatch_api::evidence::{MemoryGrowthEvidence, MemoryTrend, SuspectSite};
 
 use super::trend::{SignTest, cox_stuart, lower_envelope, theil_sen};
-use super::{Detector, InstanceWindow, Needs, Problem, Scale, Verdict, Window, scales};
+use super::{
+    Detector, InstanceWindow, Needs, Problem, Scale, ScaleKind, Verdict, Window, due_scales,
+};
 use crate::heap_sites::SiteHistory;
 use crate::incidents::{Evidence, Finding, IncidentKind, Severity};
 use crate::series::{Metric, Point};
@@ -68,8 +80,18 @@ pub struct MemorySettings {
     /// A short window judges an instance only once it had lived this long
     /// before the part of the window a trend needs.
     pub warm_up: Duration,
+    /// Longer windows judged after the detector's own, shortest first, from
+    /// the long view: a slow leak opens on the first that is decisive.
+    pub long_windows: Vec<Duration>,
     /// The least growth rate worth an incident, in bytes per hour.
     pub min_rate_bytes_per_hour: f64,
+    /// The same on a window of days, which separates a slower rise from a
+    /// daily swing.
+    pub min_rate_over_days_bytes_per_hour: f64,
+    /// On a window longer than the detector's own, growth over the window
+    /// as a share of the floor where it started that is worth an incident
+    /// on its own (a slow leak in a large heap is no 10 % an hour).
+    pub min_relative_growth: f64,
     /// The least growth over the window worth an incident, in bytes.
     pub min_growth_bytes: f64,
     /// Growth per hour, as a share of the current level, that is worth an
@@ -88,7 +110,12 @@ impl Default for MemorySettings {
             window: Duration::from_secs(8 * 60),
             short_windows: vec![Duration::from_secs(3 * 60), Duration::from_secs(5 * 60)],
             warm_up: Duration::from_secs(60),
+            long_windows: [60, 3 * 60, 6 * 60, 12 * 60, 36 * 60, 72 * 60]
+                .map(|minutes| Duration::from_secs(minutes * 60))
+                .to_vec(),
             min_rate_bytes_per_hour: 4.0 * MIB,
+            min_rate_over_days_bytes_per_hour: MIB,
+            min_relative_growth: 0.25,
             min_growth_bytes: MIB,
             relative_per_hour: 0.10,
             max_time_to_limit: Duration::from_secs(24 * 3600),
@@ -102,8 +129,17 @@ const MIB: f64 = 1024.0 * 1024.0;
 const MIN_COVERAGE: f64 = 0.8;
 /// Fewest points in the window to be judged.
 const MIN_POINTS: usize = 8;
-/// The envelope's stretch is the window divided by this.
-const ENVELOPE_DIVISOR: i64 = 4;
+/// Fewest points, on average, in each stretch of the envelope of a window
+/// other than the detector's own. The envelope's stretches overlap, so its
+/// points are not independent, and the minimum of a few points is noisy
+/// enough that a sign test on them is fooled by noise alone (seen on a week
+/// of history at 10 s, whose 3- and 5-minute windows hold 4 and 8 points a
+/// stretch, several times a day; and on the 30-minute window's 7.5 one-minute
+/// floors a stretch, by the rising half of a daily swing). Those windows are
+/// extra tries, so one too sparse for this is skipped: a backtest at the
+/// store's resolution, or a service exporting every few seconds, starts at
+/// the detector's own window, which is judged on 8 points as before.
+const MIN_POINTS_PER_STRETCH: f64 = 10.0;
 /// Points of the envelope the statistics run on.
 const ENVELOPE_POINTS: usize = 16;
 /// The recent slope must be at least this share of the window's.
@@ -131,14 +167,29 @@ impl MemoryGrowth {
 pub struct Trend {
     /// Theil–Sen slope of the envelope, units per second.
     pub slope: f64,
-    /// The same over the envelope's last third.
+    /// How fast the envelope rose over its last third: its Theil–Sen slope,
+    /// which a fill's tail at the third's first point does not lift; on a
+    /// short window, the rise from end to end. Under a cache sawtooth the
+    /// envelope climbs in steps, one a tooth, and a step near an end of the
+    /// third's five points leaves most pairs flat (a median of zero) where
+    /// the rise from end to end counts it; a short window's raw points must
+    /// still rise too ([`Trend::rises_lately`]), which keeps a fill's tail
+    /// out there.
     pub recent_slope: f64,
-    /// The Theil–Sen slope of the raw points of the window's last third.
-    /// The envelope lags by its width (a quarter of the window): a cache
-    /// that filled and stopped still lifts the envelope's last third for
-    /// that long, while the raw points are already flat. Short windows ask
-    /// this too.
+    /// The Theil–Sen slope of the raw points of the window's last sixth
+    /// (on a short or own window; the envelope's slope on the long ones,
+    /// whose points are floors already). The envelope lags by its width (a
+    /// quarter of the window): a cache that filled and stopped still lifts
+    /// the envelope's last third for that long, while the raw points are
+    /// already flat. The last sixth, not third: over a third, the ramp of a
+    /// fill that ended 25 s ago still outweighs the flat after it (seen with
+    /// noise: a 48 MiB fill flagged on the 3-minute window).
     pub raw_recent_slope: f64,
+    /// Whether each half of the envelope rises on its own (Theil–Sen). On a
+    /// days window, whose day-wide envelope of a leak under a daily swing
+    /// climbs in daily steps, this stands in for the recent slope: a single
+    /// step (a cache filled once) lifts one half only.
+    pub halves_rise: bool,
     /// The Cox–Stuart test on the envelope.
     pub sign: SignTest,
     /// The envelope's last value: the floor now.
@@ -148,38 +199,72 @@ pub struct Trend {
 }
 
 impl Trend {
-    /// Whether the raw points still rise lately, as a short window asks
-    /// (the detector's own window, whose envelope lags less against its
-    /// recent third, does not).
+    /// Whether the raw points still rise lately, as the windows of raw
+    /// points ask (short and own; a long window's points are floors).
     pub fn rises_lately(&self, scale: Scale) -> bool {
-        !scale.short || self.raw_recent_slope >= RECENT_SHARE * self.slope
+        scale.is_long() || self.raw_recent_slope >= RECENT_SHARE * self.slope
+    }
+
+    /// Whether the rise goes on to the end of the window, steadily, rather
+    /// than a step and a plateau (a warm-up, a cache filled once): the
+    /// envelope's recent slope is within a factor of 3.3 of the window's;
+    /// on a days window, each half rises.
+    pub fn goes_on(&self, scale: Scale) -> bool {
+        if scale.kind == ScaleKind::Days {
+            return self.halves_rise;
+        }
+        // Nor many times the window's slope: a step lagging in the envelope
+        // (a fill that ended less than a quarter-window ago) rises at the
+        // end of a window that is otherwise flat; a leak's rise is steady.
+        self.recent_slope >= RECENT_SHARE * self.slope
+            && self.recent_slope * RECENT_SHARE <= self.slope
     }
 }
 
-/// The trend of `points` over a window of `window_ms`, or `None` when they
-/// do not cover enough of it.
-pub fn trend(points: &[Point], window_ms: i64) -> Option<Trend> {
+/// The trend of `points` over the window `scale`, or `None` when they do
+/// not cover enough of it.
+pub fn trend(points: &[Point], scale: Scale) -> Option<Trend> {
     let (&(first, _), &(last, _)) = (points.first()?, points.last()?);
-    if points.len() < MIN_POINTS || ((last - first) as f64) < MIN_COVERAGE * window_ms as f64 {
+    let per_stretch = points.len() as f64 * scale.envelope_ms() as f64 / scale.window_ms as f64;
+    if points.len() < MIN_POINTS
+        || ((last - first) as f64) < MIN_COVERAGE * scale.window_ms as f64
+        || (scale.kind != ScaleKind::Own && per_stretch < MIN_POINTS_PER_STRETCH)
+    {
         return None;
     }
-    let envelope = lower_envelope(points, window_ms / ENVELOPE_DIVISOR, ENVELOPE_POINTS);
+    let envelope = lower_envelope(points, scale.envelope_ms(), ENVELOPE_POINTS);
     if envelope.len() < ENVELOPE_POINTS / 2 {
         return None;
     }
     let slope = theil_sen(&envelope)?;
-    let recent_slope = theil_sen(&envelope[envelope.len() - envelope.len() / 3..])?;
-    let recent_from = last - (last - first) / 3;
-    let recent = &points[points.partition_point(|&(t, _)| t < recent_from)..];
-    // At most 64 of them: Theil–Sen compares every pair.
-    let raw_recent: Vec<(f64, f64)> = recent
-        .iter()
-        .step_by(recent.len().div_ceil(64).max(1))
-        .map(|&(t, v)| ((t - first) as f64 / 1000.0, v))
-        .collect();
-    let raw_recent_slope = theil_sen(&raw_recent).unwrap_or(0.0);
+    let recent = &envelope[envelope.len() - envelope.len() / 3..];
+    let recent_slope = if scale.kind == ScaleKind::Short {
+        rise_rate(recent)?
+    } else {
+        theil_sen(recent)?
+    };
+    // Only the windows of raw points ask for it ([`Trend::rises_lately`]),
+    // and it is the costliest part: Theil–Sen compares every pair of up to
+    // 64 points.
+    let raw_recent_slope = if !scale.is_long() {
+        let recent_from = last - (last - first) / 6;
+        let recent = &points[points.partition_point(|&(t, _)| t < recent_from)..];
+        let raw_recent: Vec<(f64, f64)> = recent
+            .iter()
+            .step_by(recent.len().div_ceil(64).max(1))
+            .map(|&(t, v)| ((t - first) as f64 / 1000.0, v))
+            .collect();
+        theil_sen(&raw_recent).unwrap_or(0.0)
+    } else {
+        slope
+    };
     let values: Vec<f64> = envelope.iter().map(|&(_, v)| v).collect();
+    let (early, late) = envelope.split_at(envelope.len() / 2);
+    let halves_rise = [early, late]
+        .iter()
+        .all(|half| theil_sen(half).is_some_and(|s| s > 0.0));
     Some(Trend {
+        halves_rise,
         slope,
         recent_slope,
         raw_recent_slope,
@@ -190,24 +275,43 @@ pub fn trend(points: &[Point], window_ms: i64) -> Option<Trend> {
 }
 
 impl MemorySettings {
+    /// The least rate worth an incident on `scale`, in bytes per second.
+    fn min_rate(&self, scale: Scale) -> f64 {
+        let per_hour = if scale.kind == ScaleKind::Days {
+            self.min_rate_over_days_bytes_per_hour
+        } else {
+            self.min_rate_bytes_per_hour
+        };
+        per_hour / 3600.0
+    }
+
     /// Steady, large enough, and still going on: enough to open.
     fn rising(&self, t: &Trend, scale: Scale) -> bool {
         t.rises_lately(scale)
             && t.sign.p_value <= scale.max_p_value()
-            && t.slope * 3600.0 >= self.min_rate_bytes_per_hour
+            && t.slope >= self.min_rate(scale)
             && t.slope * t.span_s >= self.min_growth_bytes
-            && t.recent_slope >= RECENT_SHARE * t.slope
+            && t.goes_on(scale)
     }
 
     /// Still climbing lately: enough to keep an incident open.
-    fn still_rising(&self, t: &Trend) -> bool {
-        t.recent_slope * 3600.0 >= self.min_rate_bytes_per_hour
+    fn still_rising(&self, t: &Trend, scale: Scale) -> bool {
+        let lately = if scale.kind == ScaleKind::Days {
+            t.slope
+        } else {
+            t.recent_slope
+        };
+        lately >= self.min_rate(scale)
     }
 
-    /// Fast relative to its size, or heading for the limit soon.
-    fn matters(&self, t: &Trend, time_to_limit_s: Option<f64>) -> bool {
+    /// Fast relative to its size, large against where a long window
+    /// started, or heading for the limit soon.
+    fn matters(&self, t: &Trend, scale: Scale, time_to_limit_s: Option<f64>) -> bool {
         let relative = t.slope * 3600.0 / t.level.max(1.0);
+        let growth = t.slope * t.span_s;
+        let started_at = (t.level - growth).max(1.0);
         relative >= self.relative_per_hour
+            || (scale.is_long() && growth >= self.min_relative_growth * started_at)
             || time_to_limit_s.is_some_and(|s| s <= self.max_time_to_limit.as_secs_f64())
     }
 }
@@ -267,7 +371,12 @@ impl Detector for MemoryGrowth {
             .filter(|j| j.growing)
             .max_by(|a, b| a.rate.total_cmp(&b.rate))
         else {
-            return Verdict::Healthy;
+            // What a long window opened is for a long window to resolve.
+            return if window.open && !window.long_due {
+                Verdict::Undecided
+            } else {
+                Verdict::Healthy
+            };
         };
         Verdict::Unhealthy(vec![Problem {
             instance: None,
@@ -286,7 +395,12 @@ impl MemoryGrowth {
         window: &Window<'_>,
     ) -> Option<Judgement<'w, 'a>> {
         let mut longest = None;
-        for scale in scales(&self.settings.short_windows, window.span_ms) {
+        for scale in due_scales(
+            &self.settings.short_windows,
+            window.span_ms,
+            &self.settings.long_windows,
+            window.long_due,
+        ) {
             if !instance.past_warm_up(scale, window.now_ms, self.settings.warm_up) {
                 continue;
             }
@@ -313,9 +427,9 @@ impl MemoryGrowth {
         } else {
             Metric::HeapLiveBytes
         };
-        let trailing = |metric| instance.trailing(metric, scale.window_ms, window.now_ms);
-        let rss = trend(trailing(Metric::RssBytes), scale.window_ms);
-        let trend = trend(trailing(primary), scale.window_ms)?;
+        let on_scale = |metric| instance.on_scale(metric, scale, window.now_ms);
+        let rss = trend(&on_scale(Metric::RssBytes), scale);
+        let trend = trend(&on_scale(primary), scale)?;
         let rate = rss.map_or(trend.slope, |r| r.slope.max(trend.slope));
         let limit = instance
             .latest(Metric::MemoryLimitBytes)
@@ -341,9 +455,16 @@ impl MemoryGrowth {
         let time_to_limit_s = nearest.map(|(s, _)| s);
         let settings = &self.settings;
         let growing = if window.open {
-            settings.rising(&trend, scale) || settings.still_rising(&trend)
+            settings.rising(&trend, scale) || settings.still_rising(&trend, scale)
         } else {
-            settings.rising(&trend, scale) && settings.matters(&trend, time_to_limit_s)
+            settings.rising(&trend, scale)
+                && settings.matters(&trend, scale, time_to_limit_s)
+                && instance.beyond_yesterday(
+                    primary,
+                    scale,
+                    window.now_ms,
+                    (trend.level, trend.slope * trend.span_s),
+                )
         };
         Some(Judgement {
             instance,
@@ -372,11 +493,12 @@ impl MemoryGrowth {
             _ => "RSS",
         };
         let mut summary = format!(
-            "{what} of {} grows {}/h (+{:.0} %/h) in instance {}",
+            "{what} of {} grows {}/h (+{:.0} %/h) in instance {}, steadily over the last {}",
             window.service,
             bytes(j.trend.slope * 3600.0),
             j.trend.slope * 3600.0 / j.trend.level.max(1.0) * 100.0,
             short(j.instance.instance_id),
+            duration(j.scale.window_ms as f64 / 1000.0),
         );
         if let (Some(s), Some(limit)) = (j.time_to_limit_s, j.nearest_limit) {
             let which = if j.heap_limit == Some(limit) {
@@ -421,6 +543,13 @@ impl MemoryGrowth {
             }),
         }
     }
+}
+
+/// The rise from the first to the last of `points`, per second; `None`
+/// when they span no time.
+fn rise_rate(points: &[(f64, f64)]) -> Option<f64> {
+    let (&(t0, v0), &(t1, v1)) = (points.first()?, points.last()?);
+    (t1 > t0).then(|| (v1 - v0) / (t1 - t0))
 }
 
 /// Seconds until `now` reaches `limit` at `rate` bytes a second; `None`

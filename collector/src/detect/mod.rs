@@ -24,6 +24,7 @@ pub mod crash_loop;
 pub mod fd_leak;
 pub mod leaks;
 pub mod memory;
+pub mod scale;
 pub mod service_down;
 pub mod socket_leak;
 pub mod task_leak;
@@ -32,6 +33,7 @@ mod testing;
 pub mod trend;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshwatch_proto::v1::Snapshot;
@@ -39,9 +41,11 @@ use meshwatch_proto::v1::Snapshot;
 use crate::config::Config;
 use crate::heap_sites::{HeapSiteStore, SiteHistory};
 use crate::incidents::{Finding, IncidentBook, IncidentKey, IncidentKind};
+use crate::long_history::{InstanceFloors, LongHistory};
 use crate::registry::{Ending, Instance, InstanceState, Registry};
 use crate::series::{Metric, Point, SeriesStore};
 use meshwatch_api::evidence::InstanceLife;
+pub use scale::{Scale, ScaleKind, due_scales};
 
 /// What a detector needs cut out of the stores.
 #[derive(Debug, Clone, Copy)]
@@ -106,47 +110,15 @@ pub struct Window<'a> {
     /// detector can stand back for a more telling one (`service_down` for
     /// `crash_loop`).
     pub open_kinds: Vec<IncidentKind>,
+    /// Whether this pass judges the long windows, which read the long view
+    /// and change at most once a minute (a bucket): once a minute, not at
+    /// every pass. On the other passes a detector that finds nothing on its
+    /// shorter windows leaves an open incident as it is (`Undecided`)
+    /// rather than resolve what a long window opened.
+    pub long_due: bool,
     /// Every instance of the service the collector still knows, oldest
     /// start first, with the series of those that have points in the span.
     pub instances: Vec<InstanceWindow<'a>>,
-}
-
-/// One window a trend detector judges an instance on: its length, and
-/// whether it is shorter than the detector's own (and so asks more).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scale {
-    /// Its length, in ms.
-    pub window_ms: i64,
-    /// Shorter than the detector's own window.
-    pub short: bool,
-}
-
-impl Scale {
-    /// The sign test's significance level on this window: 5 % on the
-    /// detector's own, 1 % on a shorter one, which sees fewer points and is
-    /// one of several tried (with 16 envelope points, every pair rising).
-    pub fn max_p_value(self) -> f64 {
-        if self.short { 0.01 } else { 0.05 }
-    }
-}
-
-/// The windows a trend detector judges, shortest first: those of `short`
-/// below `span_ms`, then `span_ms` itself. A fast leak opens on the first
-/// decisive one; a slow one needs the longest.
-pub fn scales(short: &[Duration], span_ms: i64) -> Vec<Scale> {
-    short
-        .iter()
-        .map(|w| i64::try_from(w.as_millis()).unwrap_or(i64::MAX))
-        .filter(|&w| w < span_ms)
-        .map(|window_ms| Scale {
-            window_ms,
-            short: true,
-        })
-        .chain([Scale {
-            window_ms: span_ms,
-            short: false,
-        }])
-        .collect()
 }
 
 /// One instance within a [`Window`].
@@ -172,6 +144,9 @@ pub struct InstanceWindow<'a> {
     /// Its latest snapshot, for evidence a series does not hold (the spawn
     /// sites of alive tasks, say).
     pub latest: Option<&'a Snapshot>,
+    /// Its long view, for windows longer than the rings hold: `None` when
+    /// it has none (or its series are not in the span).
+    pub long: Option<Arc<InstanceFloors>>,
 }
 
 impl InstanceWindow<'_> {
@@ -194,7 +169,8 @@ impl InstanceWindow<'_> {
     /// steadily as a leak while it does, is done by then.
     pub fn past_warm_up(&self, scale: Scale, now_ms: i64, warm_up: Duration) -> bool {
         let covered_from = now_ms - scale.window_ms * 4 / 5;
-        !scale.short || self.started_at_ms + warm_up.as_millis() as i64 <= covered_from
+        scale.kind != ScaleKind::Short
+            || self.started_at_ms + warm_up.as_millis() as i64 <= covered_from
     }
 
     /// The latest value of `metric` in the window.
@@ -235,6 +211,56 @@ pub struct Stores<'a> {
     pub series: &'a SeriesStore,
     /// Their allocation sites.
     pub heap_sites: &'a HeapSiteStore,
+    /// Their long views.
+    pub long: &'a LongHistory,
+}
+
+/// What a detection pass needs to know of an instance besides its series:
+/// its life, from the registry or, in a backtest, from recorded history.
+#[derive(Debug, Clone)]
+pub struct Life<'a> {
+    /// Its service.
+    pub service: &'a str,
+    /// Random per process start.
+    pub instance_id: &'a str,
+    /// When the process started.
+    pub started_at_ms: i64,
+    /// When it was last heard from.
+    pub last_seen_ms: i64,
+    /// Up, down or restarted.
+    pub state: InstanceState,
+    /// How it went down, while down.
+    pub ending: Option<Ending>,
+    /// Dead predecessors it replaces.
+    pub restarts: u32,
+    /// Its latest snapshot, when it has one.
+    pub last_snapshot: Option<&'a Snapshot>,
+}
+
+impl<'a> From<&'a Instance> for Life<'a> {
+    fn from(instance: &'a Instance) -> Self {
+        Self {
+            service: &instance.service,
+            instance_id: &instance.instance_id,
+            started_at_ms: instance.started_at_ms(),
+            last_seen_ms: instance.last_seen_ms,
+            state: instance.state,
+            ending: instance.ending,
+            restarts: instance.restarts,
+            last_snapshot: instance.last_snapshot.as_ref(),
+        }
+    }
+}
+
+/// The series of a pass, wherever they are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesStores<'a> {
+    /// The full-rate rings.
+    pub series: &'a SeriesStore,
+    /// The allocation sites.
+    pub heap_sites: &'a HeapSiteStore,
+    /// The long views.
+    pub long: &'a LongHistory,
 }
 
 /// The collector's detectors and when they last ran.
@@ -243,7 +269,14 @@ pub struct DetectorSet {
     detectors: Vec<Box<dyn Detector>>,
     every_ms: i64,
     last_run_ms: Option<i64>,
+    /// When the last pass that judged the long windows ran.
+    last_long_ms: Option<i64>,
+    /// Whether the pass counted by the last [`due`](Self::due) judges them.
+    long_due: bool,
 }
+
+/// How often a pass judges the long windows: the long view's finest bucket.
+const LONG_EVERY_MS: i64 = 60_000;
 
 impl DetectorSet {
     /// Every detector, set up from `config`.
@@ -261,11 +294,14 @@ impl DetectorSet {
             ],
             every_ms: i64::try_from(config.detect_interval.as_millis()).unwrap_or(i64::MAX),
             last_run_ms: None,
+            last_long_ms: None,
+            long_due: true,
         }
     }
 
     /// Whether a detection pass is due at `now_ms`; if so, the pass is
-    /// counted as run.
+    /// counted as run, and judges the long windows when a minute has passed
+    /// since the last that did.
     pub fn due(&mut self, now_ms: i64) -> bool {
         if self
             .last_run_ms
@@ -274,6 +310,12 @@ impl DetectorSet {
             return false;
         }
         self.last_run_ms = Some(now_ms);
+        self.long_due = self
+            .last_long_ms
+            .is_none_or(|last| now_ms.saturating_sub(last) >= LONG_EVERY_MS);
+        if self.long_due {
+            self.last_long_ms = Some(now_ms);
+        }
         true
     }
 
@@ -281,19 +323,40 @@ impl DetectorSet {
     /// service: called under the collector's lock, which it holds only for
     /// the copying. The judging ([`check`](Self::check)) runs without it.
     pub fn cut(&self, now_ms: i64, stores: Stores<'_>, incidents: &IncidentBook) -> Vec<Cut> {
-        let instances = stores.registry.sorted();
+        let lives: Vec<Life<'_>> = stores
+            .registry
+            .sorted()
+            .into_iter()
+            .map(Life::from)
+            .collect();
+        let series = SeriesStores {
+            series: stores.series,
+            heap_sites: stores.heap_sites,
+            long: stores.long,
+        };
+        self.cut_lives(now_ms, &lives, series, incidents)
+    }
+
+    /// Copies out what every detector needs of every service of `lives`,
+    /// which are sorted by service.
+    pub fn cut_lives(
+        &self,
+        now_ms: i64,
+        lives: &[Life<'_>],
+        stores: SeriesStores<'_>,
+        incidents: &IncidentBook,
+    ) -> Vec<Cut> {
         let mut cuts = Vec::new();
-        for group in instances.chunk_by(|a, b| a.service == b.service) {
-            let service = group[0].service.as_str();
+        for group in lives.chunk_by(|a, b| a.service == b.service) {
+            let service = group[0].service;
             let open_kinds = incidents.open_kinds(service);
             for (detector, d) in self.detectors.iter().enumerate() {
                 cuts.push(Cut::of(
                     detector,
                     d.kind(),
                     d.needs(),
-                    service,
                     group,
-                    now_ms,
+                    (now_ms, self.long_due),
                     stores,
                     open_kinds.clone(),
                 ));
@@ -356,6 +419,7 @@ pub struct Cut {
     kind: IncidentKind,
     service: String,
     now_ms: i64,
+    long_due: bool,
     span_ms: i64,
     open_kinds: Vec<IncidentKind>,
     instances: Vec<CutInstance>,
@@ -373,6 +437,7 @@ struct CutInstance {
     series: BTreeMap<Metric, Vec<Point>>,
     heap_sites: Vec<SiteHistory>,
     latest: Option<Snapshot>,
+    long: Option<Arc<InstanceFloors>>,
 }
 
 /// A detector's verdict on one service, to apply.
@@ -384,23 +449,21 @@ pub struct Judged {
 }
 
 impl Cut {
-    #[allow(clippy::too_many_arguments)] // one call site, every argument a different thing
     fn of(
         detector: usize,
         kind: IncidentKind,
         needs: Needs,
-        service: &str,
-        group: &[&Instance],
-        now_ms: i64,
-        stores: Stores<'_>,
+        group: &[Life<'_>],
+        (now_ms, long_due): (i64, bool),
+        stores: SeriesStores<'_>,
         open_kinds: Vec<IncidentKind>,
     ) -> Self {
         let span_ms = i64::try_from(needs.span.as_millis()).unwrap_or(i64::MAX);
         let from = now_ms.saturating_sub(span_ms);
         let mut instances: Vec<CutInstance> = group
             .iter()
-            .map(|instance| {
-                let recent = instance.last_seen_ms >= from;
+            .map(|life| {
+                let recent = life.last_seen_ms >= from;
                 let series = needs
                     .metrics
                     .iter()
@@ -409,32 +472,29 @@ impl Cut {
                         let points =
                             stores
                                 .series
-                                .range(&instance.instance_id, metric, Some(from), None);
+                                .range(life.instance_id, metric, Some(from), None);
                         (metric, points)
                     })
                     .collect();
                 let heap_sites = if needs.heap_sites && recent {
-                    stores
-                        .heap_sites
-                        .sites(&instance.instance_id)
-                        .cloned()
-                        .collect()
+                    stores.heap_sites.sites(life.instance_id).cloned().collect()
                 } else {
                     Vec::new()
                 };
                 CutInstance {
-                    instance_id: instance.instance_id.clone(),
-                    started_at_ms: instance.started_at_ms(),
-                    last_seen_ms: instance.last_seen_ms,
-                    state: instance.state,
-                    ending: instance.ending,
-                    restarts: instance.restarts,
+                    instance_id: life.instance_id.to_owned(),
+                    started_at_ms: life.started_at_ms,
+                    last_seen_ms: life.last_seen_ms,
+                    state: life.state,
+                    ending: life.ending,
+                    restarts: life.restarts,
                     series,
                     heap_sites,
                     latest: needs
                         .latest_snapshot
-                        .then(|| instance.last_snapshot.clone())
+                        .then(|| life.last_snapshot.cloned())
                         .flatten(),
+                    long: recent.then(|| stores.long.get(life.instance_id)).flatten(),
                 }
             })
             .collect();
@@ -444,8 +504,11 @@ impl Cut {
         Self {
             detector,
             kind,
-            service: service.to_owned(),
+            service: group
+                .first()
+                .map_or_else(String::new, |l| l.service.to_owned()),
             now_ms,
+            long_due,
             span_ms,
             open_kinds,
             instances,
@@ -461,6 +524,7 @@ impl Cut {
             span_ms: self.span_ms,
             open: self.open_kinds.contains(&self.kind),
             open_kinds: self.open_kinds.clone(),
+            long_due: self.long_due,
             instances: self
                 .instances
                 .iter_mut()
@@ -474,6 +538,7 @@ impl Cut {
                     restarts: i.restarts,
                     heap_sites: i.heap_sites.iter().collect(),
                     latest: i.latest.as_ref(),
+                    long: i.long.clone(),
                 })
                 .collect(),
         }
@@ -613,6 +678,8 @@ mod tests {
             ],
             every_ms: 1000,
             last_run_ms: None,
+            last_long_ms: None,
+            long_due: true,
         };
         let mut registry = registry();
         let conn = registry.hello(
@@ -625,10 +692,12 @@ mod tests {
         );
         registry.disconnect("d1", conn);
         let (series, sites) = (SeriesStore::new(10), HeapSiteStore::new(0));
+        let long = LongHistory::default();
         let stores = Stores {
             registry: &registry,
             series: &series,
             heap_sites: &sites,
+            long: &long,
         };
         let mut book = IncidentBook::default();
         tick(&mut set, 60_000, stores, &mut book);
@@ -651,6 +720,8 @@ mod tests {
             detectors: vec![Box::new(scripted)],
             every_ms: 1000,
             last_run_ms: None,
+            last_long_ms: None,
+            long_due: true,
         };
         let mut registry = registry();
         for (service, id) in [("a", "a1"), ("a", "a2"), ("b", "b1")] {
@@ -665,10 +736,12 @@ mod tests {
         }
         let series = SeriesStore::new(10);
         let sites = HeapSiteStore::new(0);
+        let long = LongHistory::default();
         let stores = Stores {
             registry: &registry,
             series: &series,
             heap_sites: &sites,
+            long: &long,
         };
         let mut book = IncidentBook::default();
         let open = |book: &IncidentBook| book.list(StateFilter::Open).len();

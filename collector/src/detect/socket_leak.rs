@@ -67,9 +67,9 @@ impl Detector for SocketLeak {
                 Some(Finding {
                     severity: Severity::Warning,
                     summary: format!(
-                        "{} leaks sockets: {now:.0} in CLOSE_WAIT, +{:.1}/min (peers hung up, the service never closed its side)",
+                        "{} leaks sockets: {now:.0} in CLOSE_WAIT, {} (peers hung up, the service never closed its side)",
                         window.service,
-                        close_wait.trend.slope * 60.0,
+                        close_wait.rate_text(),
                     ),
                     evidence: Evidence::SocketLeak(SocketLeakEvidence {
                         instance: instance.instance_id.to_owned(),

@@ -63,9 +63,9 @@ impl Detector for TaskLeak {
                     .unwrap_or(tasks.trend.level);
                 let spawn_sites = spawn_sites(instance);
                 let mut summary = format!(
-                    "{} leaks tasks: {alive:.0} alive, +{:.0}/min while its load is flat",
+                    "{} leaks tasks: {alive:.0} alive, {} while its load is flat",
                     window.service,
-                    tasks.trend.slope * 60.0
+                    tasks.rate_text()
                 );
                 if let Some(top) = spawn_sites.first().map(|s| s.location.as_str()) {
                     summary.push_str(&format!("; most spawned at {top}"));

@@ -37,6 +37,7 @@ pub fn instance(id: &'static str, series: &[(Metric, SeriesFn<'_>)]) -> Instance
         series,
         heap_sites: Vec::new(),
         latest: None,
+        long: None,
     }
 }
 
@@ -48,6 +49,7 @@ pub fn window(instances: Vec<InstanceWindow<'static>>) -> Window<'static> {
         span_ms: SPAN_MS,
         open: false,
         open_kinds: Vec::new(),
+        long_due: true,
         instances,
     }
 }
