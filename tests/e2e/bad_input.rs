@@ -13,7 +13,7 @@ use meshwatch_proto::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, PROTOCOL_VERSION, enc
 
 const TOKEN: &str = "correct-horse";
 
-fn connect(collector: &Collector) -> TcpStream {
+pub(crate) fn connect(collector: &Collector) -> TcpStream {
     let stream = TcpStream::connect(&collector.ingest).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
@@ -200,14 +200,14 @@ fn oversized_names_and_lists_are_cut_and_counted_not_kept_whole() {
 }
 
 /// Milliseconds since the Unix epoch, now.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A Hello for `instance_id` of service `service` from process `pid`.
-fn hello_as(service: &str, instance_id: &str, pid: u32) -> Vec<u8> {
+pub(crate) fn hello_as(service: &str, instance_id: &str, pid: u32) -> Vec<u8> {
     frame(probe_message::Kind::Hello(hello_fields(
         service,
         instance_id,
@@ -216,7 +216,7 @@ fn hello_as(service: &str, instance_id: &str, pid: u32) -> Vec<u8> {
 }
 
 /// A snapshot numbered `seq`, dated `time_unix_ms`, with this RSS.
-fn snapshot_at(seq: u64, time_unix_ms: i64, rss_bytes: u64) -> Vec<u8> {
+pub(crate) fn snapshot_at(seq: u64, time_unix_ms: i64, rss_bytes: u64) -> Vec<u8> {
     frame(probe_message::Kind::Snapshot(
         meshwatch_proto::v1::Snapshot {
             seq,

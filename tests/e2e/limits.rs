@@ -1,12 +1,15 @@
 //! The collector's connection limits, tried as a hostile local client
 //! would: more probe connections than its open-file limit allows leave its
-//! HTTP API answering, and an HTTP client that goes silent is closed.
+//! HTTP API answering, an HTTP client that goes silent is closed, and a
+//! service whose instances die by the hundred stays cheap to ask about.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use meshwatch_e2e::{Collector, wait_for};
+use meshwatch_e2e::{Collector, status, wait_for};
+
+use crate::bad_input::{connect, hello_as, now_ms, snapshot_at};
 
 /// Lets this test process open more sockets than the usual 1024.
 fn raise_own_fd_limit(to: u64) {
@@ -81,5 +84,59 @@ fn a_silent_http_client_is_closed_after_the_read_timeout() {
     assert!(
         waited >= Duration::from_secs(25) && waited < Duration::from_secs(60),
         "closed after the 30 s read timeout, not at once nor never: {waited:?}"
+    );
+}
+
+/// Issue 13: 300 instances of one service in a crash loop (each says hello,
+/// sends a snapshot and drops its connection without a goodbye), and
+/// `meshwatch status` stays fast and small: the service's down instances
+/// are bounded, and its service-wide incident is not copied into each.
+#[test]
+fn three_hundred_instances_of_one_service_in_a_crash_loop_leave_status_fast() {
+    let collector = Collector::start();
+    for life in 0..300u32 {
+        let mut probe = connect(&collector);
+        probe
+            .write_all(&hello_as("phoenix", &format!("{life:032x}"), 10_000 + life))
+            .unwrap();
+        probe
+            .write_all(&snapshot_at(1, now_ms(), 20_000_000))
+            .unwrap();
+        // Read the Welcome, so the collector has registered this life before
+        // it dies.
+        let mut welcome = [0u8; 64];
+        let _ = probe.read(&mut welcome);
+    }
+    wait_for("crash_loop on phoenix", Duration::from_secs(60), || {
+        let incidents = collector.get_json("/api/v1/incidents");
+        incidents["incidents"]
+            .as_array()?
+            .iter()
+            .find(|i| i["kind"] == "crash_loop" && i["service"] == "phoenix")
+            .cloned()
+    });
+
+    let began = Instant::now();
+    let json: serde_json::Value = serde_json::from_str(&status(&collector, true)).unwrap();
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "meshwatch status took {took:?}"
+    );
+    let phoenix = json["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["service"] == "phoenix")
+        .count();
+    assert!(
+        (1..=25).contains(&phoenix),
+        "{phoenix} instances of phoenix listed: down ones are bounded"
+    );
+    let services = meshwatch_e2e::http_get(&collector.http, "/api/v1/services");
+    assert!(
+        services.len() < 256 * 1024,
+        "/api/v1/services is {} bytes",
+        services.len()
     );
 }

@@ -407,7 +407,7 @@ impl Service {
 }
 
 /// GETs `base` + `path` and returns the body; panics on any failure.
-fn http_get(base: &str, path: &str) -> String {
+pub fn http_get(base: &str, path: &str) -> String {
     ureq::get(format!("{base}{path}"))
         .call()
         .unwrap_or_else(|err| panic!("GET {path}: {err}"))

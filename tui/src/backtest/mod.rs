@@ -136,8 +136,12 @@ const DETECTOR_SERIES: &[Metric] = &[
     Metric::TasksAlive,
 ];
 
+/// The most points per instance the collector's series API gives (it
+/// refuses to be asked for more): a week at 10 s is thinned to this.
+const API_MAX_POINTS: usize = 50_000;
+
 /// A service's history through a running collector's API, at most one
-/// point per `resolution` per series.
+/// point per `resolution` per series (and [`API_MAX_POINTS`]).
 fn from_collector(
     client: &ApiClient,
     service: &str,
@@ -145,7 +149,7 @@ fn from_collector(
     resolution: Duration,
 ) -> anyhow::Result<Vec<RecordedRow>> {
     let per_point = i64::try_from(resolution.as_millis())?.max(1000);
-    let max_points = usize::try_from((to_ms - from_ms) / per_point + 1)?;
+    let max_points = usize::try_from((to_ms - from_ms) / per_point + 1)?.clamp(2, API_MAX_POINTS);
     let mut rows = mapping::Rows::default();
     for &metric in DETECTOR_SERIES {
         eprintln!(
