@@ -244,6 +244,20 @@ impl Collector {
         Self::launch(data_dir, token.as_deref(), args)
     }
 
+    /// Kills this collector with SIGKILL and starts a new one on the same
+    /// data directory and the same ports at once, as a supervisor restarts
+    /// a crashed daemon: its probes reconnect to the address they know.
+    pub fn crash_and_restart_in_place(mut self, args: &[&str]) -> Self {
+        self.process.kill();
+        let ingest = self.ingest.clone();
+        let http = self.http.trim_start_matches("http://").to_owned();
+        let mut args = args.to_vec();
+        args.extend(["--listen", &ingest, "--http", &http]);
+        let token = self.token.take();
+        let data_dir = std::mem::replace(&mut self._data_dir, tempfile::tempdir().expect("dir"));
+        Self::launch(data_dir, token.as_deref(), &args)
+    }
+
     fn launch(data_dir: tempfile::TempDir, token: Option<&str>, extra: &[&str]) -> Self {
         Self::launch_limited(data_dir, token, extra, None)
     }
@@ -258,9 +272,11 @@ impl Collector {
         let token_file = data_dir.path().join("token");
         let data = data.to_str().expect("utf-8 temp path");
         let token_file = token_file.to_str().expect("utf-8 temp path");
-        let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", data];
-        // Loopback on an ephemeral port, unless the test chose the API's
-        // address.
+        let mut args = vec!["--data-dir", data];
+        // Loopback on ephemeral ports, unless the test chose the addresses.
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         if !extra.contains(&"--http") {
             args.extend(["--http", "127.0.0.1:0"]);
         }
