@@ -27,20 +27,11 @@ use crate::heap_sites::HeapSiteStore;
 use crate::incidents::{IncidentBook, StateFilter};
 use crate::long_history::LongHistory;
 use crate::registry::InstanceState;
-use crate::series::{Metric, SeriesStore};
+use crate::series::SeriesStore;
 
-/// One recorded sample of one instance.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedRow {
-    /// The service.
-    pub service: String,
-    /// The instance (a process start, or a Prometheus `instance` label).
-    pub instance: String,
-    /// When it was sampled, in ms since the Unix epoch.
-    pub t_ms: i64,
-    /// The metrics it holds.
-    pub values: Vec<(Metric, f64)>,
-}
+/// One recorded sample of one instance: a row of the collector's store,
+/// whatever source it was read from.
+pub use crate::store::HistoryRow as RecordedRow;
 
 /// How a backtest replays history.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,10 +63,8 @@ pub enum BacktestError {
     /// A step of zero would never advance the clock.
     #[error("the step between detection passes must be at least 1 ms")]
     ZeroStep,
-    /// The data directory's history could not be read.
-    #[error(
-        "{0}; a running collector holds its store: stop it, or backtest through its API (--collector)"
-    )]
+    /// The data directory's history could not be read; says what to do.
+    #[error("{0}")]
     Store(String),
 }
 
@@ -318,25 +307,21 @@ pub const MAX_STORE_ROWS: usize = 6_100_000;
 /// # Errors
 ///
 /// [`BacktestError::Store`] when there is no store in `dir`, it is held,
-/// or it cannot be read.
+/// it cannot be read, or the range holds more than [`MAX_STORE_ROWS`]
+/// (narrow it with `--service` or `--since`).
 pub fn read_store(
     dir: &std::path::Path,
     service: Option<&str>,
     (from_ms, to_ms): (i64, i64),
 ) -> Result<Vec<RecordedRow>, BacktestError> {
-    let store =
-        crate::store::Store::open_existing(dir).map_err(|e| BacktestError::Store(e.to_string()))?;
-    let mut rows: Vec<RecordedRow> = store
+    let store = crate::store::Store::open_existing(dir).map_err(|e| {
+        BacktestError::Store(format!(
+            "{e}; a running collector holds its store: stop it, or backtest through its API (--collector)"
+        ))
+    })?;
+    let mut rows = store
         .rows(service, None, (from_ms, to_ms), MAX_STORE_ROWS)
-        .map_err(|e| BacktestError::Store(e.to_string()))?
-        .into_iter()
-        .map(|row| RecordedRow {
-            service: row.service,
-            instance: row.instance,
-            t_ms: row.t_ms,
-            values: row.values,
-        })
-        .collect();
+        .map_err(|e| BacktestError::Store(format!("{e}; narrow it with --service or --since")))?;
     rows.sort_by_key(|row| row.t_ms);
     Ok(rows)
 }

@@ -65,12 +65,18 @@ io_err!(
     redb::CommitError
 );
 
-/// One instance's sample, ready to be stored.
+/// One instance's sample, as stored: what the collector writes, what it
+/// reads back to refill a long view, and what a backtest replays
+/// ([`crate::backtest::RecordedRow`] is this type).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
+    /// The service.
     pub service: String,
+    /// The instance (a process start, or a Prometheus `instance` label).
     pub instance: String,
+    /// When it was sampled, in ms since the Unix epoch.
     pub t_ms: i64,
+    /// The metrics it holds.
     pub values: Vec<(Metric, f64)>,
 }
 
@@ -180,7 +186,8 @@ impl Store {
 
     /// Every row of one instance of `service` within `[from_ms, to_ms]`,
     /// oldest first: its history before the collector started, to refill
-    /// its long view. Reads at most `max_rows` rows of the service.
+    /// its long view. Reads at most `max_rows` rows of the service, and says
+    /// so rather than read more.
     pub fn rows_of(
         &self,
         service: &str,
@@ -193,7 +200,8 @@ impl Store {
 
     /// Every row within `[from_ms, to_ms]` of `service` (every service when
     /// `None`) and `instance` (every instance when `None`), by service, then
-    /// time. Reads at most `max_rows` rows.
+    /// time. Reads at most `max_rows` rows, and says so rather than read
+    /// more.
     pub fn rows(
         &self,
         service: Option<&str>,
@@ -210,7 +218,11 @@ impl Store {
             None => table.iter()?,
         };
         let mut rows = Vec::new();
-        for entry in entries.take(max_rows) {
+        for (read, entry) in entries.enumerate() {
+            // A cut-off read would silently drop the newest rows.
+            if read >= max_rows {
+                return Err(StoreError::RangeTooLarge { limit: max_rows });
+            }
             let (key, value) = entry?;
             let (row_service, t_ms, row_instance) = key.value();
             if instance.is_some_and(|wanted| wanted != row_instance)
@@ -322,8 +334,13 @@ mod tests {
             rows,
             vec![row("s", "a", 1000, 1.0), row("s", "a", 2000, 3.0)]
         );
-        let capped = store.rows_of("s", "a", (0, 5000), 1).unwrap();
-        assert_eq!(capped.len(), 1, "reads at most the rows it may");
+        assert!(
+            matches!(
+                store.rows_of("s", "a", (0, 5000), 2),
+                Err(StoreError::RangeTooLarge { limit: 2 })
+            ),
+            "more rows than it may read is an error, not a cut"
+        );
     }
 
     #[test]
