@@ -17,6 +17,11 @@ pub struct SeriesView {
     /// One series per instance, ordered by their first point, so restarts
     /// read in order.
     pub series: Vec<InstanceSeries>,
+    /// Set when the persistent history could not be read (its store failed,
+    /// on a full disk say, and has not reopened yet): the points are then
+    /// only the collector's in-memory recent past, and this says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_unavailable: Option<String>,
 }
 
 /// One instance's points of a metric, oldest first.

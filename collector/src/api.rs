@@ -311,7 +311,7 @@ async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Resp
         query.from_ms.unwrap_or(i64::MIN),
         query.to_ms.unwrap_or(i64::MAX),
     );
-    let stored = tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         store.range(
             &service,
             metric,
@@ -321,13 +321,17 @@ async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Resp
         )
     })
     .await
-    .map_err(|e| ApiError::internal(format!("history read failed: {e}")))?
-    .map_err(|e| match e {
-        StoreError::RangeTooLarge { limit } => ApiError::bad_request(format!(
-            "the range holds more than {limit} stored rows: narrow it with from= and to=, or ask for one instance="
-        )),
-        other => ApiError::internal(other.to_string()),
-    })?;
+    .map_err(|e| ApiError::internal(format!("history read failed: {e}")))?;
+    // A failed store (a full disk) leaves the recent past, from memory.
+    let (stored, history_unavailable) = match read {
+        Ok(stored) => (stored, None),
+        Err(StoreError::RangeTooLarge { limit }) => {
+            return Err(ApiError::bad_request(format!(
+                "the range holds more than {limit} stored rows: narrow it with from= and to=, or ask for one instance="
+            )));
+        }
+        Err(other) => (BTreeMap::new(), Some(other.to_string())),
+    };
 
     let mut series = merge_history(stored, recent);
     for one in &mut series {
@@ -350,6 +354,7 @@ async fn series(State(shared): State<Arc<Shared>>, query: Params) -> Result<Resp
         service: query.service,
         metric: query.metric.name().to_owned(),
         series,
+        history_unavailable,
     }))
 }
 

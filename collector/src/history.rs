@@ -5,6 +5,10 @@
 //! a commit waits for the disk. Rows are written once a second, so a
 //! collector killed with SIGKILL loses at most the last second of history
 //! (the store itself stays consistent: redb commits are atomic).
+//!
+//! Rows the store refuses (a full disk) go back to the front of the queue
+//! and are written once it recovers, so an outage shorter than the queue's
+//! bound loses nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,13 +56,27 @@ async fn flush_once(shared: &Arc<Shared>) {
     }
     let store = Arc::clone(&shared.store);
     let count = rows.len();
-    match tokio::task::spawn_blocking(move || store.append(&rows)).await {
+    let written =
+        tokio::task::spawn_blocking(move || store.append(&rows).map_err(|err| (err, rows)));
+    match written.await {
         Ok(Ok(())) => {
             shared.stats.history_rows_written.inc_by(count as u64);
+            shared.stats.history_rows_waiting.set(0);
+            if shared.stats.history_store_up.set(1) == 0 {
+                tracing::info!("history store takes writes again: {count} waiting rows written");
+            }
         }
-        Ok(Err(err)) => {
-            shared.stats.history_rows_dropped.inc_by(count as u64);
-            tracing::warn!("dropping {count} history rows: {err}");
+        Ok(Err((err, rows_back))) => {
+            // Kept for the store's recovery; the queue's bound drops (and
+            // counts) the oldest if it lasts.
+            tracing::debug!("keeping {count} history rows until the store recovers: {err}");
+            shared.stats.history_store_up.set(0);
+            let mut state = shared.lock();
+            state.requeue_history(rows_back);
+            shared
+                .stats
+                .history_rows_waiting
+                .set(state.history_rows_waiting() as i64);
         }
         Err(err) => tracing::error!("history flush task failed: {err}"),
     }

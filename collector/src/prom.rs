@@ -128,13 +128,23 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
     );
     registry.register(
         "collector_history_rows_dropped",
-        "History rows lost because the persistent store failed or fell behind",
+        "History rows lost because more waited for the persistent store than its queue holds",
         stats.history_rows_dropped.clone(),
     );
     registry.register(
         "collector_history_rows_written",
         "History rows committed to the persistent store",
         stats.history_rows_written.clone(),
+    );
+    registry.register(
+        "collector_history_rows_waiting",
+        "History rows held in memory for the persistent store, which grows while the store is unavailable",
+        stats.history_rows_waiting.clone(),
+    );
+    registry.register(
+        "collector_history_store_up",
+        "1 while the persistent store takes writes, 0 from a failed write (a full disk) until it reopens and takes one again",
+        stats.history_store_up.clone(),
     );
     registry.register(
         "collector_snapshot_times_clamped",

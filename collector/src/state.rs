@@ -28,11 +28,20 @@ use crate::stuck;
 const MAX_DOWN_PER_SERVICE: usize = 20;
 /// Events kept per instance for the detectors.
 const MAX_EVENTS_PER_INSTANCE: usize = 64;
-/// History rows waiting for the store. If the store fails for long, the
-/// oldest are dropped (and counted) rather than growing memory.
+/// History rows waiting for the store: over a minute of 1,000 instances at
+/// the default resolution, about 30 MiB at most. If the store fails for
+/// longer, the oldest are dropped (and counted) rather than growing memory.
 const MAX_PENDING_ROWS: usize = 100_000;
 
 pub(crate) use meshwatch_api::now_ms;
+
+/// Drops the oldest rows of `pending` beyond [`MAX_PENDING_ROWS`] and says
+/// how many went.
+fn drop_beyond_bound(pending: &mut VecDeque<HistoryRow>) -> u64 {
+    let excess = pending.len().saturating_sub(MAX_PENDING_ROWS);
+    pending.drain(..excess);
+    excess as u64
+}
 
 /// The time to store a snapshot at: the probe's, unless it is missing or
 /// ahead of the collector's `now_ms` (a skewed or hostile clock would key
@@ -143,11 +152,8 @@ impl State {
                         .filter_map(|&m| m.read(&sample).map(|v| (m, v)))
                         .collect(),
                 };
-                if self.pending_history.len() >= MAX_PENDING_ROWS {
-                    self.pending_history.pop_front();
-                    self.history_rows_overflowed += 1;
-                }
                 self.pending_history.push_back(row);
+                self.history_rows_overflowed += drop_beyond_bound(&mut self.pending_history);
             }
             self.heap_sites
                 .record(instance_id, t_ms, &snapshot.heap_sites);
@@ -162,6 +168,21 @@ impl State {
             Vec::from(std::mem::take(&mut self.pending_history)),
             std::mem::take(&mut self.history_rows_overflowed),
         )
+    }
+
+    /// Puts back rows the store could not take (a full disk), ahead of the
+    /// rows queued since, to be written when it recovers. The oldest go
+    /// first (counted) once more than the queue's bound wait.
+    pub(crate) fn requeue_history(&mut self, rows: Vec<HistoryRow>) {
+        for row in rows.into_iter().rev() {
+            self.pending_history.push_front(row);
+        }
+        self.history_rows_overflowed += drop_beyond_bound(&mut self.pending_history);
+    }
+
+    /// The rows waiting for the store.
+    pub(crate) fn history_rows_waiting(&self) -> usize {
+        self.pending_history.len()
     }
 
     /// Keeps the event for the instance and lets it open, refresh or
@@ -266,6 +287,12 @@ pub(crate) struct CollectorStats {
     pub(crate) history_rows_dropped: Counter,
     /// History rows committed to the store.
     pub(crate) history_rows_written: Counter,
+    /// History rows waiting for the store at the last flush: grows while
+    /// the store is unavailable.
+    pub(crate) history_rows_waiting: Gauge,
+    /// 1 while the store takes writes, 0 from a failed write until it
+    /// reopens and takes one again.
+    pub(crate) history_store_up: Gauge,
     /// Snapshots dated ahead of the collector's clock, stored at its now.
     pub(crate) snapshot_times_clamped: Counter,
     /// Texts and lists of probes' messages cut to the collector's bounds.
@@ -300,10 +327,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: Config, store: Store) -> Self {
+        let stats = CollectorStats::default();
+        stats.history_store_up.set(1);
         Self {
             state: Mutex::new(State::new(&config)),
             store: std::sync::Arc::new(store),
-            stats: CollectorStats::default(),
+            stats,
             namer: Namer::start(config.debuginfo_dirs.clone()),
             started_ms: now_ms(),
             seeding: tokio::sync::Semaphore::new(1),

@@ -12,9 +12,20 @@
 //! rows. Rows are written at most once per instance per `resolution` (the
 //! in-memory rings keep the full rate for the recent past), in one
 //! transaction per flush.
+//!
+//! A failed write (a full disk, an I/O error) leaves a redb database failed
+//! for good: every later call answers `PreviousIo`. So the store closes it
+//! and opens the file again, which replays redb's repair to the last commit.
+//! While that fails (the disk is still full), the store is unavailable: its
+//! calls answer [`StoreError::Unavailable`] at once, and it tries to reopen
+//! again after a delay that doubles up to [`MAX_REOPEN_DELAY`], so a large
+//! file is not re-read every second. Keeping the rows meanwhile is the
+//! flusher's job ([`crate::history`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -26,6 +37,10 @@ const HISTORY: TableDefinition<(&str, i64, &str), &[u8]> = TableDefinition::new(
 /// The page cache redb may use: the collector's memory budget is small, and
 /// reads are mostly of recent pages.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// The first wait before reopening a failed store.
+const FIRST_REOPEN_DELAY: Duration = Duration::from_secs(1);
+/// The longest wait between two attempts to reopen a failed store.
+pub(crate) const MAX_REOPEN_DELAY: Duration = Duration::from_secs(30);
 
 /// Why the store failed. The collector keeps serving from memory when it does.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +56,10 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("history store failed: {0}")]
     Io(String),
+    /// The store failed earlier and could not be opened again yet (a disk
+    /// that is still full); it is tried again after a delay.
+    #[error("the history store is unavailable since a failed write: {0}")]
+    Unavailable(String),
     /// A range read would hold more rows than a query may read.
     #[error("the range holds more than {limit} stored rows")]
     RangeTooLarge {
@@ -86,22 +105,44 @@ pub(crate) type StoredSeries = BTreeMap<String, Vec<Point>>;
 /// The history database.
 #[derive(Debug)]
 pub(crate) struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` while failed and not yet reopened.
+    db: RwLock<Option<Database>>,
+    /// When a failed store is next tried, and the wait after that.
+    reopen: Mutex<Reopen>,
+}
+
+/// The schedule of attempts to reopen a failed store.
+#[derive(Debug)]
+struct Reopen {
+    at: Instant,
+    delay: Duration,
+    /// Why the store failed, for the answers while it is unavailable.
+    reason: String,
+}
+
+/// Opens (or creates) the database at `path`, with its table.
+fn create(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    // Create the table so that readers never meet a missing one.
+    let txn = db.begin_write()?;
+    txn.open_table(HISTORY)?;
+    txn.commit()?;
+    Ok(db)
 }
 
 impl Store {
     /// Opens (or creates) `history.redb` in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("history.redb");
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|source| StoreError::Open { path, source })?;
-        // Create the table so that readers never meet a missing one.
-        let txn = db.begin_write()?;
-        txn.open_table(HISTORY)?;
-        txn.commit()?;
-        Ok(Self { db })
+        let db = create(&path)?;
+        Ok(Self::holding(path, db))
     }
 
     /// Opens the `history.redb` of a data directory that must already hold
@@ -111,8 +152,98 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .open(&path)
-            .map_err(|source| StoreError::Open { path, source })?;
-        Ok(Self { db })
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self::holding(path, db))
+    }
+
+    fn holding(path: PathBuf, db: Database) -> Self {
+        Self {
+            path,
+            db: RwLock::new(Some(db)),
+            reopen: Mutex::new(Reopen {
+                at: Instant::now(),
+                delay: FIRST_REOPEN_DELAY,
+                reason: String::new(),
+            }),
+        }
+    }
+
+    /// Whether the database is open and has not failed.
+    pub fn is_available(&self) -> bool {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Runs `op` on the open database. A failure of the database itself
+    /// (not a query's limit) closes it, to be reopened on a later call;
+    /// a closed one is reopened first when its delay has passed.
+    fn with_db<T>(
+        &self,
+        op: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.reopen_if_due()?;
+        let result = {
+            let guard = self.db.read().unwrap_or_else(PoisonError::into_inner);
+            match guard.as_ref() {
+                Some(db) => op(db),
+                None => return Err(self.unavailable()),
+            }
+        };
+        if let Err(StoreError::Io(reason)) = &result {
+            self.close_failed(reason);
+        }
+        result
+    }
+
+    fn unavailable(&self) -> StoreError {
+        let reopen = self.reopen.lock().unwrap_or_else(PoisonError::into_inner);
+        StoreError::Unavailable(reopen.reason.clone())
+    }
+
+    /// Closes a database that failed, so that the next call after the
+    /// first delay opens it again.
+    fn close_failed(&self, reason: &str) {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if db.take().is_some() {
+            tracing::warn!(path = %self.path.display(), "history store failed, closing it to reopen: {reason}");
+            let mut reopen = self.reopen.lock().unwrap_or_else(PoisonError::into_inner);
+            *reopen = Reopen {
+                at: Instant::now() + FIRST_REOPEN_DELAY,
+                delay: FIRST_REOPEN_DELAY,
+                reason: reason.to_owned(),
+            };
+        }
+    }
+
+    /// Opens a closed database again if its delay has passed; doubles the
+    /// delay when that fails.
+    fn reopen_if_due(&self) -> Result<(), StoreError> {
+        if self.is_available() {
+            return Ok(());
+        }
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        let mut reopen = self.reopen.lock().unwrap_or_else(PoisonError::into_inner);
+        if db.is_some() || Instant::now() < reopen.at {
+            return Ok(());
+        }
+        match create(&self.path) {
+            Ok(opened) => {
+                tracing::info!(path = %self.path.display(), "history store reopened");
+                *db = Some(opened);
+                Ok(())
+            }
+            Err(err) => {
+                reopen.delay = (reopen.delay * 2).min(MAX_REOPEN_DELAY);
+                reopen.at = Instant::now() + reopen.delay;
+                reopen.reason = err.to_string();
+                Err(StoreError::Unavailable(reopen.reason.clone()))
+            }
+        }
     }
 
     /// Writes `rows` in one transaction: all of them or, on a crash, none.
@@ -120,25 +251,27 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(HISTORY)?;
-            for row in rows {
-                let values: serde_json::Map<String, serde_json::Value> = row
-                    .values
-                    .iter()
-                    .map(|(metric, value)| (metric.name().to_owned(), (*value).into()))
-                    .collect();
-                let bytes =
-                    serde_json::to_vec(&values).map_err(|e| StoreError::Io(e.to_string()))?;
-                table.insert(
-                    (row.service.as_str(), row.t_ms, row.instance.as_str()),
-                    bytes.as_slice(),
-                )?;
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            {
+                let mut table = txn.open_table(HISTORY)?;
+                for row in rows {
+                    let values: serde_json::Map<String, serde_json::Value> = row
+                        .values
+                        .iter()
+                        .map(|(metric, value)| (metric.name().to_owned(), (*value).into()))
+                        .collect();
+                    let bytes =
+                        serde_json::to_vec(&values).map_err(|e| StoreError::Io(e.to_string()))?;
+                    table.insert(
+                        (row.service.as_str(), row.t_ms, row.instance.as_str()),
+                        bytes.as_slice(),
+                    )?;
+                }
             }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// The points of `metric` for `service` within `[from_ms, to_ms]`, by
@@ -153,35 +286,37 @@ impl Store {
         (from_ms, to_ms): (i64, i64),
         max_rows: usize,
     ) -> Result<StoredSeries, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(HISTORY)?;
-        let mut series = StoredSeries::new();
-        let rows = table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))?;
-        for (read, entry) in rows.enumerate() {
-            if read >= max_rows {
-                return Err(StoreError::RangeTooLarge { limit: max_rows });
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(HISTORY)?;
+            let mut series = StoredSeries::new();
+            let rows = table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))?;
+            for (read, entry) in rows.enumerate() {
+                if read >= max_rows {
+                    return Err(StoreError::RangeTooLarge { limit: max_rows });
+                }
+                let (key, value) = entry?;
+                let (_, t_ms, row_instance) = key.value();
+                if instance.is_some_and(|wanted| wanted != row_instance) {
+                    continue;
+                }
+                // A row that does not decode (written by a future version, say)
+                // is skipped, not fatal.
+                let Some(values) = decode(value.value()) else {
+                    continue;
+                };
+                if let Some(v) = values
+                    .get(metric.name())
+                    .and_then(serde_json::Value::as_f64)
+                {
+                    series
+                        .entry(row_instance.to_owned())
+                        .or_default()
+                        .push((t_ms, v));
+                }
             }
-            let (key, value) = entry?;
-            let (_, t_ms, row_instance) = key.value();
-            if instance.is_some_and(|wanted| wanted != row_instance) {
-                continue;
-            }
-            // A row that does not decode (written by a future version, say)
-            // is skipped, not fatal.
-            let Some(values) = decode(value.value()) else {
-                continue;
-            };
-            if let Some(v) = values
-                .get(metric.name())
-                .and_then(serde_json::Value::as_f64)
-            {
-                series
-                    .entry(row_instance.to_owned())
-                    .or_default()
-                    .push((t_ms, v));
-            }
-        }
-        Ok(series)
+            Ok(series)
+        })
     }
 
     /// Every row of one instance of `service` within `[from_ms, to_ms]`,
@@ -209,60 +344,64 @@ impl Store {
         (from_ms, to_ms): (i64, i64),
         max_rows: usize,
     ) -> Result<Vec<HistoryRow>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(HISTORY)?;
-        let entries = match service {
-            Some(service) => {
-                table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))?
-            }
-            None => table.iter()?,
-        };
-        let mut rows = Vec::new();
-        for (read, entry) in entries.enumerate() {
-            // A cut-off read would silently drop the newest rows.
-            if read >= max_rows {
-                return Err(StoreError::RangeTooLarge { limit: max_rows });
-            }
-            let (key, value) = entry?;
-            let (row_service, t_ms, row_instance) = key.value();
-            if instance.is_some_and(|wanted| wanted != row_instance)
-                || !(from_ms..=to_ms).contains(&t_ms)
-            {
-                continue;
-            }
-            let Some(map) = decode(value.value()) else {
-                continue;
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(HISTORY)?;
+            let entries = match service {
+                Some(service) => {
+                    table.range((service, from_ms, "")..=(service, to_ms, "\u{10ffff}"))?
+                }
+                None => table.iter()?,
             };
-            let values = map
-                .iter()
-                .filter_map(|(name, v)| Some((Metric::from_name(name)?, v.as_f64()?)))
-                .collect();
-            rows.push(HistoryRow {
-                service: row_service.to_owned(),
-                instance: row_instance.to_owned(),
-                t_ms,
-                values,
-            });
-        }
-        Ok(rows)
+            let mut rows = Vec::new();
+            for (read, entry) in entries.enumerate() {
+                // A cut-off read would silently drop the newest rows.
+                if read >= max_rows {
+                    return Err(StoreError::RangeTooLarge { limit: max_rows });
+                }
+                let (key, value) = entry?;
+                let (row_service, t_ms, row_instance) = key.value();
+                if instance.is_some_and(|wanted| wanted != row_instance)
+                    || !(from_ms..=to_ms).contains(&t_ms)
+                {
+                    continue;
+                }
+                let Some(map) = decode(value.value()) else {
+                    continue;
+                };
+                let values = map
+                    .iter()
+                    .filter_map(|(name, v)| Some((Metric::from_name(name)?, v.as_f64()?)))
+                    .collect();
+                rows.push(HistoryRow {
+                    service: row_service.to_owned(),
+                    instance: row_instance.to_owned(),
+                    t_ms,
+                    values,
+                });
+            }
+            Ok(rows)
+        })
     }
 
     /// Deletes every row older than `t_ms`. Returns how many went.
     pub fn prune_before(&self, t_ms: i64) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
-        let mut removed = 0;
-        {
-            let mut table = txn.open_table(HISTORY)?;
-            table.retain(|(_, row_t, _), _| {
-                let keep = row_t >= t_ms;
-                if !keep {
-                    removed += 1;
-                }
-                keep
-            })?;
-        }
-        txn.commit()?;
-        Ok(removed)
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let mut removed = 0;
+            {
+                let mut table = txn.open_table(HISTORY)?;
+                table.retain(|(_, row_t, _), _| {
+                    let keep = row_t >= t_ms;
+                    if !keep {
+                        removed += 1;
+                    }
+                    keep
+                })?;
+            }
+            txn.commit()?;
+            Ok(removed)
+        })
     }
 }
 

@@ -7,6 +7,7 @@ mod backtest;
 mod bad_input;
 mod cli_help;
 mod event_loops;
+mod full_disk;
 mod history;
 mod leaks;
 mod limits;

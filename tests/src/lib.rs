@@ -222,6 +222,12 @@ impl Collector {
         Self::launch(tempfile::tempdir().expect("data dir"), token, extra)
     }
 
+    /// Starts a collector whose data directory is `store` inside `dir`, a
+    /// directory the test prepared (a small tmpfs mounted there, say).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::launch(dir, None, extra)
+    }
+
     /// Starts a collector whose open-file limit (soft and hard) is
     /// `fd_limit`, as `ulimit -n` in its shell would set it.
     pub fn start_with_fd_limit(fd_limit: u64, extra: &[&str]) -> Self {
