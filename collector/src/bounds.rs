@@ -3,7 +3,8 @@
 //! The frame decoder bounds a message's size, but within that a probe (or
 //! anything that speaks the protocol to the port) could send a megabyte
 //! name, a hundred thousand threads or a stack of every frame it likes, and
-//! the collector keeps the latest snapshot and 64 events per instance. Each
+//! the collector keeps the latest snapshot per instance and the evidence of
+//! a thousand incidents. Each
 //! message is cut to these bounds as it arrives, before anything keeps it:
 //! every text to [`MAX_TEXT`] bytes (at a character boundary), every list
 //! to the most a real probe sends and some. What was cut is counted

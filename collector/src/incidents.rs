@@ -180,6 +180,7 @@ impl IncidentBook {
         };
         if let Some(incident) = self.incidents.iter_mut().find(|i| i.id == id) {
             incident.resolved_at_ms = Some(now_ms);
+            crate::stuck::slim_resolved(&mut incident.evidence);
         }
         self.forget_old_resolved();
         true

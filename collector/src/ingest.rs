@@ -207,7 +207,9 @@ async fn while_alive<F: std::future::Future>(
     loop {
         tokio::select! {
             output = &mut work => return output,
-            _ = alive.tick() => shared.lock().registry.heard_from(instance, conn, now_ms()),
+            _ = alive.tick() => {
+                shared.lock().registry.heard_from(instance, conn, now_ms());
+            }
         }
     }
 }

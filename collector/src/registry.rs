@@ -12,9 +12,9 @@
 //! (milliseconds since the Unix epoch), never reads the clock, and does no
 //! I/O, so every transition is unit-tested with explicit timestamps.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
-use meshwatch_proto::v1::{Event, Hello, Snapshot};
+use meshwatch_proto::v1::{Hello, Snapshot};
 
 /// The interval assumed for a probe that announces none.
 const DEFAULT_INTERVAL_MS: u32 = 1000;
@@ -48,8 +48,10 @@ pub struct RegistryLimits {
     /// Down instances kept per service; older ones are forgotten, so a crash
     /// loop cannot grow the registry without bound.
     pub max_down_per_service: usize,
-    /// Events kept per instance, newest last, for the detectors.
-    pub max_events: usize,
+    /// Down instances kept in all, whatever their service: services named
+    /// after their pods come and go by the thousand, and the oldest down
+    /// instances beyond this are forgotten.
+    pub max_down: usize,
     /// How long a down instance is kept, in milliseconds.
     pub down_retention_ms: i64,
 }
@@ -92,8 +94,6 @@ pub struct Instance {
     pub cpu_percent: Option<f64>,
     /// Per-thread CPU use between the last two snapshots.
     pub thread_cpu: Vec<ThreadCpu>,
-    /// The latest events, oldest first, bounded by [`RegistryLimits::max_events`].
-    pub events: VecDeque<Event>,
     /// The probe said goodbye before its connection closed: the process
     /// stopped on purpose (a deploy, a Ctrl-C), which is no death.
     pub stopped: bool,
@@ -233,7 +233,6 @@ impl Registry {
                 last_snapshot: None,
                 cpu_percent: None,
                 thread_cpu: Vec::new(),
-                events: VecDeque::new(),
                 stopped: false,
                 ending: None,
                 restarted_until_ms,
@@ -266,26 +265,6 @@ impl Registry {
         Some(instance)
     }
 
-    /// Keeps an event for the detectors, dropping the oldest beyond the
-    /// limit. Ignored when `conn` is not the instance's current connection.
-    /// Returns the instance when the event was kept.
-    pub fn event(
-        &mut self,
-        instance_id: &str,
-        conn: ConnId,
-        event: Event,
-        now_ms: i64,
-    ) -> Option<&Instance> {
-        let max_events = self.limits.max_events;
-        let instance = self.current(instance_id, conn)?;
-        instance.last_seen_ms = now_ms;
-        if instance.events.len() >= max_events {
-            instance.events.pop_front();
-        }
-        instance.events.push_back(event);
-        Some(instance)
-    }
-
     /// Notes that the probe on `conn` is stopping on purpose; its instance
     /// goes down when the connection closes, as a stop rather than a death.
     pub fn goodbye(&mut self, instance_id: &str, conn: ConnId) {
@@ -294,13 +273,19 @@ impl Registry {
         }
     }
 
-    /// Notes that `conn` is alive: a message arrived and is still being
-    /// prepared (its stacks named), so that the wait does not read as the
-    /// probe's silence. Ignored when `conn` is not the current connection.
-    pub fn heard_from(&mut self, instance_id: &str, conn: ConnId, now_ms: i64) {
-        if let Some(instance) = self.current(instance_id, conn) {
-            instance.last_seen_ms = now_ms;
-        }
+    /// Notes that `conn` is alive: an event arrived, or a message that is
+    /// still being prepared (its stacks named), so that the wait does not
+    /// read as the probe's silence. Returns the instance, or `None` when
+    /// `conn` is not its current connection.
+    pub fn heard_from(
+        &mut self,
+        instance_id: &str,
+        conn: ConnId,
+        now_ms: i64,
+    ) -> Option<&Instance> {
+        let instance = self.current(instance_id, conn)?;
+        instance.last_seen_ms = now_ms;
+        Some(instance)
     }
 
     /// Marks an instance down because its connection closed, unless it has
@@ -356,6 +341,7 @@ impl Registry {
             }
         }
         let mut forgotten = Vec::new();
+        let mut kept = Vec::new();
         for mut down in down_by_service.into_values() {
             down.sort_unstable();
             let excess = down.len().saturating_sub(self.limits.max_down_per_service);
@@ -367,6 +353,13 @@ impl Registry {
                 .count();
             let forget = excess.max(expired);
             forgotten.extend(down[..forget].iter().map(|&(_, id)| id.to_owned()));
+            kept.extend_from_slice(&down[forget..]);
+        }
+        // Then the oldest of all services beyond the total.
+        let excess = kept.len().saturating_sub(self.limits.max_down);
+        if excess > 0 {
+            kept.select_nth_unstable(excess - 1);
+            forgotten.extend(kept[..excess].iter().map(|&(_, id)| id.to_owned()));
         }
         for id in &forgotten {
             self.instances.remove(id);
@@ -475,7 +468,7 @@ mod tests {
         down_after_missed: 3,
         restarted_display_ms: 60_000,
         max_down_per_service: 2,
-        max_events: 2,
+        max_down: 100_000,
         down_retention_ms: 3_600_000,
     };
 
@@ -626,28 +619,9 @@ mod tests {
     }
 
     #[test]
-    fn keeps_bounded_events_and_prunes_oldest_down_instances() {
+    fn prunes_the_oldest_down_instances_of_a_service() {
         let mut reg = Registry::new(LIMITS);
         let conn = reg.hello(&hello("a", "a0"), 0);
-        for t in 1..=3 {
-            reg.event(
-                "a0",
-                conn,
-                Event {
-                    time_unix_ms: t,
-                    kind: None,
-                },
-                t,
-            );
-        }
-        let times: Vec<i64> = reg
-            .get("a0")
-            .unwrap()
-            .events
-            .iter()
-            .map(|e| e.time_unix_ms)
-            .collect();
-        assert_eq!(times, vec![2, 3]);
         reg.disconnect("a0", conn);
         for i in 1..=3 {
             let id = format!("a{i}");
@@ -658,6 +632,24 @@ mod tests {
         assert_eq!(forgotten, vec!["a0".to_owned(), "a1".to_owned()]);
         assert!(reg.get("a0").is_none());
         assert_eq!(reg.sorted().len(), 2);
+    }
+
+    #[test]
+    fn the_oldest_down_instances_beyond_the_total_are_forgotten_whatever_their_service() {
+        let mut reg = Registry::new(RegistryLimits {
+            max_down: 1000,
+            ..LIMITS
+        });
+        for i in 0..10_000 {
+            let id = format!("pod-{i}");
+            let conn = reg.hello(&hello(&id, &id), i);
+            reg.disconnect(&id, conn);
+        }
+        let forgotten = reg.tick(20_000);
+        assert_eq!(forgotten.len(), 9_000);
+        assert!(reg.get("pod-8999").is_none(), "the oldest go");
+        assert!(reg.get("pod-9000").is_some(), "the newest stay");
+        assert_eq!(reg.sorted().len(), 1000);
     }
 
     #[test]

@@ -26,8 +26,8 @@ use crate::stuck;
 
 /// Down instances kept per service before the oldest are forgotten.
 const MAX_DOWN_PER_SERVICE: usize = 20;
-/// Events kept per instance for the detectors.
-const MAX_EVENTS_PER_INSTANCE: usize = 64;
+/// Down instances kept in all services together.
+const MAX_DOWN: usize = 2000;
 /// History rows waiting for the store: over a minute of 1,000 instances at
 /// the default resolution, about 30 MiB at most. If the store fails for
 /// longer, the oldest are dropped (and counted) rather than growing memory.
@@ -87,7 +87,7 @@ impl State {
                 restarted_display_ms: i64::try_from(config.restarted_display.as_millis())
                     .unwrap_or(i64::MAX),
                 max_down_per_service: MAX_DOWN_PER_SERVICE,
-                max_events: MAX_EVENTS_PER_INSTANCE,
+                max_down: MAX_DOWN,
                 down_retention_ms: i64::try_from(config.down_retention.as_millis())
                     .unwrap_or(i64::MAX),
             }),
@@ -185,15 +185,13 @@ impl State {
         self.pending_history.len()
     }
 
-    /// Keeps the event for the instance and lets it open, refresh or
-    /// resolve incidents.
+    /// Lets a probe's event open, refresh or resolve incidents. Events are
+    /// not kept: what they say lives on in the incidents.
     pub(crate) fn event(&mut self, instance_id: &str, conn: ConnId, event: Event, now_ms: i64) {
-        let Some(instance) = self.registry.event(instance_id, conn, event, now_ms) else {
+        let Some(instance) = self.registry.heard_from(instance_id, conn, now_ms) else {
             return;
         };
-        if let Some(event::Kind::StuckPoll(stuck)) =
-            instance.events.back().and_then(|e| e.kind.as_ref())
-        {
+        if let Some(event::Kind::StuckPoll(stuck)) = &event.kind {
             stuck::apply(
                 &mut self.incidents,
                 &instance.service,

@@ -14,6 +14,85 @@ use meshwatch_proto::v1::{Frame, StuckPoll, StuckPollClass, StuckPollState};
 use crate::incidents::{Evidence, Finding, IncidentBook, IncidentKey, IncidentKind, Severity};
 use crate::stuck_samples::is_own;
 
+/// Bytes of frame text (function and file names) one incident's evidence
+/// keeps: a real stuck poll's common stack, hottest frames and distinct
+/// samples hold some tens of kilobytes; a probe that sends the most its
+/// messages may hold (a megabyte of names, event after event) cannot make
+/// each of the thousand incidents the collector keeps as large.
+const EVIDENCE_FRAME_BYTES: usize = 128 * 1024;
+
+/// Bytes of frame text a resolved incident keeps: the thousand resolved
+/// incidents the book holds for reports stay within 32 MiB.
+const RESOLVED_FRAME_BYTES: usize = 32 * 1024;
+
+/// Shrinks a resolved stuck poll's evidence to [`RESOLVED_FRAME_BYTES`] of
+/// names when it holds more: its samples go first, then the outermost
+/// frames. Evidence of other kinds is small and kept as it is.
+pub(crate) fn slim_resolved(evidence: &mut Evidence) {
+    let Evidence::StuckPoll(stuck) = evidence else {
+        return;
+    };
+    let cost =
+        |f: &meshwatch_api::Frame| f.function.len() + f.file.len() + std::mem::size_of::<u32>();
+    let total: usize = stuck
+        .frames
+        .iter()
+        .chain(stuck.hot_frames.iter().map(|h| &h.frame))
+        .chain(stuck.samples.iter().flat_map(|s| &s.frames))
+        .map(cost)
+        .sum();
+    if total <= RESOLVED_FRAME_BYTES {
+        return;
+    }
+    stuck.samples.clear();
+    let mut left = RESOLVED_FRAME_BYTES;
+    let mut fits = |frame: &meshwatch_api::Frame| {
+        let fits = cost(frame) <= left;
+        left = if fits { left - cost(frame) } else { 0 };
+        fits
+    };
+    stuck.frames.retain(|f| fits(f));
+    stuck.hot_frames.retain(|h| fits(&h.frame));
+    let note = format!(
+        "Once resolved, its stacks were cut to {} KiB of names.",
+        RESOLVED_FRAME_BYTES / 1024
+    );
+    stuck.caveat = Some(match stuck.caveat.take() {
+        Some(caveat) => format!("{caveat} {note}"),
+        None => note,
+    });
+}
+
+/// What a frame costs of [`EVIDENCE_FRAME_BYTES`]: its names and its line.
+fn frame_cost(frame: &Frame) -> usize {
+    frame.function.len() + frame.file.len() + std::mem::size_of::<u32>()
+}
+
+/// The frame text still allowed into one incident's evidence, spent on the
+/// common stack first, then the hottest frames, then the samples.
+#[derive(Debug)]
+struct FrameBudget {
+    left: usize,
+    cut: bool,
+}
+
+impl FrameBudget {
+    /// Takes `frames` whole if they fit what is left; else none of them,
+    /// noting the cut (half a stack would mislead).
+    fn take<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a Frame> + Clone,
+    ) -> Option<Vec<meshwatch_api::Frame>> {
+        let cost: usize = frames.clone().map(frame_cost).sum();
+        if cost > self.left {
+            self.cut = true;
+            return None;
+        }
+        self.left -= cost;
+        Some(frames.map(api_frame).collect())
+    }
+}
+
 /// The incident kinds this module owns.
 const KINDS: [IncidentKind; 2] = [IncidentKind::RunawayLoop, IncidentKind::BlockedWorker];
 
@@ -134,6 +213,50 @@ fn api_frame(frame: &Frame) -> meshwatch_api::Frame {
 }
 
 fn evidence(stuck: &StuckPoll) -> Evidence {
+    let mut budget = FrameBudget {
+        left: EVIDENCE_FRAME_BYTES,
+        cut: false,
+    };
+    // The common stack, innermost first, as far as it fits.
+    let mut frames = Vec::new();
+    for frame in &stuck.frames {
+        match budget.take(std::iter::once(frame)) {
+            Some(taken) => frames.extend(taken),
+            None => break,
+        }
+    }
+    let hot_frames = stuck
+        .hot_frames
+        .iter()
+        .filter_map(|h| {
+            let frame = h.frame.as_ref()?;
+            let taken = budget.take(std::iter::once(frame))?;
+            Some(HotFrame {
+                frame: taken.into_iter().next()?,
+                samples: h.samples,
+            })
+        })
+        .collect();
+    let samples = stuck
+        .named_samples
+        .iter()
+        .filter_map(|s| {
+            Some(StackSample {
+                frames: budget.take(s.frames.iter())?,
+                count: s.count,
+            })
+        })
+        .collect();
+    let mut caveat = stuck.caveat.clone();
+    if budget.cut {
+        if !caveat.is_empty() {
+            caveat.push(' ');
+        }
+        caveat.push_str(&format!(
+            "The stacks were cut to {} KiB of names; the rest is left out.",
+            EVIDENCE_FRAME_BYTES / 1024
+        ));
+    }
     Evidence::StuckPoll(StuckPollEvidence {
         thread: ThreadRef {
             tid: stuck.tid,
@@ -145,27 +268,11 @@ fn evidence(stuck: &StuckPoll) -> Evidence {
         cpu_percent: stuck.cpu_percent,
         stuck_for_ms: stuck.stuck_for_ms,
         spawn_location: (!stuck.spawn_location.is_empty()).then(|| stuck.spawn_location.clone()),
-        frames: stuck.frames.iter().map(api_frame).collect(),
-        hot_frames: stuck
-            .hot_frames
-            .iter()
-            .filter_map(|h| {
-                Some(HotFrame {
-                    frame: api_frame(h.frame.as_ref()?),
-                    samples: h.samples,
-                })
-            })
-            .collect(),
+        frames,
+        hot_frames,
         stack_samples: stuck.stack_samples,
-        samples: stuck
-            .named_samples
-            .iter()
-            .map(|s| StackSample {
-                frames: s.frames.iter().map(api_frame).collect(),
-                count: s.count,
-            })
-            .collect(),
-        caveat: (!stuck.caveat.is_empty()).then(|| stuck.caveat.clone()),
+        samples,
+        caveat: (!caveat.is_empty()).then_some(caveat),
         key: stuck.key.clone(),
     })
 }
@@ -201,6 +308,71 @@ mod tests {
             caveat: "may be a run".to_owned(),
             ..StuckPoll::default()
         }
+    }
+
+    #[test]
+    fn evidence_keeps_the_innermost_frames_within_its_budget_and_says_so() {
+        let mut fat = event("k", StuckPollState::Stuck, StuckPollClass::RunawayLoop);
+        let name = "f".repeat(1000);
+        fat.frames = (0..256)
+            .map(|line| frame(&format!("{line}{name}"), line))
+            .collect();
+        fat.hot_frames = fat.frames[..64]
+            .iter()
+            .map(|f| HotFrame {
+                frame: Some(f.clone()),
+                samples: 1,
+            })
+            .collect();
+        let Evidence::StuckPoll(kept) = evidence(&fat) else {
+            panic!("stuck-poll evidence");
+        };
+        let bytes: usize = kept
+            .frames
+            .iter()
+            .chain(kept.hot_frames.iter().map(|h| &h.frame))
+            .map(|f| f.function.len() + f.file.len())
+            .sum();
+        assert!(bytes <= EVIDENCE_FRAME_BYTES, "{bytes} bytes kept");
+        assert!(kept.frames.len() > 64, "{} frames kept", kept.frames.len());
+        assert_eq!(kept.frames[0].line, 0, "innermost first");
+        assert!(
+            kept.caveat
+                .as_deref()
+                .unwrap_or_default()
+                .contains("cut to 128 KiB")
+        );
+
+        let Evidence::StuckPoll(slim) = evidence(&event(
+            "k",
+            StuckPollState::Stuck,
+            StuckPollClass::RunawayLoop,
+        )) else {
+            panic!("stuck-poll evidence");
+        };
+        assert_eq!(slim.frames.len(), 3, "a real stack is kept whole");
+        assert!(
+            !slim.caveat.unwrap_or_default().contains("cut to"),
+            "nothing cut"
+        );
+
+        let mut resolved = Evidence::StuckPoll(kept);
+        slim_resolved(&mut resolved);
+        let Evidence::StuckPoll(resolved) = resolved else {
+            panic!("stuck-poll evidence");
+        };
+        let bytes: usize = resolved
+            .frames
+            .iter()
+            .chain(resolved.hot_frames.iter().map(|h| &h.frame))
+            .map(|f| f.function.len() + f.file.len())
+            .sum();
+        assert!(
+            bytes <= RESOLVED_FRAME_BYTES,
+            "{bytes} bytes kept once resolved"
+        );
+        assert_eq!(resolved.frames[0].line, 0, "innermost first");
+        assert!(resolved.caveat.unwrap().contains("Once resolved"));
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn bad_input_is_refused_and_the_mesh_keeps_being_served() {
 }
 
 /// Frames one probe message.
-fn frame(kind: probe_message::Kind) -> Vec<u8> {
+pub(crate) fn frame(kind: probe_message::Kind) -> Vec<u8> {
     let mut frame = Vec::new();
     encode_frame(
         &ProbeMessage { kind: Some(kind) },

@@ -1,7 +1,9 @@
 //! The collector's connection limits, tried as a hostile local client
 //! would: more probe connections than its open-file limit allows leave its
-//! HTTP API answering, an HTTP client that goes silent is closed, and a
-//! service whose instances die by the hundred stays cheap to ask about.
+//! HTTP API answering, an HTTP client that goes silent is closed, a
+//! service whose instances die by the hundred stays cheap to ask about,
+//! and a client that sends the largest and most of everything leaves the
+//! collector within a stated memory bound.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -9,7 +11,13 @@ use std::time::{Duration, Instant};
 
 use meshwatch_e2e::{Collector, status, wait_for};
 
-use crate::bad_input::{connect, hello_as, now_ms, snapshot_at};
+use meshwatch_proto::v1::{
+    Event, Frame, Hello, ProbeMessage, StuckPoll, StuckPollClass, StuckPollState, event,
+    probe_message,
+};
+use meshwatch_proto::{DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION, encode_frame};
+
+use crate::bad_input::{connect, frame, hello_as, now_ms, snapshot_at};
 
 /// Lets this test process open more sockets than the usual 1024.
 fn raise_own_fd_limit(to: u64) {
@@ -138,5 +146,166 @@ fn three_hundred_instances_of_one_service_in_a_crash_loop_leave_status_fast() {
         services.len() < 256 * 1024,
         "/api/v1/services is {} bytes",
         services.len()
+    );
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// A stuck-poll event with key `key` as large as a frame may hold: every
+/// text a kilobyte, 256 frames of kilobyte names.
+fn fat_stuck_poll(key: String) -> Vec<u8> {
+    let kib = |c: char| c.to_string().repeat(1024);
+    let frames = (0..240)
+        .map(|n| Frame {
+            function: format!("{n}{}", kib('f')),
+            file: kib('p'),
+            line: n,
+            address: u64::from(n),
+        })
+        .collect();
+    frame(probe_message::Kind::Event(Event {
+        time_unix_ms: now_ms(),
+        kind: Some(event::Kind::StuckPoll(StuckPoll {
+            key,
+            state: StuckPollState::Stuck.into(),
+            class: StuckPollClass::RunawayLoop.into(),
+            thread_name: kib('t'),
+            stuck_for_ms: 5_000,
+            cpu_percent: 100.0,
+            spawn_location: kib('s'),
+            frames,
+            caveat: kib('c'),
+            ..StuckPoll::default()
+        })),
+    }))
+}
+
+/// A frame that holds an empty message: its length, zero, and nothing.
+fn frame_of_nothing() -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(
+        &ProbeMessage { kind: None },
+        DEFAULT_MAX_FRAME_LEN,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(out, [0, 0, 0, 0]);
+    out
+}
+
+/// The most the collector may hold after the attack below; it starts at
+/// about 20 MiB. Before its bounds it grew by over a gigabyte: every
+/// stuck-poll event kept whole, 64 per instance, and every service kept.
+const MAX_RSS_AFTER_ATTACK: u64 = 160 << 20;
+
+#[test]
+fn a_hostile_client_leaves_the_collector_within_its_memory_bound() {
+    let collector = Collector::start();
+    let pid = collector.process.pid();
+    let before = rss_bytes(pid);
+
+    // Huge names: Hellos whose every text is most of a frame.
+    for n in 0..50u32 {
+        let mut probe = connect(&collector);
+        let big = "n".repeat(300_000);
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            service: format!("{n}{big}"),
+            instance_id: format!("{n:032x}"),
+            pid: 30_000 + n,
+            host: big.clone(),
+            runtime: big,
+            interval_ms: 1000,
+            ..Hello::default()
+        };
+        let _ = probe.write_all(&frame(probe_message::Kind::Hello(hello)));
+        let _ = probe.read(&mut [0u8; 64]);
+    }
+
+    // Thousands of distinct stuck-poll keys, each event as fat as allowed,
+    // from a few dozen instances.
+    for instance in 0..30u32 {
+        let mut probe = connect(&collector);
+        probe
+            .write_all(&hello_as(
+                "spinner",
+                &format!("{:032x}", 1 << 20 | instance),
+                40_000 + instance,
+            ))
+            .unwrap();
+        let _ = probe.read(&mut [0u8; 64]);
+        for key in 0..100 {
+            if probe
+                .write_all(&fat_stuck_poll(format!("{instance}-{key}")))
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+
+    // 400k empty frames, over a hundred connections.
+    let empty = frame_of_nothing();
+    let burst: Vec<u8> = empty.repeat(4000);
+    for _ in 0..100 {
+        let mut probe = connect(&collector);
+        let _ = probe.write_all(&burst);
+    }
+
+    // 10,000 services that each come, report once and leave.
+    for n in 0..10_000u32 {
+        let mut probe = connect(&collector);
+        let _ = probe.write_all(&hello_as(
+            &format!("pod-{n}"),
+            &format!("{:032x}", 2 << 20 | n),
+            50_000 + n,
+        ));
+        let _ = probe.write_all(&snapshot_at(1, now_ms(), 1_000_000));
+        let _ = probe.read(&mut [0u8; 64]);
+    }
+
+    std::thread::sleep(Duration::from_secs(3));
+    let after = rss_bytes(pid);
+    assert!(
+        after < MAX_RSS_AFTER_ATTACK,
+        "the collector grew from {} MiB to {} MiB",
+        before >> 20,
+        after >> 20
+    );
+    let health = ureq::get(&format!("{}/healthz", collector.http))
+        .call()
+        .expect("/healthz answers");
+    assert_eq!(health.status(), 200);
+    let services = collector.get_json("/api/v1/services");
+    let listed = services["services"].as_array().map_or(0, Vec::len);
+    assert!(
+        listed <= 2000 + 30,
+        "{listed} instances kept: at most 2,000 down ones and the live"
+    );
+    let incidents = collector.get_json("/api/v1/incidents?state=open");
+    let open = incidents["incidents"].as_array().map_or(0, Vec::len);
+    assert!(
+        open <= 30 * 16,
+        "{open} incidents open: 16 per instance at most"
+    );
+    assert!(
+        collector
+            .metric("meshwatch_collector_fields_cut_total")
+            .is_some_and(|n| n >= 50.0),
+        "the huge names were cut and counted"
+    );
+    assert!(
+        collector
+            .metric("meshwatch_collector_incidents_evicted_total")
+            .is_some_and(|n| n > 0.0),
+        "the endless stuck-poll keys were evicted and counted"
     );
 }

@@ -643,7 +643,7 @@ mod tests {
             down_after_missed: 3,
             restarted_display_ms: 1000,
             max_down_per_service: 2,
-            max_events: 2,
+            max_down: 1000,
             down_retention_ms: i64::MAX,
         })
     }
