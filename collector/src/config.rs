@@ -90,6 +90,8 @@ pub struct Config {
     /// Processes of this host watched from outside (`--watch`,
     /// `--watch-pid`): services in other languages, with no code change.
     pub watch: Vec<crate::WatchRule>,
+    /// TLS on both listeners; `None` serves plain TCP (fine on loopback).
+    pub tls: Option<crate::TlsSettings>,
 }
 
 impl Config {
@@ -116,14 +118,17 @@ impl Config {
             leaks: LeakSettings::default(),
             debuginfo_dirs: Vec::new(),
             watch: Vec::new(),
+            tls: None,
         }
     }
 
     /// The listener this configuration would open to strangers: an address
-    /// other than loopback, for probes or for the HTTP API, with no token
-    /// and no `allow_no_token`.
+    /// other than loopback, for probes or for the HTTP API, with neither a
+    /// token nor client certificates (`--tls-client-ca`), and no
+    /// `allow_no_token`.
     pub fn exposed_without_token(&self) -> Option<SocketAddr> {
-        if self.token.is_some() || self.allow_no_token {
+        let client_certificates = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if self.token.is_some() || self.allow_no_token || client_certificates {
             return None;
         }
         [self.listen, self.http]

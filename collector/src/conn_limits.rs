@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
 use crate::state::Shared;
+use crate::tls::{Acceptor, Handshaking};
 
 /// Descriptors kept free of probe connections: the store, the HTTP API,
 /// `/proc` reads and the watchers' connections need their own.
@@ -151,24 +152,32 @@ pub(crate) struct BoundedListener {
     inner: TcpListener,
     limits: ConnectionLimits,
     shared: Arc<Shared>,
+    acceptor: Acceptor,
 }
 
 impl BoundedListener {
-    /// Serves `inner` within `limits`, counting refusals in `shared`'s
-    /// stats.
-    pub(crate) fn new(inner: TcpListener, limits: ConnectionLimits, shared: Arc<Shared>) -> Self {
+    /// Serves `inner` within `limits`, over TLS when `acceptor` has a
+    /// certificate, counting refusals in `shared`'s stats.
+    pub(crate) fn new(
+        inner: TcpListener,
+        limits: ConnectionLimits,
+        shared: Arc<Shared>,
+        acceptor: Acceptor,
+    ) -> Self {
         Self {
             inner,
             limits,
             shared,
+            acceptor,
         }
     }
 }
 
-/// An admitted HTTP connection with its read deadline.
+/// An admitted HTTP connection with its read deadline (which also bounds
+/// a TLS handshake's pauses).
 #[derive(Debug)]
 pub(crate) struct BoundedStream {
-    stream: Pin<Box<TimeoutStream<TcpStream>>>,
+    stream: Handshaking<Pin<Box<TimeoutStream<TcpStream>>>>,
     _admitted: Admitted,
 }
 
@@ -184,7 +193,7 @@ impl axum::serve::Listener for BoundedListener {
                         let mut stream = TimeoutStream::new(stream);
                         stream.set_read_timeout(Some(HTTP_READ_TIMEOUT));
                         let io = BoundedStream {
-                            stream: Box::pin(stream),
+                            stream: self.acceptor.lazily(Box::pin(stream)),
                             _admitted: admitted,
                         };
                         return (io, peer);
@@ -214,7 +223,7 @@ impl AsyncRead for BoundedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.stream.as_mut().poll_read(cx, buf)
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
@@ -224,15 +233,15 @@ impl AsyncWrite for BoundedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.stream.as_mut().poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream.as_mut().poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.stream.as_mut().poll_shutdown(cx)
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

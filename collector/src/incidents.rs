@@ -85,6 +85,12 @@ pub struct Finding {
 /// always kept.
 const MAX_RESOLVED: usize = 1000;
 
+/// Bytes of frame names the resolved incidents keep in all (a stuck poll's
+/// evidence holds up to 128 KiB, a real one some tens): the oldest beyond
+/// it are forgotten even before [`MAX_RESOLVED`], so a probe sending the
+/// largest stacks it may cannot make the resolved book hold 128 MiB.
+const MAX_RESOLVED_EVIDENCE_BYTES: usize = 32 * 1024 * 1024;
+
 /// Incidents of one kind open at once for one instance (or one service,
 /// for service-wide kinds), told apart by their detail: a process has a
 /// few workers to be stuck at once, not thousands. Beyond it the oldest is
@@ -180,7 +186,6 @@ impl IncidentBook {
         };
         if let Some(incident) = self.incidents.iter_mut().find(|i| i.id == id) {
             incident.resolved_at_ms = Some(now_ms);
-            crate::stuck::slim_resolved(&mut incident.evidence);
         }
         self.forget_old_resolved();
         true
@@ -218,17 +223,22 @@ impl IncidentBook {
         self.incidents.iter().find(|i| i.id == id)
     }
 
+    /// Forgets the oldest resolved incidents beyond [`MAX_RESOLVED`] or
+    /// [`MAX_RESOLVED_EVIDENCE_BYTES`], newest kept first.
     fn forget_old_resolved(&mut self) {
-        let resolved = self.incidents.iter().filter(|i| !i.is_open()).count();
-        let mut excess = resolved.saturating_sub(MAX_RESOLVED);
-        self.incidents.retain(|i| {
-            if excess > 0 && !i.is_open() {
-                excess -= 1;
-                false
-            } else {
-                true
+        let mut kept = 0;
+        let mut bytes = 0;
+        let mut keep: Vec<bool> = vec![true; self.incidents.len()];
+        for (i, incident) in self.incidents.iter().enumerate().rev() {
+            if incident.is_open() {
+                continue;
             }
-        });
+            kept += 1;
+            bytes += crate::stuck::evidence_frame_bytes(&incident.evidence);
+            keep[i] = kept <= MAX_RESOLVED && bytes <= MAX_RESOLVED_EVIDENCE_BYTES;
+        }
+        let mut keep = keep.into_iter();
+        self.incidents.retain(|_| keep.next().unwrap_or(true));
     }
 
     /// The incidents passing `filter`, oldest first.

@@ -19,7 +19,7 @@ use meshwatch_proto::v1::{
 };
 use meshwatch_proto::{FrameDecoder, FrameError, PROTOCOL_VERSION, encode_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::conn_limits::{ConnectionLimits, MAX_PROBES_PER_ADDRESS, probe_connection_cap};
@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::registry::ConnId;
 use crate::state::{Shared, now_ms};
+use crate::tls::{Acceptor, Stream};
 
 /// The longest service name or instance id accepted: names are labels in
 /// the UI and in Prometheus, not payloads.
@@ -117,6 +118,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    acceptor: Acceptor,
 ) {
     let limits = ConnectionLimits::new(
         probe_connection_cap(shared.config.max_connections),
@@ -145,9 +147,17 @@ pub(crate) async fn serve(
                         }
                     };
                     let shared = Arc::clone(&shared);
+                    let acceptor = acceptor.clone();
                     connections.spawn(async move {
                         shared.stats.connections.inc();
-                        serve_connection(stream, peer, &shared).await;
+                        // The handshake shares the Hello's deadline.
+                        match acceptor.accept(stream, shared.config.hello_timeout).await {
+                            Ok(stream) => serve_connection(stream, peer, &shared).await,
+                            Err(error) => {
+                                shared.stats.reject("tls_handshake");
+                                tracing::warn!(%peer, %error, "closing probe connection: TLS handshake failed");
+                            }
+                        }
                         shared.stats.connections.dec();
                         drop(slot);
                     });
@@ -164,7 +174,7 @@ pub(crate) async fn serve(
 }
 
 /// One probe connection, start to end; logs why it ended.
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+pub(crate) async fn serve_connection(stream: Stream, peer: SocketAddr, shared: &Arc<Shared>) {
     let mut conn = Connection {
         stream,
         decoder: FrameDecoder::new(shared.config.max_frame_len),
@@ -255,7 +265,7 @@ fn reject_reason(error: &ConnError) -> &'static str {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     decoder: FrameDecoder,
     buf: Vec<u8>,
     max_frame_len: usize,

@@ -9,6 +9,9 @@ mod conn_limits;
 mod datadir;
 mod detect;
 mod event_loops;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod heap_sites;
 mod history;
 mod incidents;
@@ -24,6 +27,7 @@ mod state;
 mod store;
 mod stuck;
 mod stuck_samples;
+mod tls;
 mod views;
 mod watched;
 
@@ -39,7 +43,9 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 pub use detect::leaks::LeakSettings;
 pub use detect::memory::MemorySettings;
+pub use meshwatch_proto::tls::IdentityFiles;
 pub use series::Metric;
+pub use tls::TlsSettings;
 pub use watched::{WatchRule, WatchRuleError};
 
 use datadir::DataDirLock;
@@ -55,7 +61,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// is due, the detectors' windows copied out under it, judged without it
 /// (so ingest and the API are not held up by the detectors), and their
 /// verdicts applied under it again.
-fn tick(shared: &Shared, detectors: &mut DetectorSet, now_ms: i64) {
+fn tick_detectors(shared: &Shared, detectors: &mut DetectorSet, now_ms: i64) {
     let cuts = {
         let mut state = shared.lock();
         state.tick(now_ms);
@@ -97,6 +103,9 @@ pub enum StartError {
         /// The non-loopback address, for probes or the HTTP API.
         listen: SocketAddr,
     },
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] meshwatch_proto::tls::TlsError),
     /// The persistent history in the data directory could not be opened.
     #[error("{0}; move the damaged file aside or give another --data-dir")]
     Store(#[source] store::StoreError),
@@ -134,6 +143,8 @@ pub struct RunningCollector {
     http_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     ingest: JoinHandle<()>,
+    /// The plain loopback port of the watchers, when the main one is TLS.
+    watch_ingest: Option<JoinHandle<()>>,
     http: JoinHandle<std::io::Result<()>>,
     ticker: JoinHandle<()>,
     flusher: JoinHandle<()>,
@@ -164,6 +175,9 @@ impl RunningCollector {
         // Receivers gone means the tasks already ended; nothing to signal.
         let _ = self.shutdown.send(true);
         self.ingest.await.map_err(StopError::Task)?;
+        if let Some(watch_ingest) = self.watch_ingest {
+            watch_ingest.await.map_err(StopError::Task)?;
+        }
         self.ticker.await.map_err(StopError::Task)?;
         self.flusher.await.map_err(StopError::Task)?;
         self.watcher.await.map_err(StopError::Task)?;
@@ -187,6 +201,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
     if let Some(listen) = config.exposed_without_token() {
         return Err(StartError::NoToken { listen });
     }
+    let acceptor = tls::Acceptor::new(config.tls.as_ref())?;
     let lock = DataDirLock::acquire(&config.data_dir)?;
     let bind = |what: &'static str, addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr)
@@ -209,7 +224,23 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         ingest_listener,
         Arc::clone(&shared),
         stop.clone(),
+        acceptor.clone(),
     ));
+    // Watchers live inside the collector; over TLS they would need a
+    // certificate of their own, so they reach it on a plain loopback port
+    // of their own (the token still applies).
+    let (watch_ingest, watch_addr) = if acceptor.is_tls() && !shared.config.watch.is_empty() {
+        let (listener, addr) = bind("watchers", SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let serving = tokio::spawn(ingest::serve(
+            listener,
+            Arc::clone(&shared),
+            stop.clone(),
+            tls::Acceptor::plain(),
+        ));
+        (Some(serving), addr)
+    } else {
+        (None, ingest_addr)
+    };
 
     let mut http_stop = stop.clone();
     let app = api::router(Arc::clone(&shared));
@@ -220,6 +251,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
             conn_limits::MAX_HTTP_PER_ADDRESS,
         ),
         Arc::clone(&shared),
+        acceptor,
     );
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)
@@ -237,7 +269,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
     let watcher = tokio::spawn(watched::watch_until_stopped(
         shared.config.watch.clone(),
         watched::Target {
-            ingest: ingest_addr,
+            ingest: watch_addr,
             token: shared.config.token.clone(),
         },
         stop.clone(),
@@ -251,7 +283,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         loop {
             tokio::select! {
                 _ = tick_stop.changed() => break,
-                _ = interval.tick() => tick(&shared, &mut detectors, now_ms()),
+                _ = interval.tick() => tick_detectors(&shared, &mut detectors, now_ms()),
             }
         }
     });
@@ -262,6 +294,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         http_addr,
         shutdown,
         ingest,
+        watch_ingest,
         http,
         ticker,
         flusher,

@@ -44,6 +44,21 @@ struct Cli {
     #[arg(long)]
     allow_no_token: bool,
 
+    /// Serve both ports over TLS with this certificate (PEM, then its
+    /// chain). Probes then need MESHWATCH_TLS_CA, and the TUI --tls-ca.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Ask every client (probes, the TUI, scrapers) for a certificate issued
+    /// by a CA in this PEM file: mutual TLS. Counts as auth for listening
+    /// beyond loopback.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+
     /// Keep one stored sample per instance per this many seconds in the
     /// persistent history (recent samples are all kept in memory).
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -183,6 +198,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     config.http = cli.http;
     config.token = token(&cli)?;
     config.allow_no_token = cli.allow_no_token;
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        config.tls = Some(meshwatch_collector::TlsSettings {
+            identity: meshwatch_collector::IdentityFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            client_ca: cli.tls_client_ca.clone(),
+        });
+    }
     config.history_resolution = Duration::from_secs(cli.history_resolution);
     config.history_retention = Duration::from_secs(cli.retention_hours.saturating_mul(3600));
     if let Some(secs) = cli.memory_window_secs {
@@ -221,6 +245,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::warn!(
             http = %config.http,
             "the HTTP API listens beyond loopback without a token (--allow-no-token): anyone who reaches it reads the mesh's figures and incidents and can send OTLP"
+        );
+    }
+    if config.tls.is_none()
+        && let Some(addr) = [config.listen, config.http]
+            .into_iter()
+            .find(|addr| !addr.ip().is_loopback())
+    {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback without TLS (--tls-cert, --tls-key): the token and the mesh's figures cross the network in clear"
         );
     }
     let mut signals = StopSignals::install()?;

@@ -21,46 +21,19 @@ use crate::stuck_samples::is_own;
 /// each of the thousand incidents the collector keeps as large.
 const EVIDENCE_FRAME_BYTES: usize = 128 * 1024;
 
-/// Bytes of frame text a resolved incident keeps: the thousand resolved
-/// incidents the book holds for reports stay within 32 MiB.
-const RESOLVED_FRAME_BYTES: usize = 32 * 1024;
-
-/// Shrinks a resolved stuck poll's evidence to [`RESOLVED_FRAME_BYTES`] of
-/// names when it holds more: its samples go first, then the outermost
-/// frames. Evidence of other kinds is small and kept as it is.
-pub(crate) fn slim_resolved(evidence: &mut Evidence) {
+/// The bytes of frame names an incident's evidence holds: what makes a
+/// stuck poll's evidence large (others hold a few figures).
+pub(crate) fn evidence_frame_bytes(evidence: &Evidence) -> usize {
     let Evidence::StuckPoll(stuck) = evidence else {
-        return;
+        return 0;
     };
-    let cost =
-        |f: &meshwatch_api::Frame| f.function.len() + f.file.len() + std::mem::size_of::<u32>();
-    let total: usize = stuck
+    stuck
         .frames
         .iter()
         .chain(stuck.hot_frames.iter().map(|h| &h.frame))
         .chain(stuck.samples.iter().flat_map(|s| &s.frames))
-        .map(cost)
-        .sum();
-    if total <= RESOLVED_FRAME_BYTES {
-        return;
-    }
-    stuck.samples.clear();
-    let mut left = RESOLVED_FRAME_BYTES;
-    let mut fits = |frame: &meshwatch_api::Frame| {
-        let fits = cost(frame) <= left;
-        left = if fits { left - cost(frame) } else { 0 };
-        fits
-    };
-    stuck.frames.retain(|f| fits(f));
-    stuck.hot_frames.retain(|h| fits(&h.frame));
-    let note = format!(
-        "Once resolved, its stacks were cut to {} KiB of names.",
-        RESOLVED_FRAME_BYTES / 1024
-    );
-    stuck.caveat = Some(match stuck.caveat.take() {
-        Some(caveat) => format!("{caveat} {note}"),
-        None => note,
-    });
+        .map(|f| f.function.len() + f.file.len() + std::mem::size_of::<u32>())
+        .sum()
 }
 
 /// What a frame costs of [`EVIDENCE_FRAME_BYTES`]: its names and its line.
@@ -356,23 +329,43 @@ mod tests {
             "nothing cut"
         );
 
-        let mut resolved = Evidence::StuckPoll(kept);
-        slim_resolved(&mut resolved);
-        let Evidence::StuckPoll(resolved) = resolved else {
-            panic!("stuck-poll evidence");
-        };
+        assert!(evidence_frame_bytes(&Evidence::StuckPoll(kept)) <= EVIDENCE_FRAME_BYTES);
+    }
+
+    #[test]
+    fn resolved_incidents_keep_a_bounded_total_of_frame_names() {
+        let mut book = IncidentBook::default();
+        let name = "f".repeat(1000);
+        for n in 0..600 {
+            let mut fat = event(
+                &format!("k{n}"),
+                StuckPollState::Stuck,
+                StuckPollClass::RunawayLoop,
+            );
+            fat.frames = (0..256)
+                .map(|line| frame(&format!("{line}{name}"), line))
+                .collect();
+            apply(&mut book, "svc", "i1", &fat, n);
+            let recovered = event(
+                &format!("k{n}"),
+                StuckPollState::Recovered,
+                StuckPollClass::RunawayLoop,
+            );
+            apply(&mut book, "svc", "i1", &recovered, n);
+        }
+        let resolved = book.list(StateFilter::Resolved);
         let bytes: usize = resolved
-            .frames
             .iter()
-            .chain(resolved.hot_frames.iter().map(|h| &h.frame))
-            .map(|f| f.function.len() + f.file.len())
+            .map(|i| evidence_frame_bytes(&i.evidence))
             .sum();
-        assert!(
-            bytes <= RESOLVED_FRAME_BYTES,
-            "{bytes} bytes kept once resolved"
+        assert!(bytes <= 32 * 1024 * 1024, "{bytes} bytes kept");
+        assert!(resolved.len() >= 200, "{} kept", resolved.len());
+        assert!(resolved.len() < 600, "the oldest went");
+        assert_eq!(
+            resolved.last().unwrap().opened_at_ms,
+            599,
+            "the newest stay"
         );
-        assert_eq!(resolved.frames[0].line, 0, "innermost first");
-        assert!(resolved.caveat.unwrap().contains("Once resolved"));
     }
 
     #[test]

@@ -8,11 +8,18 @@
 //! | `MESHWATCH_INTERVAL_MS` | how often to sample and send a snapshot | `1000` |
 //! | `MESHWATCH_STUCK_POLL_MS` | how long a poll may run before the watchdog flags it | `1000` |
 //! | `MESHWATCH_HEAP_SAMPLE_BYTES` | mean bytes allocated between two heap samples (stack captured); `0` turns heap sampling off | `524288` (512 KiB) |
+//! | `MESHWATCH_TLS_CA` | a PEM file of the CA that issued the collector's certificate; setting it turns TLS on (the `tls` feature) | none: plain TCP |
+//! | `MESHWATCH_TLS_CERT`, `MESHWATCH_TLS_KEY` | PEM files of this probe's certificate and key, for a collector that asks for client certificates (`--tls-client-ca`) | none |
 //! | `MESHWATCH_DISABLE` | `1` or `true` turns the probe off entirely | off |
+//!
+//! Over TLS the collector's certificate must name the host of
+//! `MESHWATCH_COLLECTOR` (a DNS name, or an IP address in its subject
+//! alternative names).
 //!
 //! A variable that does not parse is reported through `tracing` and ignored,
 //! never a panic: a typo in the environment must not take the service down.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::ProbeError;
@@ -40,6 +47,19 @@ pub(crate) struct Config {
     pub disabled: bool,
     /// Mean bytes between heap samples; 0 turns sampling off.
     pub heap_sample_interval: u64,
+    /// TLS to the collector, when configured.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Where the probe's TLS files are, as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct TlsFiles {
+    /// The CA to verify the collector against; `Some` turns TLS on.
+    ca: Option<PathBuf>,
+    /// This probe's certificate and key, for mutual TLS.
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 /// Entry point of the explicit configuration: `Probe::builder()`.
@@ -83,6 +103,7 @@ pub struct ProbeBuilder {
     buffer_capacity: usize,
     disabled: bool,
     heap_sample_interval: u64,
+    tls: TlsFiles,
 }
 
 impl ProbeBuilder {
@@ -97,6 +118,17 @@ impl ProbeBuilder {
             buffer_capacity: 64,
             disabled: false,
             heap_sample_interval: crate::heap::DEFAULT_SAMPLE_INTERVAL,
+            tls: TlsFiles {
+                ca: var("MESHWATCH_TLS_CA")
+                    .filter(|p| !p.trim().is_empty())
+                    .map(PathBuf::from),
+                cert: var("MESHWATCH_TLS_CERT")
+                    .filter(|p| !p.trim().is_empty())
+                    .map(PathBuf::from),
+                key: var("MESHWATCH_TLS_KEY")
+                    .filter(|p| !p.trim().is_empty())
+                    .map(PathBuf::from),
+            },
         };
         if let Some(addr) = var("MESHWATCH_COLLECTOR").filter(|a| !a.trim().is_empty()) {
             builder.collector = addr.trim().to_owned();
@@ -191,6 +223,28 @@ impl ProbeBuilder {
         self
     }
 
+    /// Connects over TLS, verifying the collector's certificate against the
+    /// CA certificates in the PEM file `ca` (as `MESHWATCH_TLS_CA`). Needs
+    /// the `tls` feature; without it, [`start`](Self::start) refuses rather
+    /// than send in clear.
+    pub fn tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls.ca = Some(ca.into());
+        self
+    }
+
+    /// Presents this certificate chain and key (PEM files) to a collector
+    /// that asks for client certificates, as `MESHWATCH_TLS_CERT` and
+    /// `MESHWATCH_TLS_KEY`.
+    pub fn tls_client_identity(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls.cert = Some(cert.into());
+        self.tls.key = Some(key.into());
+        self
+    }
+
     /// Starts the probe's threads.
     ///
     /// Called inside a tokio runtime, the probe watches that runtime; add
@@ -252,6 +306,14 @@ impl ProbeBuilder {
         if self.collector.trim().is_empty() {
             return Err(ProbeError::InvalidConfig("the collector address is empty"));
         }
+        #[cfg(feature = "tls")]
+        let tls = self.tls.client_config(&self.collector)?;
+        #[cfg(not(feature = "tls"))]
+        if self.tls != TlsFiles::default() {
+            return Err(ProbeError::InvalidConfig(
+                "MESHWATCH_TLS_CA (or a client certificate) is set, but this probe was built without its `tls` feature; it will not send in clear",
+            ));
+        }
         Ok(Config {
             service,
             collector: self.collector,
@@ -262,7 +324,43 @@ impl ProbeBuilder {
             max_frame_len: meshwatch_proto::DEFAULT_MAX_FRAME_LEN,
             disabled: self.disabled,
             heap_sample_interval: self.heap_sample_interval,
+            #[cfg(feature = "tls")]
+            tls,
         })
+    }
+}
+
+#[cfg(feature = "tls")]
+impl TlsFiles {
+    /// The client configuration these files make, checked now so that a
+    /// wrong path fails at start, not at every reconnection.
+    fn client_config(
+        &self,
+        collector: &str,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, ProbeError> {
+        use meshwatch_proto::tls::{IdentityFiles, client_config, server_name};
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(IdentityFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ProbeError::InvalidConfig(
+                    "a client certificate needs both MESHWATCH_TLS_CERT and MESHWATCH_TLS_KEY",
+                ));
+            }
+        };
+        let Some(ca) = &self.ca else {
+            return match identity {
+                Some(_) => Err(ProbeError::InvalidConfig(
+                    "a client certificate is set without MESHWATCH_TLS_CA to verify the collector with",
+                )),
+                None => Ok(None),
+            };
+        };
+        server_name(collector)?;
+        Ok(Some(client_config(ca, identity.as_ref())?))
     }
 }
 
@@ -277,6 +375,35 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         ProbeBuilder::from_env(move |key| vars.get(key).cloned())
+    }
+
+    #[test]
+    fn tls_settings_are_checked_at_start_and_never_fall_back_to_clear() {
+        let missing_ca = builder_with(&[("MESHWATCH_TLS_CA", "/nonexistent/ca.pem")])
+            .service("svc")
+            .into_config();
+        #[cfg(feature = "tls")]
+        assert!(
+            matches!(&missing_ca, Err(ProbeError::Tls(err)) if err.to_string().contains("/nonexistent/ca.pem")),
+            "{missing_ca:?}"
+        );
+        #[cfg(not(feature = "tls"))]
+        assert!(
+            matches!(&missing_ca, Err(ProbeError::InvalidConfig(why)) if why.contains("`tls` feature")),
+            "{missing_ca:?}"
+        );
+        let half_identity = builder_with(&[
+            ("MESHWATCH_TLS_CA", "/nonexistent/ca.pem"),
+            ("MESHWATCH_TLS_CERT", "/nonexistent/probe.pem"),
+        ])
+        .service("svc")
+        .into_config();
+        assert!(
+            matches!(half_identity, Err(ProbeError::InvalidConfig(_))),
+            "a certificate without its key"
+        );
+        let plain = builder_with(&[]).service("svc").into_config();
+        assert!(plain.is_ok());
     }
 
     #[test]

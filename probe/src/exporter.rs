@@ -19,6 +19,7 @@ use meshwatch_proto::{FrameDecoder, FrameError, PROTOCOL_VERSION, encode_frame};
 
 use crate::config::Config;
 use crate::identity::Identity;
+use crate::link::Link;
 use crate::outbox::Outbox;
 use crate::stats::ProbeCounters;
 
@@ -104,8 +105,9 @@ impl Exporter {
         self.outbox.finish();
     }
 
-    /// Opens a connection and completes the Hello/Welcome handshake.
-    fn connect(&self) -> Result<TcpStream, LinkError> {
+    /// Opens a connection (and TLS over it, when configured) and completes
+    /// the Hello/Welcome handshake, all within [`HANDSHAKE_TIMEOUT`].
+    fn connect(&self) -> Result<Link, LinkError> {
         let addr = self
             .config
             .collector
@@ -116,21 +118,23 @@ impl Exporter {
             })?
             .next()
             .ok_or_else(|| LinkError::NoAddress(self.config.collector.clone()))?;
-        let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+        tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+        let mut stream = self.secure(tcp, deadline)?;
 
         let hello = ProbeMessage {
             kind: Some(probe_message::Kind::Hello(self.hello())),
         };
         let mut frame = Vec::new();
         encode_frame(&hello, self.config.max_frame_len, &mut frame)?;
-        let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
         stream.write_all(&frame)?;
+        stream.flush()?;
 
         let reply = read_reply(&mut stream, deadline)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.tcp().set_read_timeout(Some(IO_TIMEOUT))?;
         match reply.kind {
             Some(collector_message::Kind::Welcome(_)) => Ok(stream),
             Some(collector_message::Kind::Reject(reject)) => Err(LinkError::Rejected {
@@ -139,6 +143,25 @@ impl Exporter {
             }),
             None => Err(LinkError::UnexpectedReply),
         }
+    }
+
+    /// TLS over `tcp` when the probe has a CA for the collector, else
+    /// `tcp` as it is.
+    #[cfg(feature = "tls")]
+    fn secure(&self, tcp: TcpStream, deadline: Instant) -> Result<Link, LinkError> {
+        let Some(tls) = &self.config.tls else {
+            return Ok(Link::Plain(tcp));
+        };
+        let name = meshwatch_proto::tls::server_name(&self.config.collector)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
+        Ok(Link::tls(tcp, Arc::clone(tls), name, deadline)?)
+    }
+
+    /// `tcp` as it is: this probe was built without TLS.
+    #[cfg(not(feature = "tls"))]
+    #[allow(clippy::unused_self, clippy::unnecessary_wraps)]
+    fn secure(&self, tcp: TcpStream, _deadline: Instant) -> Result<Link, LinkError> {
+        Ok(Link::Plain(tcp))
     }
 
     fn hello(&self) -> Hello {
@@ -159,7 +182,7 @@ impl Exporter {
 
     /// Sends queued messages until the connection fails (an error) or the
     /// outbox closes (`Ok`). A message whose send failed goes back in front.
-    fn pump(&self, mut stream: TcpStream) -> Result<(), LinkError> {
+    fn pump(&self, mut stream: Link) -> Result<(), LinkError> {
         let mut frame = Vec::new();
         loop {
             let Some(msg) = self.outbox.pop(POLL_PERIOD) else {
@@ -171,7 +194,7 @@ impl Exporter {
                     }
                     return Ok(());
                 }
-                check_still_open(&stream)?;
+                check_still_open(stream.tcp())?;
                 continue;
             };
             frame.clear();
@@ -181,8 +204,9 @@ impl Exporter {
                 tracing::warn!("meshwatch: dropping an outgoing message: {err}");
                 continue;
             }
-            if let Err(err) = check_still_open(&stream).and_then(|()| Ok(stream.write_all(&frame)?))
-            {
+            let sent = check_still_open(stream.tcp())
+                .and_then(|()| Ok(stream.write_all(&frame).and_then(|()| stream.flush())?));
+            if let Err(err) = sent {
                 self.outbox.requeue(msg, &self.counters);
                 return Err(err);
             }
@@ -195,19 +219,19 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Tells the collector this is a stop, not a death. Best effort: the
 /// service is shutting down and does not wait for it.
-fn say_goodbye(stream: &mut TcpStream, max_frame_len: usize) {
+fn say_goodbye(stream: &mut Link, max_frame_len: usize) {
     let goodbye = ProbeMessage {
         kind: Some(probe_message::Kind::Goodbye(Goodbye {})),
     };
     let mut frame = Vec::new();
     if encode_frame(&goodbye, max_frame_len, &mut frame).is_ok() {
-        let _ = stream.set_write_timeout(Some(GOODBYE_TIMEOUT));
-        let _ = stream.write_all(&frame);
+        let _ = stream.tcp().set_write_timeout(Some(GOODBYE_TIMEOUT));
+        let _ = stream.write_all(&frame).and_then(|()| stream.flush());
     }
 }
 
 /// Reads one reply frame, by `deadline` however the bytes arrive.
-fn read_reply(stream: &mut TcpStream, deadline: Instant) -> Result<CollectorMessage, LinkError> {
+fn read_reply(stream: &mut Link, deadline: Instant) -> Result<CollectorMessage, LinkError> {
     let mut decoder = FrameDecoder::new(MAX_REPLY_LEN);
     let mut buf = [0u8; 4096];
     loop {
@@ -220,7 +244,7 @@ fn read_reply(stream: &mut TcpStream, deadline: Instant) -> Result<CollectorMess
                 io::Error::new(io::ErrorKind::TimedOut, "the handshake took too long").into(),
             );
         }
-        stream.set_read_timeout(Some(left))?;
+        stream.tcp().set_read_timeout(Some(left))?;
         let n = stream.read(&mut buf)?;
         if n == 0 {
             return Err(LinkError::Closed);
@@ -266,7 +290,7 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut stream = Link::Plain(TcpStream::connect(addr).unwrap());
         let started = Instant::now();
         let result = read_reply(&mut stream, started + Duration::from_millis(300));
         let took = started.elapsed();

@@ -59,6 +59,7 @@ mod heap;
 #[cfg(tokio_unstable)]
 mod hooks;
 mod identity;
+mod link;
 mod outbox;
 mod sampler;
 mod stack;
@@ -92,6 +93,11 @@ pub enum ProbeError {
         /// The process id asked for.
         pid: u32,
     },
+    /// The TLS files cannot be used (unreadable, not PEM, a key that does
+    /// not match), or the collector's address has no name to verify.
+    #[cfg(feature = "tls")]
+    #[error("invalid meshwatch probe TLS setup: {0}")]
+    Tls(#[from] meshwatch_proto::tls::TlsError),
 }
 
 /// Starts the probe for the service `name`, configured from the environment.

@@ -13,6 +13,8 @@
 #![warn(missing_docs)]
 
 mod frame;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use frame::{DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, FrameDecoder, FrameError, encode_frame};
 

@@ -17,6 +17,7 @@ mod otlp;
 mod registry;
 mod status_cli;
 mod stuck;
+mod tls;
 mod tui;
 mod watched;
 mod ws_proxy;

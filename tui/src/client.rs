@@ -1,9 +1,12 @@
 //! The collector's HTTP API, as the CLI sees it.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use meshwatch_api::{Incident, IncidentsView, InstanceSeries, SeriesView, ServicesView};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use crate::model::Instance;
 
@@ -19,6 +22,15 @@ pub struct ApiClient {
     authorization: Option<String>,
 }
 
+/// An HTTP agent with the CLI's timeout and `tls`.
+fn agent(tls: TlsConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(TIMEOUT))
+        .tls_config(tls)
+        .build()
+        .into()
+}
+
 /// A closed time range in milliseconds since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
@@ -28,18 +40,76 @@ pub struct Range {
     pub to_ms: i64,
 }
 
+/// The PEM files for a collector served over TLS (`https://`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The CA that issued the collector's certificate; without it, the
+    /// usual public CAs.
+    pub ca: Option<PathBuf>,
+    /// This client's certificate and key, for a collector that asks for
+    /// client certificates (`--tls-client-ca`).
+    pub cert: Option<PathBuf>,
+    /// The key of `cert`.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn config(&self) -> anyhow::Result<TlsConfig> {
+        let mut tls = TlsConfig::builder();
+        if let Some(ca) = &self.ca {
+            let roots = certificates(ca)?;
+            tls = tls.root_certs(RootCerts::Specific(Arc::new(roots)));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let chain = certificates(cert)?;
+                let pem = std::fs::read(key)
+                    .with_context(|| format!("cannot read the TLS key {}", key.display()))?;
+                let key = PrivateKey::from_pem(&pem)
+                    .with_context(|| format!("{} holds no PEM private key", key.display()))?;
+                tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+            }
+            (None, None) => {}
+            _ => bail!("a client certificate needs both --tls-cert and --tls-key"),
+        }
+        Ok(tls.build())
+    }
+}
+
+/// The certificates of a PEM file.
+fn certificates(path: &Path) -> anyhow::Result<Vec<Certificate<'static>>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the certificates in {}", path.display()))?;
+    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
 impl ApiClient {
     /// A client of the collector at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
-            .build()
-            .into();
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            agent,
+            agent: agent(TlsConfig::default()),
             authorization: None,
         }
+    }
+
+    /// Speaks TLS to an `https://` collector with these files.
+    ///
+    /// # Errors
+    ///
+    /// When a file is unreadable or holds no certificate or key.
+    pub fn with_tls(mut self, files: &TlsFiles) -> anyhow::Result<Self> {
+        self.agent = agent(files.config()?);
+        Ok(self)
     }
 
     /// Sends `token` as a bearer token with every request.

@@ -47,6 +47,29 @@ struct Cli {
     /// it, the MESHWATCH_TOKEN environment variable is used when set.
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// The CA (PEM) that issued an `https://` collector's certificate, when
+    /// not a public one.
+    #[arg(long, global = true, env = "MESHWATCH_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for a collector that asks for one
+    /// (--tls-client-ca).
+    #[arg(
+        long,
+        global = true,
+        env = "MESHWATCH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "MESHWATCH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Where the TUI writes its logs (never to the screen); default
     /// `meshwatch.log` in the temporary directory. Other commands log to stderr.
     #[arg(long, global = true, env = "MESHWATCH_LOG_FILE", value_name = "PATH")]
@@ -90,7 +113,14 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| std::env::temp_dir().join("meshwatch.log"))
     }))?;
     let token = meshwatch_api::token::read_token(cli.token_file.as_deref())?;
-    let client = ApiClient::new(&cli.collector).with_token(token);
+    let tls = client::TlsFiles {
+        ca: cli.tls_ca.clone(),
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+    };
+    let client = ApiClient::new(&cli.collector)
+        .with_token(token)
+        .with_tls(&tls)?;
     match cli.command {
         Some(Command::Status { json }) => {
             if json {

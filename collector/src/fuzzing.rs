@@ -1,0 +1,101 @@
+//! Entry points for the fuzz targets in `fuzz/` (the `fuzzing` feature):
+//! the collector's own paths, driven with arbitrary input, with nothing
+//! mocked. Not part of the collector's API.
+//!
+//! A [`Harness`] is a collector without sockets: its state, store, namer
+//! and HTTP router, on a current-thread runtime. [`Harness::connection`]
+//! runs the ingest path a probe connection runs (frame decoder, Hello
+//! checks, bounds, registry, series, incidents) over an in-memory pipe;
+//! [`Harness::tick`] runs the detectors and renders what the API and
+//! `/metrics` serve; [`Harness::get`] routes one request through the API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use tokio::io::AsyncWriteExt;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::detect::DetectorSet;
+use crate::state::{Shared, now_ms};
+
+/// A collector without sockets, for fuzzing.
+#[allow(missing_debug_implementations)]
+pub struct Harness {
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    detectors: DetectorSet,
+}
+
+impl Harness {
+    /// A collector whose store lives in `data_dir` (created when missing).
+    ///
+    /// # Panics
+    ///
+    /// When the runtime or the store cannot be made: a fuzzing setup error.
+    #[allow(clippy::expect_used)]
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        std::fs::create_dir_all(data_dir).expect("the data dir");
+        let config = Config::new(data_dir);
+        let store = crate::store::Store::open(data_dir).expect("the store");
+        let detectors = DetectorSet::new(&config);
+        let shared = Arc::new(Shared::new(config, store));
+        Self {
+            runtime,
+            shared,
+            detectors,
+        }
+    }
+
+    /// Serves `bytes` as everything one probe connection sends, then its
+    /// end: whatever they hold, the collector must neither panic nor hang.
+    pub fn connection(&self, bytes: &[u8]) {
+        let shared = Arc::clone(&self.shared);
+        self.runtime.block_on(async move {
+            let (mut probe, collector) = tokio::io::duplex(64 * 1024);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 40_000));
+            let serving = tokio::spawn(async move {
+                crate::ingest::serve_connection(Box::new(collector), peer, &shared).await;
+            });
+            // The collector may close early (a Reject): the rest is moot.
+            let _ = probe.write_all(bytes).await;
+            let _ = probe.shutdown().await;
+            // Drain its replies so that it never waits on a full pipe.
+            let mut sink = tokio::io::sink();
+            let _ = tokio::io::copy(&mut probe, &mut sink).await;
+            let _ = serving.await;
+        });
+    }
+
+    /// Runs the registry's clock and every detector once, then renders the
+    /// services view, the incidents and `/metrics`, as the API would.
+    pub fn tick(&mut self) {
+        let now = now_ms();
+        crate::tick_detectors(&self.shared, &mut self.detectors, now);
+        self.get("/api/v1/services");
+        self.get("/api/v1/incidents?state=all");
+        self.get("/metrics");
+    }
+
+    /// Routes `GET uri` through the HTTP API and returns the status code.
+    /// A URI that is not one (bytes a request line cannot hold) is `None`.
+    pub fn get(&self, uri: &str) -> Option<u16> {
+        let request = Request::get(uri).body(Body::empty()).ok()?;
+        let router = crate::api::router(Arc::clone(&self.shared));
+        self.runtime.block_on(async move {
+            let response = router.oneshot(request).await.ok()?;
+            let status = response.status().as_u16();
+            // Read the body: a panic while serializing shows here.
+            axum::body::to_bytes(response.into_body(), 64 << 20)
+                .await
+                .ok()?;
+            Some(status)
+        })
+    }
+}
