@@ -17,6 +17,9 @@ use axum::http::Request;
 use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 
+use meshwatch_proto::v1::{Hello, ProbeMessage, probe_message};
+use meshwatch_proto::{DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION, encode_frame};
+
 use crate::config::Config;
 use crate::detect::DetectorSet;
 use crate::state::{Shared, now_ms};
@@ -27,7 +30,14 @@ pub struct Harness {
     runtime: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     detectors: DetectorSet,
+    ticks: u64,
+    hellos: u64,
+    /// A data dir [`Harness::for_target`] made, removed on drop.
+    own_dir: Option<std::path::PathBuf>,
 }
+
+/// The statuses the API documents; anything else from bad input is a bug.
+const DOCUMENTED_STATUSES: [u16; 5] = [200, 400, 401, 404, 405];
 
 impl Harness {
     /// A collector whose store lives in `data_dir` (created when missing).
@@ -50,6 +60,69 @@ impl Harness {
             runtime,
             shared,
             detectors,
+            ticks: 0,
+            hellos: 0,
+            own_dir: None,
+        }
+    }
+
+    /// A harness whose store lives in a directory of the system's
+    /// temporary one, unique to `target` and this process.
+    pub fn for_target(target: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("meshwatch-fuzz-{target}-{}", std::process::id()));
+        let mut harness = Self::new(&dir);
+        harness.own_dir = Some(dir);
+        harness
+    }
+
+    /// The `snapshot_to_registry` property: a valid Hello (one of eight
+    /// instance ids, in turn), then `frames` as whatever follows it, then a
+    /// detection pass and the views rendered. Never a panic or a hang.
+    pub fn admitted_probe(&mut self, frames: &[u8]) {
+        let n = self.hellos % 8;
+        self.hellos += 1;
+        let hello = ProbeMessage {
+            kind: Some(probe_message::Kind::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                service: "fuzzed".to_owned(),
+                instance_id: format!("{n:032x}"),
+                pid: 4242 + n as u32,
+                host: "fuzz".to_owned(),
+                interval_ms: 1000,
+                runtime: "rust".to_owned(),
+                ..Hello::default()
+            })),
+        };
+        let mut bytes = Vec::new();
+        // A Hello this small always fits a frame.
+        let _ = encode_frame(&hello, DEFAULT_MAX_FRAME_LEN, &mut bytes);
+        bytes.extend_from_slice(frames);
+        self.connection(&bytes);
+        self.tick();
+    }
+
+    /// The `http_query` property: `text` as the query of every endpoint
+    /// that takes one, and as a path, each answered with a documented
+    /// status.
+    ///
+    /// # Panics
+    ///
+    /// On any other status: what the fuzzer is looking for.
+    pub fn http_queries(&self, text: &str) {
+        for uri in [
+            format!("/api/v1/series?{text}"),
+            format!("/api/v1/incidents?{text}"),
+            format!("/api/v1/services?{text}"),
+            format!("/api/v1/incidents/{text}"),
+            format!("/{text}"),
+        ] {
+            if let Some(status) = self.get(&uri) {
+                assert!(
+                    DOCUMENTED_STATUSES.contains(&status),
+                    "GET {uri:?} answered {status}"
+                );
+            }
         }
     }
 
@@ -74,13 +147,19 @@ impl Harness {
     }
 
     /// Runs the registry's clock and every detector once, then renders the
-    /// services view, the incidents and `/metrics`, as the API would.
+    /// services view, the open incidents and `/metrics`, as the API would;
+    /// every 256th time the resolved incidents too (a thousand of them take
+    /// longer to render than the rest of a run).
     pub fn tick(&mut self) {
         let now = now_ms();
         crate::tick_detectors(&self.shared, &mut self.detectors, now);
         self.get("/api/v1/services");
-        self.get("/api/v1/incidents?state=all");
+        self.get("/api/v1/incidents?state=open");
         self.get("/metrics");
+        if self.ticks.is_multiple_of(256) {
+            self.get("/api/v1/incidents?state=resolved");
+        }
+        self.ticks += 1;
     }
 
     /// Routes `GET uri` through the HTTP API and returns the status code.
@@ -97,5 +176,13 @@ impl Harness {
                 .ok()?;
             Some(status)
         })
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.own_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }

@@ -104,7 +104,7 @@ pub enum StartError {
         listen: SocketAddr,
     },
     /// The TLS certificate, key or client CA cannot be used.
-    #[error("TLS: {0}")]
+    #[error("cannot set up TLS")]
     Tls(#[from] meshwatch_proto::tls::TlsError),
     /// The persistent history in the data directory could not be opened.
     #[error("{0}; move the damaged file aside or give another --data-dir")]

@@ -96,7 +96,7 @@ pub enum ProbeError {
     /// The TLS files cannot be used (unreadable, not PEM, a key that does
     /// not match), or the collector's address has no name to verify.
     #[cfg(feature = "tls")]
-    #[error("invalid meshwatch probe TLS setup: {0}")]
+    #[error("invalid meshwatch probe TLS setup")]
     Tls(#[from] meshwatch_proto::tls::TlsError),
 }
 
@@ -110,7 +110,14 @@ pub fn init(name: &str) -> ProbeHandle {
     match Probe::builder().service(name).start() {
         Ok(handle) => handle,
         Err(err) => {
-            tracing::warn!("meshwatch: probe not started: {err}");
+            let mut why = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(inner) = cause {
+                why.push_str(": ");
+                why.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            tracing::warn!("meshwatch: probe not started: {why}");
             ProbeHandle::inert()
         }
     }

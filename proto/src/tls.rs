@@ -19,7 +19,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
-    #[error("cannot read {what} from {path}: {source}")]
+    #[error("cannot read {what} from {path}")]
     Pem {
         /// What the file should hold ("certificates", "a private key").
         what: &'static str,
@@ -35,7 +35,7 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// A CA certificate was refused as a trust anchor.
-    #[error("{path}: not a usable CA certificate: {source}")]
+    #[error("{path}: not a usable CA certificate")]
     Anchor {
         /// The file.
         path: PathBuf,
@@ -44,10 +44,10 @@ pub enum TlsError {
     },
     /// rustls refused the certificate and key (a key that does not match
     /// the certificate, say).
-    #[error("the certificate and key do not make a TLS identity: {0}")]
+    #[error("the certificate and key do not make a TLS identity")]
     Identity(#[source] rustls::Error),
     /// The client-certificate verifier could not be built.
-    #[error("cannot verify client certificates: {0}")]
+    #[error("cannot verify client certificates")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
     /// The name the collector's certificate should carry is not a DNS name
     /// or an IP address.
@@ -55,7 +55,7 @@ pub enum TlsError {
     ServerName(String),
     /// The protocol versions could not be set up (a rustls build without
     /// them).
-    #[error("TLS setup failed: {0}")]
+    #[error("TLS setup failed")]
     Setup(#[source] rustls::Error),
 }
 
