@@ -13,6 +13,7 @@ const CASES: &[(&str, &[&str], &str)] = &[
     ("meshwatch", &["status", "--help"], "meshwatch-status.txt"),
     ("meshwatch", &["demo", "--help"], "meshwatch-demo.txt"),
     ("meshwatch", &["report", "--help"], "meshwatch-report.txt"),
+    ("meshwatch", &["profile", "--help"], "meshwatch-profile.txt"),
     (
         "meshwatch",
         &["backtest", "--help"],

@@ -14,6 +14,7 @@ mod limits;
 mod memory;
 mod naming;
 mod otlp;
+mod profile;
 mod registry;
 mod status_cli;
 mod stuck;

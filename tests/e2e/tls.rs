@@ -81,7 +81,7 @@ fn wait_listed(base: &str, tls: &[&str], service: &str) -> serde_json::Value {
             json["services"]
                 .as_array()?
                 .iter()
-                .find(|i| i["service"] == service)
+                .find(|i| i["service"] == service && i["headline"].is_object())
                 .cloned()
         },
     )

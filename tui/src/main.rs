@@ -14,6 +14,7 @@ mod evidence;
 mod fixtures;
 mod format;
 mod model;
+mod profile;
 mod report;
 mod status;
 mod ui;
@@ -88,6 +89,9 @@ enum Command {
     },
     /// Write a post-mortem of one incident: Markdown, SVG charts, flame graph.
     Report(report::ReportArgs),
+    /// Write an instance's heap profile in pprof's format (profile.pb.gz),
+    /// a flame graph, and print its top functions.
+    Profile(profile::ProfileArgs),
     /// Run the detectors over recorded history (a data dir, the collector,
     /// a CSV file or Prometheus) and print when each incident would have
     /// opened and resolved.
@@ -133,6 +137,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Report(args)) => report::run(&client, &args),
         Some(Command::Backtest(args)) => backtest::run(&client, &args),
+        Some(Command::Profile(args)) => profile::run(&client, &args),
         Some(Command::Demo(args)) => demo::run(&args),
         Some(Command::DemoService(args)) => meshwatch_examples::service::run(&args),
         None => ui::run(client, None),

@@ -4,7 +4,7 @@
 //! chart per relevant series around the incident, and, when the evidence has
 //! several stack samples (or several growing sites), a flame graph of them.
 
-mod flame;
+pub(crate) mod flame;
 mod markdown;
 mod svg;
 
