@@ -16,7 +16,7 @@ use meshwatch_api::{HeapSiteView, InstanceState, InstanceView};
 
 use crate::client::ApiClient;
 use crate::format;
-use pprof::{ProfileBuilder, SampleType};
+use pprof::{HEAP_SAMPLE_TYPES, ProfileBuilder};
 
 /// Functions listed on the terminal, by size.
 const TOP: usize = 10;
@@ -161,16 +161,7 @@ fn short(id: &str) -> &str {
 
 /// The sites as a gzipped pprof heap profile.
 fn heap_profile(instance: &InstanceView) -> anyhow::Result<Vec<u8>> {
-    let mut builder = ProfileBuilder::new(&[
-        SampleType {
-            name: "inuse_objects",
-            unit: "count",
-        },
-        SampleType {
-            name: "inuse_space",
-            unit: "bytes",
-        },
-    ]);
+    let mut builder = ProfileBuilder::new(&HEAP_SAMPLE_TYPES);
     for site in &instance.heap_sites {
         let objects = i64::try_from(site.live_objects).unwrap_or(i64::MAX);
         let bytes = i64::try_from(site.live_bytes).unwrap_or(i64::MAX);

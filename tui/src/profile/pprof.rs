@@ -18,6 +18,18 @@ pub struct SampleType {
     pub unit: &'static str,
 }
 
+/// The values of a heap profile's samples, as pprof's tools expect them.
+pub const HEAP_SAMPLE_TYPES: [SampleType; 2] = [
+    SampleType {
+        name: "inuse_objects",
+        unit: "count",
+    },
+    SampleType {
+        name: "inuse_space",
+        unit: "bytes",
+    },
+];
+
 /// Builds a profile: strings, functions and locations interned as pprof
 /// wants them (string 0 is the empty string, ids start at 1).
 #[derive(Debug, Default)]
@@ -134,16 +146,7 @@ mod tests {
 
     #[test]
     fn interns_strings_functions_and_locations_and_decodes_back() {
-        let mut builder = ProfileBuilder::new(&[
-            SampleType {
-                name: "inuse_objects",
-                unit: "count",
-            },
-            SampleType {
-                name: "inuse_space",
-                unit: "bytes",
-            },
-        ]);
+        let mut builder = ProfileBuilder::new(&HEAP_SAMPLE_TYPES);
         builder.sample(
             &[frame("alloc", 1), frame("cache::insert", 40)],
             vec![3, 300],
