@@ -377,22 +377,30 @@ async fn a_snapshot_dated_a_year_ahead_is_stored_at_now_and_the_next_still_shows
         .await
         .unwrap();
     let mut probe = welcomed(collector.ingest_addr(), "skewed-1").await;
-    let now = meshwatch_api::now_ms();
     let year_ms = 365 * 24 * 3600 * 1000;
-    for (seq, t) in [(1, now + year_ms), (2, now + 1)] {
+    // The second snapshot is dated when it is sent, after the collector
+    // clamped the first to its own clock, as a probe whose clock was fixed
+    // would date it.
+    for seq in [1, 2] {
+        let time_unix_ms = match seq {
+            1 => meshwatch_api::now_ms() + year_ms,
+            _ => meshwatch_api::now_ms(),
+        };
         send(
             &mut probe,
             probe_message::Kind::Snapshot(Snapshot {
-                time_unix_ms: t,
+                time_unix_ms,
                 ..snapshot(seq, 1_000_000 * seq)
             }),
         )
         .await;
+        let rss = 1_000_000 * seq;
+        wait_for_instance(&collector, "skewed-1", |i| {
+            i["headline"]["rss_bytes"] == rss
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    wait_for_instance(&collector, "skewed-1", |i| {
-        i["headline"]["rss_bytes"] == 2_000_000
-    })
-    .await;
     let (status, body) = http_get(
         collector.http_addr(),
         "/api/v1/series?service=checkout&metric=rss_bytes",
