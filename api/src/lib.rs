@@ -20,12 +20,14 @@
 
 pub mod evidence;
 mod incident;
+mod profile;
 mod series;
 mod services;
 pub mod token;
 
 pub use evidence::Evidence;
 pub use incident::{Incident, IncidentKind, IncidentsView, Severity};
+pub use profile::{CpuProfileView, ProfileStackView, ProfileTicket};
 pub use series::{ErrorBody, InstanceSeries, Point, SeriesView};
 pub use services::{
     AgeBucketView, Frame, Headline, HeapSiteView, InstanceState, InstanceView, NamedCount,

@@ -4,8 +4,9 @@
 //! Handlers are thin: they validate the query into a typed request, take the
 //! state lock briefly, and serialize a view built by [`crate::views`]. Every
 //! error is JSON `{"error": "..."}` with a message saying what was wrong and
-//! what is accepted, so a person with `curl` can correct themselves. It is a
-//! GET-only API, so request bodies are capped at a few bytes.
+//! what is accepted, so a person with `curl` can correct themselves. Requests
+//! carry their parameters in the query string (even `POST /api/v1/profile`,
+//! which asks a probe to act), so request bodies are capped at a few bytes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,12 +22,13 @@ use serde::Serialize;
 use meshwatch_api::{ErrorBody, IncidentsView, InstanceSeries, SeriesView};
 
 use crate::incidents::StateFilter;
+use crate::profiles::{self, Lookup, ProfileError};
 use crate::series::{Metric, Point};
 use crate::state::{Shared, now_ms};
 use crate::store::StoreError;
 use crate::{prom, views};
 
-/// Request bodies are never needed: the API is GET only.
+/// Request bodies are never needed: parameters go in the query string.
 const MAX_BODY_BYTES: usize = 1024;
 
 /// The query string of a request, as key/value pairs.
@@ -40,6 +42,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/services", get(services))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/series", get(series))
+        .route("/api/v1/profile", post(start_profile))
+        .route("/api/v1/profile/{id}", get(collect_profile))
         .route(
             "/v1/metrics",
             post(crate::otlp::receive_metrics)
@@ -144,6 +148,103 @@ fn params(params: Params) -> Result<HashMap<String, String>, ApiError> {
     params
         .map(|Query(params)| params)
         .map_err(|rejection| ApiError::bad_request(format!("bad query string: {rejection}")))
+}
+
+/// Defaults of `POST /api/v1/profile`: pprof's usual rate, and long
+/// enough for a busy service's hot functions to stand out.
+const PROFILE_SECONDS: u64 = 10;
+const PROFILE_HZ: u32 = 99;
+
+/// `POST /api/v1/profile?instance=ID[&seconds=10][&hz=99]`: asks the
+/// instance's probe for a CPU profile. Answers at once, `202 Accepted` with
+/// the ticket to collect it by.
+async fn start_profile(
+    State(shared): State<Arc<Shared>>,
+    query: Params,
+) -> Result<Response, ApiError> {
+    let query = params(query)?;
+    let instance = query.get("instance").ok_or_else(|| {
+        ApiError::bad_request(
+            "missing instance=ID: the instance to profile, as /api/v1/services lists it",
+        )
+    })?;
+    let seconds = bounded(
+        &query,
+        "seconds",
+        PROFILE_SECONDS,
+        1..=profiles::MAX_SECONDS,
+    )?;
+    let hz = bounded(
+        &query,
+        "hz",
+        u64::from(PROFILE_HZ),
+        1..=u64::from(profiles::MAX_HZ),
+    )?;
+    let hz = u32::try_from(hz).unwrap_or(profiles::MAX_HZ);
+    let ticket = shared
+        .profiles
+        .order(
+            instance,
+            std::time::Duration::from_secs(seconds),
+            hz,
+            now_ms(),
+        )
+        .map_err(profile_error)?;
+    Ok((StatusCode::ACCEPTED, json(&ticket)).into_response())
+}
+
+/// `GET /api/v1/profile/{id}`: the profile once it is in (200), its ticket
+/// again while it is being taken (202), or why there is none.
+async fn collect_profile(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    match shared.profiles.lookup(&id) {
+        None => Err(ApiError::not_found(format!(
+            "no profile {id:?}: profiles are kept {} minutes after they are taken",
+            profiles::KEPT_FOR.as_secs() / 60
+        ))),
+        Some(Lookup::Running(ticket)) => Ok((StatusCode::ACCEPTED, json(&ticket)).into_response()),
+        Some(Lookup::Done(result)) => Ok(json(&*result.map_err(profile_error)?)),
+    }
+}
+
+/// The integer parameter `name`, `default` when absent, within `range`.
+fn bounded(
+    query: &HashMap<String, String>,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    let Some(given) = query.get(name) else {
+        return Ok(default);
+    };
+    given
+        .parse::<u64>()
+        .ok()
+        .filter(|value| range.contains(value))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name}={given:?} is not a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ))
+        })
+}
+
+/// The status each reason for no profile answers with.
+fn profile_error(error: ProfileError) -> ApiError {
+    let status = match &error {
+        ProfileError::NotConnected(_) => StatusCode::NOT_FOUND,
+        ProfileError::Busy(_) | ProfileError::Refused(_) => StatusCode::CONFLICT,
+        ProfileError::NoAnswer(_) => StatusCode::GATEWAY_TIMEOUT,
+        ProfileError::Disconnected => StatusCode::BAD_GATEWAY,
+        ProfileError::TooMany => StatusCode::TOO_MANY_REQUESTS,
+    };
+    ApiError {
+        status,
+        message: error.to_string(),
+    }
 }
 
 async fn healthz() -> &'static str {

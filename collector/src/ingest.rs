@@ -184,6 +184,7 @@ pub(crate) async fn serve_connection(stream: Stream, peer: SocketAddr, shared: &
     let mut registered = None;
     let result = conn.run(shared, &mut registered).await;
     if let Some((instance_id, conn_id)) = &registered {
+        shared.profiles.close(instance_id, *conn_id);
         shared.lock().disconnect(instance_id, *conn_id);
     }
     match result {
@@ -194,6 +195,15 @@ pub(crate) async fn serve_connection(stream: Stream, peer: SocketAddr, shared: &
             shared.stats.reject(reject_reason(&error));
             tracing::warn!(%peer, instance = registered.as_ref().map(|r| r.0.as_str()), reason = %error, "closing probe connection");
         }
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one (a branch of a
+/// `select!` that is disabled then).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -351,10 +361,27 @@ impl Connection {
         ));
         let silence =
             (interval * shared.config.down_after_missed.saturating_add(1)).max(hello_timeout);
+        let mut orders = shared.profiles.open(&hello.instance_id, conn_id);
+        let mut profile = crate::profiles::Taker::default();
+        let mut heard = tokio::time::Instant::now();
         loop {
-            let message = tokio::time::timeout(silence, self.read_message())
-                .await
-                .map_err(|_| ConnError::Silent(silence))??;
+            let gives_up = profile.deadline();
+            let message = tokio::select! {
+                message = tokio::time::timeout_at(heard + silence, self.read_message()) => {
+                    message.map_err(|_| ConnError::Silent(silence))??
+                }
+                Some(order) = orders.recv() => {
+                    if let Some(request) = profile.begin(order, &hello.instance_id, now_ms()) {
+                        self.send(collector_message::Kind::ProfileRequest(request)).await?;
+                    }
+                    continue;
+                }
+                () = sleep_until(gives_up), if gives_up.is_some() => {
+                    profile.expire();
+                    continue;
+                }
+            };
+            heard = tokio::time::Instant::now();
             let Some(message) = message else {
                 return Ok(());
             };
@@ -387,6 +414,16 @@ impl Connection {
                     shared
                         .lock()
                         .event(&hello.instance_id, conn_id, event, now_ms());
+                }
+                Some(probe_message::Kind::Profile(data)) => {
+                    if let Some(mut finished) = profile.part(data) {
+                        let modules = std::mem::take(&mut finished.modules);
+                        let naming = shared
+                            .namer
+                            .profile(hello.pid, modules, &mut finished.stacks);
+                        let named = while_alive(naming, shared, &hello.instance_id, conn_id).await;
+                        finished.answer(&hello, named);
+                    }
                 }
                 Some(probe_message::Kind::Goodbye(_)) => {
                     tracing::info!(service = %hello.service, instance = %hello.instance_id, "probe said goodbye: the process is stopping");

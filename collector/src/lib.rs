@@ -20,6 +20,7 @@ mod long_history;
 mod naming;
 mod otlp;
 mod own_code;
+mod profiles;
 mod prom;
 mod registry;
 mod series;

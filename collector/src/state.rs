@@ -314,6 +314,8 @@ pub(crate) struct Shared {
     pub(crate) stats: CollectorStats,
     /// Names the raw stacks probes send, off the lock and off the runtime.
     pub(crate) namer: Namer,
+    /// Each connected probe's line for CPU profile requests.
+    pub(crate) profiles: crate::profiles::ProfileDesk,
     /// When this collector started, in ms since the epoch: a probe whose
     /// process is older was there before, and its long view is refilled
     /// from the store.
@@ -332,6 +334,7 @@ impl Shared {
             store: std::sync::Arc::new(store),
             stats,
             namer: Namer::start(config.debuginfo_dirs.clone()),
+            profiles: crate::profiles::ProfileDesk::default(),
             started_ms: now_ms(),
             seeding: tokio::sync::Semaphore::new(1),
             config,

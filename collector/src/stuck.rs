@@ -177,7 +177,7 @@ fn describe(frame: &Frame) -> String {
 }
 
 /// A wire frame as the API's.
-fn api_frame(frame: &Frame) -> meshwatch_api::Frame {
+pub(crate) fn api_frame(frame: &Frame) -> meshwatch_api::Frame {
     meshwatch_api::Frame {
         function: frame.function.clone(),
         file: frame.file.clone(),

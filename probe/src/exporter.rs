@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::identity::Identity;
 use crate::link::Link;
 use crate::outbox::Outbox;
+use crate::profiler::Profiles;
 use crate::stats::ProbeCounters;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -141,7 +142,9 @@ impl Exporter {
                 code: reject.code(),
                 reason: reject.reason,
             }),
-            None => Err(LinkError::UnexpectedReply),
+            Some(collector_message::Kind::ProfileRequest(_)) | None => {
+                Err(LinkError::UnexpectedReply)
+            }
         }
     }
 
@@ -182,8 +185,10 @@ impl Exporter {
 
     /// Sends queued messages until the connection fails (an error) or the
     /// outbox closes (`Ok`). A message whose send failed goes back in front.
+    /// Between messages, reads what the collector asks for.
     fn pump(&self, mut stream: Link) -> Result<(), LinkError> {
         let mut frame = Vec::new();
+        let mut requests = FrameDecoder::new(MAX_REPLY_LEN);
         loop {
             let Some(msg) = self.outbox.pop(POLL_PERIOD) else {
                 if self.outbox.is_closed() {
@@ -194,7 +199,7 @@ impl Exporter {
                     }
                     return Ok(());
                 }
-                check_still_open(stream.tcp())?;
+                self.receive(&mut stream, &mut requests)?;
                 continue;
             };
             frame.clear();
@@ -204,12 +209,73 @@ impl Exporter {
                 tracing::warn!("meshwatch: dropping an outgoing message: {err}");
                 continue;
             }
-            let sent = check_still_open(stream.tcp())
+            let sent = self
+                .receive(&mut stream, &mut requests)
                 .and_then(|()| Ok(stream.write_all(&frame).and_then(|()| stream.flush())?));
             if let Err(err) = sent {
                 self.outbox.requeue(msg, &self.counters);
                 return Err(err);
             }
+        }
+    }
+
+    /// Reads whatever the collector has sent without waiting, and acts on
+    /// each whole message: a profile request starts a profile. Detects a
+    /// connection the collector closed while we were idle, before we write
+    /// into it and lose the message: a closed peer reads as end-of-file.
+    fn receive(&self, stream: &mut Link, requests: &mut FrameDecoder) -> Result<(), LinkError> {
+        if !has_input(stream.tcp())? {
+            return Ok(());
+        }
+        stream.tcp().set_nonblocking(true)?;
+        let read = read_available(stream, requests);
+        stream.tcp().set_nonblocking(false)?;
+        read?;
+        while let Some(message) = requests.next_message::<CollectorMessage>()? {
+            match message.kind {
+                Some(collector_message::Kind::ProfileRequest(request)) => {
+                    let profiles =
+                        Profiles::new(Arc::clone(&self.outbox), Arc::clone(&self.counters));
+                    if self.identity.outside {
+                        profiles.refuse(request.request_id, "this process is watched from outside, and its probe cannot take its stacks");
+                    } else {
+                        profiles.start(&request);
+                    }
+                }
+                // Welcome and Reject belong to the handshake; a kind newer
+                // than this probe is skipped.
+                _ => tracing::debug!("meshwatch: ignoring a message from the collector"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the collector sent bytes not yet read; an error when it closed
+/// the connection.
+fn has_input(stream: &TcpStream) -> Result<bool, LinkError> {
+    stream.set_nonblocking(true)?;
+    let mut byte = [0u8; 1];
+    let result = stream.peek(&mut byte);
+    stream.set_nonblocking(false)?;
+    match result {
+        Ok(0) => Err(LinkError::Closed),
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Reads into `decoder` until the (non-blocking) stream has nothing more.
+fn read_available(stream: &mut Link, decoder: &mut FrameDecoder) -> Result<(), LinkError> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Err(LinkError::Closed),
+            Ok(n) => decoder.extend(&buf[..n]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err.into()),
         }
     }
 }
@@ -250,23 +316,6 @@ fn read_reply(stream: &mut Link, deadline: Instant) -> Result<CollectorMessage, 
             return Err(LinkError::Closed);
         }
         decoder.extend(&buf[..n]);
-    }
-}
-
-/// Detects a connection the collector closed while we were idle, before we
-/// write into it and lose the message: a closed peer reads as end-of-file.
-fn check_still_open(stream: &TcpStream) -> Result<(), LinkError> {
-    stream.set_nonblocking(true)?;
-    let mut byte = [0u8; 1];
-    let result = stream.peek(&mut byte);
-    stream.set_nonblocking(false)?;
-    match result {
-        Ok(0) => Err(LinkError::Closed),
-        // The collector sends nothing after Welcome today; a future control
-        // message is left for a reader that understands it.
-        Ok(_) => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
-        Err(err) => Err(err.into()),
     }
 }
 

@@ -61,6 +61,7 @@ mod hooks;
 mod identity;
 mod link;
 mod outbox;
+mod profiler;
 mod sampler;
 mod stack;
 mod stats;

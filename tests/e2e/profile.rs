@@ -1,13 +1,149 @@
-//! `meshwatch profile --heap` on a real instrumented service: the pprof
-//! file it writes decodes with pprof's own schema (the `pprof` crate's
-//! generated types), names the service's allocating code, and comes with a
-//! flame graph.
+//! `meshwatch profile` on a real instrumented service: the pprof files it
+//! writes (a CPU profile taken on demand by the probe, and `--heap`)
+//! decode with pprof's own schema (the `pprof` crate's generated types),
+//! name the service's code, and come with a flame graph.
 
 use std::io::Read;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
+use meshwatch_e2e::load::Load;
 use meshwatch_e2e::{Collector, Service, bin_dir};
 use pprof::protos::{Message, Profile};
+
+/// Runs `meshwatch profile ARGS --collector ... --out OUT`.
+fn profile(collector: &Collector, args: &[&str], out: &Path) -> Output {
+    Command::new(bin_dir().join("meshwatch"))
+        .arg("profile")
+        .args(args)
+        .args(["--collector", &collector.http, "--out"])
+        .arg(out)
+        .output()
+        .expect("run meshwatch profile")
+}
+
+/// The profile written into `out`, decoded.
+fn decode(out: &Path) -> Profile {
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(out.join("profile.pb.gz")).unwrap())
+        .read_to_end(&mut bytes)
+        .expect("gzip");
+    Profile::decode(bytes.as_slice()).expect("a pprof profile")
+}
+
+/// The CPU time of each function in `profile`, wherever it is on a stack
+/// (once per sample).
+fn cpu_by_function(profile: &Profile) -> std::collections::HashMap<String, i64> {
+    let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
+    let mut totals = std::collections::HashMap::new();
+    for sample in &profile.sample {
+        let mut functions: Vec<String> = sample
+            .location_id
+            .iter()
+            .flat_map(|id| &profile.location.iter().find(|l| l.id == *id).unwrap().line)
+            .map(|line| {
+                let function = profile.function.iter().find(|f| f.id == line.function_id);
+                name(function.unwrap().name)
+            })
+            .collect();
+        functions.sort_unstable();
+        functions.dedup();
+        for function in functions {
+            *totals.entry(function).or_default() += sample.value[1];
+        }
+    }
+    totals
+}
+
+#[test]
+fn a_cpu_profile_taken_on_demand_names_the_hot_function_and_a_spinning_poll() {
+    let collector = Collector::start();
+    let service = Service::start_with(&collector, "hot", 2, &["--fault", "loop"], &[]);
+    collector.wait_for_instance("hot connected", |i| i["service"] == "hot");
+
+    // Busy: every request spins in the /work handler for 5 to 10 ms.
+    let load = Load::start(&service.http, 2, 1);
+    let out = tempfile::tempdir().unwrap();
+    let run = profile(&collector, &["hot", "--seconds", "3"], out.path());
+    let served = load.stop();
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "meshwatch profile failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(served.ok > 0, "{served:?}");
+    assert!(printed.contains("CPU profile of hot"), "{printed}");
+    assert!(
+        printed.contains("self") && printed.contains("total"),
+        "{printed}"
+    );
+
+    let cpu = decode(out.path());
+    let name = |i: i64| cpu.string_table[usize::try_from(i).unwrap()].as_str();
+    let types: Vec<(&str, &str)> = cpu
+        .sample_type
+        .iter()
+        .map(|t| (name(t.ty), name(t.unit)))
+        .collect();
+    assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+    let period = cpu.period_type.as_ref().expect("a period type");
+    assert_eq!((name(period.ty), name(period.unit)), ("cpu", "nanoseconds"));
+    assert_eq!(cpu.period, 1_000_000_000 / 99);
+    assert!(
+        cpu.duration_nanos >= 3_000_000_000,
+        "{}",
+        cpu.duration_nanos
+    );
+    assert!(
+        cpu.sample
+            .iter()
+            .all(|s| s.value[0] > 0 && s.label.iter().any(|l| name(l.key) == "thread")),
+        "every sample is counted and names its thread"
+    );
+    let by_function = cpu_by_function(&cpu);
+    let handler = "meshwatch_examples::service::work";
+    let (hottest_own, _) = by_function
+        .iter()
+        .filter(|(f, _)| f.starts_with("meshwatch_examples::"))
+        .max_by_key(|(_, ns)| **ns)
+        .expect("the service's own code is in the profile");
+    assert!(
+        hottest_own.starts_with(handler),
+        "the busy handler is the service's hottest code: {hottest_own}"
+    );
+    let flame = std::fs::read_to_string(out.path().join("flame.svg")).unwrap();
+    assert!(flame.contains("<svg") && flame.contains(handler));
+
+    // A worker spinning in a poll that never yields is profiled too: the
+    // probe's watchdog samples the same thread meanwhile.
+    service.get("/fault/loop?secs=8");
+    let stuck = tempfile::tempdir().unwrap();
+    let run = profile(
+        &collector,
+        &["hot", "--seconds", "2", "--hz", "200"],
+        stuck.path(),
+    );
+    assert!(
+        run.status.success(),
+        "profile of a stuck worker: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let spinning = cpu_by_function(&decode(stuck.path()));
+    assert!(
+        spinning.keys().any(|f| f.contains("loop_parser")),
+        "the spinning parser is named: {:?}",
+        spinning
+            .keys()
+            .filter(|f| f.contains("meshwatch_examples"))
+            .collect::<Vec<_>>()
+    );
+
+    // An instance that is not there is an error naming the ones that are.
+    let missing = profile(&collector, &["hot", "--instance", "nope"], out.path());
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("has no instance"));
+}
 
 #[test]
 fn a_heap_profile_of_a_busy_service_opens_in_pprofs_schema_and_names_its_code() {
@@ -24,18 +160,7 @@ fn a_heap_profile_of_a_busy_service_opens_in_pprofs_schema_and_names_its_code() 
     });
 
     let out = tempfile::tempdir().unwrap();
-    let run = Command::new(bin_dir().join("meshwatch"))
-        .args([
-            "profile",
-            "heapy",
-            "--heap",
-            "--collector",
-            &collector.http,
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .expect("run meshwatch profile");
+    let run = profile(&collector, &["heapy", "--heap"], out.path());
     let printed = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
@@ -47,11 +172,7 @@ fn a_heap_profile_of_a_busy_service_opens_in_pprofs_schema_and_names_its_code() 
         "{printed}"
     );
 
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(out.path().join("profile.pb.gz")).unwrap())
-        .read_to_end(&mut bytes)
-        .expect("gzip");
-    let profile = Profile::decode(bytes.as_slice()).expect("a pprof profile");
+    let profile = decode(out.path());
     let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].as_str();
     let types: Vec<(&str, &str)> = profile
         .sample_type

@@ -5,13 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use meshwatch_api::{Incident, IncidentsView, InstanceSeries, SeriesView, ServicesView};
+use meshwatch_api::{
+    CpuProfileView, ErrorBody, Incident, IncidentsView, InstanceSeries, ProfileTicket, SeriesView,
+    ServicesView,
+};
 use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
 
 use crate::model::Instance;
 
 /// How long one API call may take before the CLI gives up on it.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer read: a mesh of hundreds of instances with their
+/// evidence stays well under it.
+const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest profile read: ten thousand deep stacks with their frames.
+const MAX_PROFILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// A client of one collector's JSON API.
 #[derive(Debug, Clone)]
@@ -207,33 +215,146 @@ impl ApiClient {
         self.get(path)
     }
 
+    /// Asks the collector for a CPU profile of `instance`, taken by its
+    /// probe over `seconds` at `hz`; the ticket says where to collect it.
+    ///
+    /// # Errors
+    ///
+    /// When the collector cannot be reached, or says why it cannot take
+    /// the profile (the instance is gone, a profile is already running).
+    pub fn start_cpu_profile(
+        &self,
+        instance: &str,
+        seconds: u64,
+        hz: u32,
+    ) -> anyhow::Result<ProfileTicket> {
+        let path = format!(
+            "/api/v1/profile?instance={}&seconds={seconds}&hz={hz}",
+            query_escape(instance)
+        );
+        let request = self.agent.post(format!("{}{path}", self.base));
+        let sent = request
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_empty();
+        match self
+            .profile_answer(sent, &path)
+            .context("the collector took no profile")?
+        {
+            ProfileAnswer::Taking(ticket) => Ok(ticket),
+            ProfileAnswer::Done(_) => {
+                bail!("the collector answered {path} with a profile before taking it")
+            }
+        }
+    }
+
+    /// The CPU profile of `ticket` once it is in; `None` while the probe
+    /// still samples.
+    ///
+    /// # Errors
+    ///
+    /// When the collector cannot be reached, or says why there is no
+    /// profile (the probe refused, did not answer, or disconnected).
+    pub fn cpu_profile(&self, ticket: &ProfileTicket) -> anyhow::Result<Option<CpuProfileView>> {
+        let path = format!("/api/v1/profile/{}", query_escape(&ticket.id));
+        let request = self.agent.get(format!("{}{path}", self.base));
+        let sent = request.config().http_status_as_error(false).build().call();
+        match self
+            .profile_answer(sent, &path)
+            .context("the collector has no profile")?
+        {
+            ProfileAnswer::Taking(_) => Ok(None),
+            ProfileAnswer::Done(view) => Ok(Some(view)),
+        }
+    }
+
+    /// Reads the collector's answer about a profile: the profile (200),
+    /// its ticket while it is taken (202), or the collector's own reason.
+    fn profile_answer(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        path: &str,
+    ) -> anyhow::Result<ProfileAnswer> {
+        let mut response = sent.map_err(|err| self.unreachable(err))?;
+        let url = format!("{}{path}", self.base);
+        match response.status().as_u16() {
+            200 => read_json(&mut response, &self.base, &url, MAX_PROFILE_BYTES)
+                .map(ProfileAnswer::Done),
+            202 => read_json(&mut response, &self.base, &url, MAX_ANSWER_BYTES)
+                .map(ProfileAnswer::Taking),
+            401 => Err(self.unauthorized()),
+            status => {
+                let reason = response
+                    .body_mut()
+                    .read_json::<ErrorBody>()
+                    .map_or_else(|_| format!("it answered {status}"), |body| body.error);
+                bail!("{reason}")
+            }
+        }
+    }
+
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.agent.get(&url);
-        if let Some(authorization) = &self.authorization {
-            request = request.header("Authorization", authorization);
-        }
+        let request = self.authorized(self.agent.get(&url));
         let mut response = match request.call() {
-            Err(ureq::Error::StatusCode(401)) => bail!(
-                "the collector at {} wants its token: give --token-file FILE or set MESHWATCH_TOKEN{}",
-                self.base,
-                if self.authorization.is_some() {
-                    " (the one given was refused)"
-                } else {
-                    ""
-                }
-            ),
-            other => other.with_context(|| {
-                format!("cannot reach the collector at {}: is meshwatch-collector running there? (set it with --collector)", self.base)
-            })?,
+            Err(ureq::Error::StatusCode(401)) => return Err(self.unauthorized()),
+            other => other.map_err(|err| self.unreachable(err))?,
         };
-        response.body_mut().read_json().with_context(|| {
-            format!(
-                "the collector at {} answered {url} with unexpected JSON",
-                self.base
-            )
-        })
+        read_json(&mut response, &self.base, &url, MAX_ANSWER_BYTES)
     }
+
+    /// `request` with the collector's token, when it has one.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(authorization) => request.header("Authorization", authorization),
+            None => request,
+        }
+    }
+
+    /// The error for a collector that refused the token (or its absence).
+    fn unauthorized(&self) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the collector at {} wants its token: give --token-file FILE or set MESHWATCH_TOKEN{}",
+            self.base,
+            if self.authorization.is_some() {
+                " (the one given was refused)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// The error for a collector that could not be asked at all.
+    fn unreachable(&self, err: ureq::Error) -> anyhow::Error {
+        anyhow::Error::new(err).context(format!(
+            "cannot reach the collector at {}: is meshwatch-collector running there? (set it with --collector)",
+            self.base
+        ))
+    }
+}
+
+/// Reads a JSON answer of at most `limit` bytes.
+fn read_json<T: serde::de::DeserializeOwned>(
+    response: &mut ureq::http::Response<ureq::Body>,
+    base: &str,
+    url: &str,
+    limit: u64,
+) -> anyhow::Result<T> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_json()
+        .with_context(|| format!("the collector at {base} answered {url} with unexpected JSON"))
+}
+
+/// What the collector says about a profile.
+enum ProfileAnswer {
+    /// Being taken.
+    Taking(ProfileTicket),
+    /// In.
+    Done(CpuProfileView),
 }
 
 /// Whether the collector answered 4xx: it is there, but refused the question.

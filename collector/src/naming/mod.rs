@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::time::Duration;
 
-use meshwatch_proto::v1::{Frame, Module, Snapshot, StuckPoll};
+use meshwatch_proto::v1::{Frame, Module, ProfileStack, Snapshot, StuckPoll};
 use tokio::sync::oneshot;
 
 use resolve::{AddressKind, Resolver, unnamed_stack};
@@ -44,6 +44,8 @@ const MAX_MODULES: usize = 256;
 /// Stacks named per message: a snapshot's heap sites, or a stuck poll's
 /// samples.
 const MAX_STACKS: usize = 64;
+/// Stacks named of one CPU profile, as many as a probe sends.
+const MAX_PROFILE_STACKS: usize = 10_000;
 /// Addresses named per stack.
 const MAX_DEPTH: usize = 256;
 
@@ -93,7 +95,7 @@ impl Namer {
             .filter_map(|&i| snapshot.heap_sites[i].stack.take())
             .map(|raw| (raw.addresses, AddressKind::Return))
             .collect();
-        let named = self.name(pid, modules, stacks).await;
+        let named = self.name(pid, modules, stacks, MAX_STACKS).await;
         for (i, frames) in with_stacks.into_iter().zip(named) {
             snapshot.heap_sites[i].frames = crate::heap_sites::allocating_frames(frames);
         }
@@ -111,8 +113,25 @@ impl Namer {
             .into_iter()
             .map(|raw| (raw.addresses, AddressKind::Exact))
             .collect();
-        let named = self.name(pid, modules, stacks).await;
+        let named = self.name(pid, modules, stacks, MAX_STACKS).await;
         crate::stuck_samples::add_evidence(stuck, &named);
+    }
+
+    /// Names a CPU profile's stacks from process `pid`, in their order.
+    pub(crate) async fn profile(
+        &self,
+        pid: u32,
+        modules: Vec<Module>,
+        stacks: &mut [ProfileStack],
+    ) -> Vec<Vec<Frame>> {
+        let raw = stacks
+            .iter_mut()
+            .map(|s| {
+                let addrs = s.stack.take().map(|r| r.addresses).unwrap_or_default();
+                (addrs, AddressKind::Exact)
+            })
+            .collect();
+        self.name(pid, modules, raw, MAX_PROFILE_STACKS).await
     }
 
     async fn name(
@@ -120,9 +139,10 @@ impl Namer {
         pid: u32,
         mut modules: Vec<Module>,
         mut stacks: Vec<(Vec<u64>, AddressKind)>,
+        max_stacks: usize,
     ) -> Vec<Vec<Frame>> {
         modules.truncate(MAX_MODULES);
-        stacks.truncate(MAX_STACKS);
+        stacks.truncate(max_stacks);
         for (addrs, _) in &mut stacks {
             addrs.truncate(MAX_DEPTH);
         }

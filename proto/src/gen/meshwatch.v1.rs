@@ -3,7 +3,7 @@
 /// that a decoder needs one message type per direction.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbeMessage {
-    #[prost(oneof = "probe_message::Kind", tags = "1, 2, 3, 4")]
+    #[prost(oneof = "probe_message::Kind", tags = "1, 2, 3, 4, 5")]
     pub kind: ::core::option::Option<probe_message::Kind>,
 }
 /// Nested message and enum types in `ProbeMessage`.
@@ -18,6 +18,8 @@ pub mod probe_message {
         Event(super::Event),
         #[prost(message, tag = "4")]
         Goodbye(super::Goodbye),
+        #[prost(message, tag = "5")]
+        Profile(super::ProfileData),
     }
 }
 /// The probe's last frame when it stops on purpose: its handle was dropped
@@ -30,7 +32,7 @@ pub struct Goodbye {}
 /// Every frame the collector sends.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CollectorMessage {
-    #[prost(oneof = "collector_message::Kind", tags = "1, 2")]
+    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3")]
     pub kind: ::core::option::Option<collector_message::Kind>,
 }
 /// Nested message and enum types in `CollectorMessage`.
@@ -41,7 +43,26 @@ pub mod collector_message {
         Welcome(super::Welcome),
         #[prost(message, tag = "2")]
         Reject(super::Reject),
+        #[prost(message, tag = "3")]
+        ProfileRequest(super::ProfileRequest),
     }
+}
+/// Asks the probe for a CPU profile: sample the stacks of the process's
+/// threads that are running, `frequency_hz` times a second for
+/// `duration_ms`. The probe answers with `ProfileData` messages carrying the
+/// same `request_id`, the last one marked `last`. A probe that cannot
+/// profile (one is already running, or it cannot capture stacks) answers at
+/// once with a last `ProfileData` whose `error` says why. Probes older than
+/// this message ignore it; the collector gives up on them after the
+/// duration and a grace period.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProfileRequest {
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    #[prost(uint32, tag = "2")]
+    pub duration_ms: u32,
+    #[prost(uint32, tag = "3")]
+    pub frequency_hz: u32,
 }
 /// Introduces a probe. Sent once, first, on every connection, including
 /// reconnections: the collector identifies an instance by `instance_id`, so a
@@ -498,6 +519,53 @@ pub struct Frame {
     pub line: u32,
     #[prost(uint64, tag = "4")]
     pub address: u64,
+}
+/// Part of a CPU profile, answering a `ProfileRequest`. A profile is sent
+/// in parts so that no frame nears the receiver's size limit; each part
+/// holds distinct stacks, already counted.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ProfileData {
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub stacks: ::prost::alloc::vec::Vec<ProfileStack>,
+    /// The profile's last part; it alone carries `modules` and the totals.
+    #[prost(bool, tag = "3")]
+    pub last: bool,
+    /// The loaded objects that hold the stacks' addresses.
+    #[prost(message, repeated, tag = "4")]
+    pub modules: ::prost::alloc::vec::Vec<Module>,
+    /// Why the profile is missing or partial, in words for the operator.
+    #[prost(string, tag = "5")]
+    pub error: ::prost::alloc::string::String,
+    /// Samples taken in all, and those left out because the profile already
+    /// held as many distinct stacks as the probe keeps.
+    #[prost(uint64, tag = "6")]
+    pub samples: u64,
+    #[prost(uint64, tag = "7")]
+    pub samples_dropped: u64,
+    /// How long the probe sampled, in milliseconds, and at what rate.
+    #[prost(uint32, tag = "8")]
+    pub duration_ms: u32,
+    #[prost(uint32, tag = "9")]
+    pub frequency_hz: u32,
+}
+/// One distinct stack of a CPU profile on one thread, with its weight.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProfileStack {
+    /// Code addresses, leaf first: the leaf the exact instruction, every
+    /// other a return address.
+    #[prost(message, optional, tag = "1")]
+    pub stack: ::core::option::Option<RawStack>,
+    /// The thread's name (`comm`) when the stack was taken.
+    #[prost(string, tag = "2")]
+    pub thread_name: ::prost::alloc::string::String,
+    /// How many samples had this stack, and the CPU time the thread used in
+    /// the periods that ended with them, in nanoseconds.
+    #[prost(uint64, tag = "3")]
+    pub samples: u64,
+    #[prost(uint64, tag = "4")]
+    pub cpu_ns: u64,
 }
 /// Code addresses of one stack, innermost first, not yet named.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

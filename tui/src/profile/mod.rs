@@ -1,24 +1,29 @@
 //! `meshwatch profile`: an instance's profile in pprof's format, written
 //! where people's tools open it, with a flame graph and the top functions.
 //!
-//! Heap profiles (`--heap`) come from what the collector already holds: the
-//! sampled live allocation sites each probe sends with its snapshots (the
-//! largest 32, their live bytes and objects already scaled from the samples
-//! to estimates, each with its stack named by the collector).
+//! CPU profiles (the default) are taken on demand: the collector asks the
+//! instance's probe, over its connection, to sample the stacks of its
+//! running threads for `--seconds` at `--hz` ([`cpu`]). Heap profiles
+//! (`--heap`) come from what the collector already holds: the sampled live
+//! allocation sites each probe sends with its snapshots ([`heap`]).
 
+mod cpu;
+mod heap;
 mod pprof;
+pub mod top;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use meshwatch_api::{HeapSiteView, InstanceState, InstanceView};
+use meshwatch_api::{InstanceState, InstanceView};
 
 use crate::client::ApiClient;
-use crate::format;
-use pprof::{HEAP_SAMPLE_TYPES, ProfileBuilder};
+use crate::evidence::Frame;
 
-/// Functions listed on the terminal, by size.
+use cpu::take_cpu_profile;
+
+/// Functions listed on the terminal, by weight.
 const TOP: usize = 10;
 
 /// Options of `meshwatch profile`.
@@ -27,12 +32,19 @@ pub struct ProfileArgs {
     /// The service to profile.
     pub service: String,
     /// The instance (its id, or the start of it); default: the live
-    /// instance holding the most sampled heap.
+    /// instance using the most CPU (with --heap: holding the most sampled
+    /// heap).
     #[arg(long, value_name = "ID")]
     pub instance: Option<String>,
-    /// Profile the heap: the sampled live allocation sites, as a pprof heap
-    /// profile (inuse_space and inuse_objects).
-    #[arg(long, required = true)]
+    /// How long to sample the CPU, in seconds (1 to 60).
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub seconds: u64,
+    /// How often to sample each running thread, per second (1 to 1000).
+    #[arg(long, value_name = "F", default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub hz: u32,
+    /// Profile the heap instead: the sampled live allocation sites, as a
+    /// pprof heap profile (inuse_space and inuse_objects).
+    #[arg(long, conflicts_with_all = ["seconds", "hz"])]
     pub heap: bool,
     /// The directory to write profile.pb.gz and flame.svg into; created
     /// when missing.
@@ -45,67 +57,55 @@ pub struct ProfileArgs {
 /// # Errors
 ///
 /// When the collector cannot be reached, knows no such service or
-/// instance, holds no heap samples for it, or the files cannot be written.
+/// instance, cannot get the profile, or the files cannot be written.
 pub fn run(client: &ApiClient, args: &ProfileArgs) -> anyhow::Result<()> {
     let view = client.services()?;
-    let instance = pick(&view.services, args, client.base())?;
-    if instance.heap_sites.is_empty() {
-        bail!(
-            "instance {} of {} has no sampled heap sites: its probe samples allocations only with meshwatch_probe::TrackingAllocator as the global allocator and MESHWATCH_HEAP_SAMPLE_BYTES not 0, and processes watched from outside or through OTLP have none",
-            instance.instance_id,
-            instance.service
-        );
+    if args.heap {
+        let instance = pick(&view.services, args, client.base(), heap::live_bytes)?;
+        return heap::run(instance, &args.out);
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-
-    let profile = heap_profile(instance)?;
-    let pb = args.out.join("profile.pb.gz");
-    std::fs::write(&pb, profile).with_context(|| format!("cannot write {}", pb.display()))?;
-
-    let stacks: Vec<(Vec<crate::evidence::Frame>, u64)> = instance
-        .heap_sites
-        .iter()
-        .map(|site| {
-            (
-                site.frames.iter().map(Into::into).collect(),
-                site.live_bytes,
-            )
-        })
-        .collect();
-    let title = format!(
-        "Live heap of {} ({})",
+    let instance = pick(&view.services, args, client.base(), |i| {
+        i.headline
+            .as_ref()
+            .and_then(|h| h.cpu_percent)
+            .unwrap_or(0.0)
+    })?;
+    eprintln!(
+        "profiling the CPU of {} instance {} for {} s at {} Hz...",
         instance.service,
-        short(&instance.instance_id)
+        short(&instance.instance_id),
+        args.seconds,
+        args.hz
     );
-    let svg = crate::report::flame::flame_graph(&title, "bytes", &stacks)
-        .context("cannot draw the flame graph")?;
-    let flame = args.out.join("flame.svg");
-    std::fs::write(&flame, svg).with_context(|| format!("cannot write {}", flame.display()))?;
-
-    println!(
-        "heap profile of {} instance {} (pid {} on {}): {} sampled sites, {} live",
-        instance.service,
-        instance.instance_id,
-        instance.pid,
-        instance.host,
-        instance.heap_sites.len(),
-        format::bytes(instance.heap_sites.iter().map(|s| s.live_bytes).sum()),
-    );
-    print!("{}", top_functions(&instance.heap_sites));
-    println!(
-        "wrote {} (go tool pprof, speedscope, Pyroscope)",
-        pb.display()
-    );
-    println!("wrote {}", flame.display());
+    let terminal = std::io::stderr().is_terminal();
+    let profile = take_cpu_profile(
+        client,
+        &instance.instance_id,
+        args.seconds,
+        args.hz,
+        |waited| {
+            if terminal && waited < args.seconds {
+                eprint!("\rsampling: {waited} of {} s", args.seconds);
+            } else if terminal {
+                eprint!("\rthe collector is naming the stacks ({waited} s)   ");
+            }
+        },
+    )?;
+    if terminal {
+        eprintln!();
+    }
+    profile.write(&args.out)?;
+    print!("{}", profile.summary());
+    print_written(&args.out);
     Ok(())
 }
 
-/// The instance asked for, or the live one holding the most heap.
+/// The instance asked for, or the live one with the highest `weight`.
 fn pick<'a>(
     instances: &'a [InstanceView],
     args: &ProfileArgs,
     base: &str,
+    weight: impl Fn(&InstanceView) -> f64,
 ) -> anyhow::Result<&'a InstanceView> {
     let of_service: Vec<&InstanceView> = instances
         .iter()
@@ -150,7 +150,7 @@ fn pick<'a>(
     of_service
         .into_iter()
         .filter(|i| i.state != InstanceState::Down)
-        .max_by_key(|i| i.heap_sites.iter().map(|s| s.live_bytes).sum::<u64>())
+        .max_by(|a, b| weight(a).total_cmp(&weight(b)))
         .with_context(|| format!("service {} has no live instance to profile", args.service))
 }
 
@@ -159,98 +159,31 @@ fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
-/// The sites as a gzipped pprof heap profile.
-fn heap_profile(instance: &InstanceView) -> anyhow::Result<Vec<u8>> {
-    let mut builder = ProfileBuilder::new(&HEAP_SAMPLE_TYPES);
-    for site in &instance.heap_sites {
-        let objects = i64::try_from(site.live_objects).unwrap_or(i64::MAX);
-        let bytes = i64::try_from(site.live_bytes).unwrap_or(i64::MAX);
-        builder.sample(&site.frames, vec![objects, bytes]);
-    }
-    builder.comment(&format!(
-        "meshwatch heap profile of {} instance {} (pid {} on {}): the live allocation sites its probe sampled, scaled to estimates",
-        instance.service, instance.instance_id, instance.pid, instance.host
-    ));
-    builder.time_nanos(instance.last_seen_ms.saturating_mul(1_000_000));
-    Ok(builder.gzipped()?)
+/// Writes a profile's two files into `out`, created when missing:
+/// `profile.pb.gz` and `flame.svg`, the flame graph of `stacks` (innermost
+/// frame first, with weights counted in `count_name`).
+fn write_files(
+    out: &Path,
+    pprof: &[u8],
+    title: &str,
+    count_name: &str,
+    stacks: &[(Vec<Frame>, u64)],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let pb = out.join("profile.pb.gz");
+    std::fs::write(&pb, pprof).with_context(|| format!("cannot write {}", pb.display()))?;
+    let svg = crate::report::flame::flame_graph(title, count_name, stacks)
+        .context("cannot draw the flame graph")?;
+    let flame = out.join("flame.svg");
+    std::fs::write(&flame, svg).with_context(|| format!("cannot write {}", flame.display()))?;
+    Ok(())
 }
 
-/// The functions holding the most live bytes: self (the innermost frame of
-/// a site) and total (anywhere on its stack, once per site).
-fn top_functions(sites: &[HeapSiteView]) -> String {
-    let mut own: HashMap<&str, u64> = HashMap::new();
-    let mut total: HashMap<&str, u64> = HashMap::new();
-    for site in sites {
-        if let Some(leaf) = site.frames.first() {
-            *own.entry(&leaf.function).or_default() += site.live_bytes;
-        }
-        let mut seen: Vec<&str> = site.frames.iter().map(|f| f.function.as_str()).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for function in seen {
-            *total.entry(function).or_default() += site.live_bytes;
-        }
-    }
-    let mut rows: Vec<(&str, u64, u64)> = total
-        .iter()
-        .map(|(&function, &total)| (function, own.get(function).copied().unwrap_or(0), total))
-        .collect();
-    rows.sort_by(|a, b| b.2.cmp(&a.2).then(b.1.cmp(&a.1)).then(a.0.cmp(b.0)));
-    let mut out = format!("{:>10} {:>10}  function\n", "self", "total");
-    for (function, own, total) in rows.into_iter().take(TOP) {
-        out.push_str(&format!(
-            "{:>10} {:>10}  {function}\n",
-            format::bytes(own),
-            format::bytes(total)
-        ));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use meshwatch_api::Frame;
-
-    fn site(bytes: u64, functions: &[&str]) -> HeapSiteView {
-        HeapSiteView {
-            site: "1".to_owned(),
-            function: None,
-            live_bytes: bytes,
-            live_objects: 1,
-            frames: functions
-                .iter()
-                .map(|f| Frame {
-                    function: (*f).to_owned(),
-                    file: String::new(),
-                    line: 0,
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn top_functions_count_self_at_the_leaf_and_total_once_per_site() {
-        let table = top_functions(&[
-            site(3000, &["alloc", "cache::insert", "main"]),
-            site(1000, &["alloc", "cache::insert", "cache::insert", "main"]),
-            site(500, &["parse", "main"]),
-        ]);
-        let lines: Vec<&str> = table.lines().collect();
-        assert!(lines[1].ends_with("main"), "{table}");
-        assert!(
-            lines[1].contains("4.4 KiB"),
-            "main totals every site: {table}"
-        );
-        let insert = lines.iter().find(|l| l.ends_with("cache::insert")).unwrap();
-        assert!(
-            insert.contains("3.9 KiB"),
-            "recursion counted once: {table}"
-        );
-        let alloc = lines.iter().find(|l| l.ends_with("alloc")).unwrap();
-        assert!(
-            alloc.trim_start().starts_with("3.9 KiB"),
-            "alloc's own: {table}"
-        );
-    }
+/// Says where the files are.
+fn print_written(out: &Path) {
+    println!(
+        "wrote {} (go tool pprof, speedscope, Pyroscope)",
+        out.join("profile.pb.gz").display()
+    );
+    println!("wrote {}", out.join("flame.svg").display());
 }

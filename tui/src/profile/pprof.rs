@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use meshwatch_api::Frame;
-use pprof::protos::{Function, Line, Location, Message, Profile, Sample, ValueType};
+use pprof::protos::{Function, Label, Line, Location, Message, Profile, Sample, ValueType};
 
 /// One kind of value every sample carries, as pprof names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,14 +98,37 @@ impl ProfileBuilder {
     }
 
     /// Adds a sample: its stack, innermost frame first (as pprof lists
-    /// locations), and one value per sample type.
-    pub fn sample(&mut self, frames: &[Frame], values: Vec<i64>) {
+    /// locations), one value per sample type, and string labels (`thread`).
+    pub fn sample(&mut self, frames: &[Frame], values: Vec<i64>, labels: &[(&str, &str)]) {
         let location_id = frames.iter().map(|f| self.location(f)).collect();
+        let label = labels
+            .iter()
+            .map(|(key, value)| Label {
+                key: self.string(key),
+                str: self.string(value),
+                ..Label::default()
+            })
+            .collect();
         self.profile.sample.push(Sample {
             location_id,
             value: values,
-            label: Vec::new(),
+            label,
         });
+    }
+
+    /// Says what one sample stands for: `period` of `kind` (for a CPU
+    /// profile, the nanoseconds between samples).
+    pub fn period(&mut self, kind: SampleType, period: i64) {
+        self.profile.period_type = Some(ValueType {
+            ty: self.string(kind.name),
+            unit: self.string(kind.unit),
+        });
+        self.profile.period = period;
+    }
+
+    /// Sets how long the profile took, in ns.
+    pub fn duration_nanos(&mut self, nanos: i64) {
+        self.profile.duration_nanos = nanos;
     }
 
     /// Adds a comment, shown by `pprof -comments`.
@@ -150,8 +173,13 @@ mod tests {
         builder.sample(
             &[frame("alloc", 1), frame("cache::insert", 40)],
             vec![3, 300],
+            &[("thread", "worker")],
         );
-        builder.sample(&[frame("alloc", 1), frame("cache::grow", 52)], vec![1, 100]);
+        builder.sample(
+            &[frame("alloc", 1), frame("cache::grow", 52)],
+            vec![1, 100],
+            &[],
+        );
         builder.comment("a test");
         let mut bytes = Vec::new();
         flate2::read::GzDecoder::new(builder.gzipped().unwrap().as_slice())
@@ -169,5 +197,7 @@ mod tests {
         );
         assert_eq!(profile.sample[1].value, vec![1, 100]);
         assert_eq!(name(profile.comment[0]), "a test");
+        assert_eq!(name(profile.sample[0].label[0].key), "thread");
+        assert_eq!(name(profile.sample[0].label[0].str), "worker");
     }
 }
