@@ -13,11 +13,14 @@ const SCREEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A private tmux server running one `meshwatch` TUI; killed when dropped.
 struct Tmux {
     socket: String,
-    _logs: tempfile::TempDir,
+    /// The TUI's working directory, which holds its log and what it
+    /// writes (profiles).
+    dir: tempfile::TempDir,
 }
 
 impl Tmux {
-    /// Starts `meshwatch --collector URL` in a `width`x`height` terminal.
+    /// Starts `meshwatch --collector URL` in a `width`x`height` terminal,
+    /// in a directory of its own.
     fn start(collector: &str, width: u16, height: u16) -> Self {
         let logs = tempfile::tempdir().unwrap();
         let socket = format!("meshwatch-e2e-{}-{}", std::process::id(), rand_suffix());
@@ -26,12 +29,19 @@ impl Tmux {
             bin_dir().join("meshwatch").display(),
             logs.path().join("tui.log").display()
         );
-        let tmux = Self {
-            socket,
-            _logs: logs,
-        };
+        let tmux = Self { socket, dir: logs };
+        let cwd = tmux.dir.path().to_str().unwrap().to_owned();
         let status = tmux
-            .cmd(&["-f", "/dev/null", "new-session", "-d", "-s", "tui"])
+            .cmd(&[
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "tui",
+                "-c",
+                &cwd,
+            ])
             .args([
                 "-x",
                 &width.to_string(),
@@ -260,4 +270,29 @@ fn assert_runaway_loop_is_flagged_and_opens_its_stack() {
 #[test]
 fn tui_flags_a_runaway_loop_and_opens_its_stack() {
     assert_runaway_loop_is_flagged_and_opens_its_stack();
+}
+
+#[test]
+fn p_in_a_service_view_takes_a_cpu_profile_and_shows_its_hot_function() {
+    let collector = Collector::start();
+    let service = Service::start(&collector, "hot", 2);
+    collector.wait_for_instance("hot connected", |i| i["service"] == "hot");
+    let load = meshwatch_e2e::load::Load::start(&service.http, 2, 1);
+    let tmux = Tmux::start(&collector.http, 120, 40);
+    tmux.wait_for_text(&["hot"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for_text(&["THREAD"]);
+    tmux.keys(&["p"]);
+    tmux.wait_for_text(&["CPU profile: sampling"]);
+    let screen = tmux.wait_for_text(&["CPU PROFILE", "self", "service::work"]);
+    load.stop();
+    assert!(screen.contains("written to"), "{screen}");
+    let written: Vec<_> = std::fs::read_dir(tmux.dir.path().join("meshwatch-profile"))
+        .expect("the profile's directory")
+        .flatten()
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    for file in ["profile.pb.gz", "flame.svg"] {
+        assert!(written[0].path().join(file).is_file(), "{file} written");
+    }
 }

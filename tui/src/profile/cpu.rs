@@ -145,33 +145,50 @@ impl CpuProfile {
         Ok(builder.gzipped()?)
     }
 
-    /// What the profile holds and its top functions, for the terminal.
-    pub fn summary(&self) -> String {
+    /// What the profile holds, in one line.
+    pub fn headline(&self) -> String {
         let view = &self.view;
         let mut threads: Vec<&str> = view.stacks.iter().map(|s| s.thread.as_str()).collect();
         threads.sort_unstable();
         threads.dedup();
-        let mut out = format!(
-            "CPU profile of {} instance {} (pid {} on {}): {} samples over {} at {} Hz, {} of CPU on {} threads ({})\n",
-            view.service,
-            view.instance_id,
-            view.pid,
-            view.host,
+        format!(
+            "{} samples over {} at {} Hz, {} of CPU on {} threads ({})",
             view.samples,
             format::duration_ms(f64::from(view.duration_ms)),
             view.frequency_hz,
             cpu_time(self.cpu_ns()),
             threads.len(),
             threads.join(", "),
-        );
+        )
+    }
+
+    /// What makes the profile partial, if anything.
+    pub fn notes(&self) -> Vec<String> {
+        let view = &self.view;
+        let mut notes = Vec::new();
         if view.samples_dropped > 0 {
-            out.push_str(&format!(
-                "{} samples of rarer stacks were left out past the most distinct stacks kept\n",
+            notes.push(format!(
+                "{} samples of rarer stacks were left out past the most distinct stacks kept",
                 view.samples_dropped
             ));
         }
-        if let Some(caveat) = &view.caveat {
-            out.push_str(&format!("note: {caveat}\n"));
+        notes.extend(view.caveat.clone());
+        notes
+    }
+
+    /// What the profile holds and its top functions, for the terminal.
+    pub fn summary(&self) -> String {
+        let view = &self.view;
+        let mut out = format!(
+            "CPU profile of {} instance {} (pid {} on {}): {}\n",
+            view.service,
+            view.instance_id,
+            view.pid,
+            view.host,
+            self.headline()
+        );
+        for note in self.notes() {
+            out.push_str(&format!("note: {note}\n"));
         }
         out.push_str(&table(&self.top(TOP), cpu_time));
         out

@@ -21,7 +21,7 @@ use meshwatch_api::{InstanceState, InstanceView};
 use crate::client::ApiClient;
 use crate::evidence::Frame;
 
-use cpu::take_cpu_profile;
+pub use cpu::{cpu_time, take_cpu_profile};
 
 /// Functions listed on the terminal, by weight.
 const TOP: usize = 10;

@@ -8,6 +8,7 @@ use super::incident::IncidentDetail;
 use super::incidents::IncidentList;
 use super::input::{Intent, Mode};
 use super::mesh::MeshTable;
+use super::profiling::{ProfilePanel, ProfileUpdate};
 use super::service::ServiceDetail;
 
 /// The top-level screens.
@@ -38,6 +39,11 @@ pub enum Flow {
     Quit,
     /// Hand the terminal to tokio-console on this address, then come back.
     OpenConsole(String),
+    /// Take a CPU profile of this instance of this service.
+    Profile {
+        service: String,
+        instance_id: String,
+    },
 }
 
 /// Everything the screen shows.
@@ -63,6 +69,8 @@ pub struct App {
     pub help: bool,
     /// A sentence for the person, shown in the footer until the next key.
     pub notice: Option<String>,
+    /// The latest CPU profile taken from the instance view, or being taken.
+    pub profile: Option<ProfileUpdate>,
 }
 
 impl App {
@@ -79,6 +87,7 @@ impl App {
             details: Vec::new(),
             help: false,
             notice: None,
+            profile: None,
         }
     }
 
@@ -116,6 +125,7 @@ impl App {
             Intent::Quit => return Flow::Quit,
             Intent::Help => self.help = true,
             Intent::TokioConsole => return self.tokio_console(),
+            Intent::Profile => return self.start_profile(),
             Intent::Back if self.details.pop().is_some() => {}
             Intent::Back if self.tab == Tab::Mesh && self.mesh.has_filter() => {
                 self.mesh.clear_filter()
@@ -153,6 +163,41 @@ impl App {
                 Flow::Continue
             }
         }
+    }
+
+    /// A CPU profile of the service detail in front, or a notice saying
+    /// why not.
+    fn start_profile(&mut self) -> Flow {
+        let Some(Detail::Service(detail)) = self.details.last() else {
+            self.notice = Some("open a service (⏎ on the mesh) to profile it".to_owned());
+            return Flow::Continue;
+        };
+        if matches!(&self.profile, Some(p) if matches!(p.panel, ProfilePanel::Sampling { .. })) {
+            self.notice =
+                Some("a profile is being taken already; it shows here when it is in".to_owned());
+            return Flow::Continue;
+        }
+        self.profile = Some(ProfileUpdate {
+            instance_id: detail.instance_id.clone(),
+            panel: ProfilePanel::Sampling { waited: 0 },
+        });
+        Flow::Profile {
+            service: detail.service().to_owned(),
+            instance_id: detail.instance_id.clone(),
+        }
+    }
+
+    /// Takes in a report of the profiling thread.
+    pub fn on_profile(&mut self, update: ProfileUpdate) {
+        self.profile = Some(update);
+    }
+
+    /// The profile to show with `instance_id`'s detail, if it has one.
+    pub fn profile_of(&self, instance_id: &str) -> Option<&ProfilePanel> {
+        self.profile
+            .as_ref()
+            .filter(|p| p.instance_id == instance_id)
+            .map(|p| &p.panel)
     }
 
     fn show(&mut self, tab: Tab) {

@@ -35,6 +35,8 @@ pub enum Intent {
     Help,
     /// Open tokio-console on the instance shown.
     TokioConsole,
+    /// Take a CPU profile of the instance shown.
+    Profile,
     /// Start typing a filter.
     StartFilter,
     /// A character of the filter.
@@ -118,6 +120,7 @@ pub fn intent(key: KeyEvent, mode: Mode) -> Option<Intent> {
         KeyCode::Char(']') => Intent::PanForward,
         KeyCode::Char('L') => Intent::Live,
         KeyCode::Char('c') => Intent::TokioConsole,
+        KeyCode::Char('p') => Intent::Profile,
         _ => return None,
     })
 }
@@ -136,6 +139,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("[ ]", "move the history back, forward"),
     ("L", "back to live"),
     ("c", "tokio-console on the service shown"),
+    ("p", "CPU profile of the service shown (5 s)"),
     ("?", "this help"),
     ("q ^c", "quit"),
 ];

@@ -22,6 +22,7 @@ mod incident;
 mod incidents;
 mod input;
 mod mesh;
+mod profiling;
 mod service;
 mod theme;
 mod view;
@@ -54,11 +55,11 @@ pub(crate) use meshwatch_api::now_ms;
 pub fn run(client: ApiClient, deadline: Option<Instant>) -> anyhow::Result<()> {
     let theme = theme::Theme::from_env();
     let mut app = app::App::new(client.base(), now_ms());
-    let fetcher =
-        fetch::Fetcher::spawn(client, REFRESH).context("cannot start the fetcher thread")?;
+    let fetcher = fetch::Fetcher::spawn(client.clone(), REFRESH)
+        .context("cannot start the fetcher thread")?;
     let mut terminal =
         ratatui::try_init().context("cannot set up the terminal (is this a TTY?)")?;
-    let result = event_loop(&mut terminal, &mut app, &fetcher, theme, deadline);
+    let result = event_loop(&mut terminal, &mut app, &fetcher, &client, theme, deadline);
     ratatui::restore();
     result
 }
@@ -67,14 +68,19 @@ fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut app::App,
     fetcher: &fetch::Fetcher,
+    client: &ApiClient,
     theme: theme::Theme,
     deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
     let mut wanted = Vec::new();
+    let mut profiling: Option<profiling::ProfileRun> = None;
     loop {
         app.now_ms = now_ms();
         while let Some(message) = fetcher.try_recv() {
             app.on_message(message);
+        }
+        while let Some(update) = profiling.as_ref().and_then(profiling::ProfileRun::try_recv) {
+            app.on_profile(update);
         }
         let wants = app.wants();
         if wants != wanted {
@@ -101,6 +107,18 @@ fn event_loop(
                     app.notice = console::run(&address).err();
                     *terminal = ratatui::try_init().context("cannot set the terminal up again")?;
                 }
+                app::Flow::Profile {
+                    service,
+                    instance_id,
+                } => match profiling::ProfileRun::start(client.clone(), &service, &instance_id) {
+                    Ok(run) => profiling = Some(run),
+                    Err(err) => app.on_profile(profiling::ProfileUpdate {
+                        instance_id,
+                        panel: profiling::ProfilePanel::Failed(format!(
+                            "cannot start the profiling thread: {err}"
+                        )),
+                    }),
+                },
             }
         }
     }

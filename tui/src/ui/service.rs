@@ -11,12 +11,14 @@ use ratatui::widgets::{Paragraph, Wrap};
 use super::cursor;
 use super::fetch::{Data, SeriesReq};
 use super::input::Intent;
+use super::profiling::{self, ProfilePanel};
 use super::theme::Theme;
 use super::widgets::{self, History};
 use super::window::{SERVICE_KEYS, Window};
 use crate::evidence;
 use crate::format;
 use crate::model::{Instance, SERVICE_CHARTS, kind_name, severity_rank};
+use crate::profile::cpu_time;
 use meshwatch_api::{HeapSiteView, NamedCount, SocketsView};
 
 /// History shown by default.
@@ -63,6 +65,11 @@ impl ServiceDetail {
         None
     }
 
+    /// The service of the instance shown.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
     /// The series its charts need.
     pub fn wants(&self) -> Vec<SeriesReq> {
         SeriesReq::for_charts(&self.service, SERVICE_CHARTS, self.window)
@@ -73,8 +80,16 @@ impl ServiceDetail {
         SERVICE_KEYS
     }
 
-    /// Draws the instance.
-    pub fn render(&self, frame: &mut Frame, area: Rect, data: &Data, now_ms: i64, theme: Theme) {
+    /// Draws the instance, with its CPU profile when one was taken.
+    pub fn render(
+        &self,
+        frame: &mut Frame,
+        area: Rect,
+        data: &Data,
+        profile: Option<&ProfilePanel>,
+        now_ms: i64,
+        theme: Theme,
+    ) {
         let Some(instance) = data.instance(&self.instance_id) else {
             widgets::gone(
                 frame,
@@ -103,7 +118,7 @@ impl ServiceDetail {
         };
         frame.render_widget(Paragraph::new(head).wrap(Wrap { trim: false }), head_area);
         frame.render_widget(
-            Paragraph::new(details(instance, now_ms, theme))
+            Paragraph::new(details(instance, profile, left.width, now_ms, theme))
                 .wrap(Wrap { trim: false })
                 .scroll((self.scroll, 0)),
             left,
@@ -197,12 +212,21 @@ fn header(instance: &Instance, theme: Theme) -> Vec<Line<'static>> {
 }
 
 /// Threads by CPU, runtimes, the probe's health, then unknown sections.
-fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>> {
+fn details(
+    instance: &Instance,
+    profile: Option<&ProfilePanel>,
+    width: u16,
+    now_ms: i64,
+    theme: Theme,
+) -> Vec<Line<'static>> {
     let view = &instance.view;
-    let mut lines = vec![Line::from(Span::styled(
+    let mut lines = profile
+        .map(|panel| profile_lines(panel, width, theme))
+        .unwrap_or_default();
+    lines.push(Line::from(Span::styled(
         " THREAD                TID    CPU",
         theme.heading(),
-    ))];
+    )));
     let mut threads: Vec<_> = view.threads.iter().collect();
     threads.sort_by(|a, b| {
         b.cpu_percent
@@ -280,6 +304,73 @@ fn details(instance: &Instance, now_ms: i64, theme: Theme) -> Vec<Line<'static>>
         ));
     }
     lines
+}
+
+/// The CPU profile taken from this view: how far it got, or its top
+/// functions (each on one line of `width`) and where its files are.
+fn profile_lines(panel: &ProfilePanel, width: u16, theme: Theme) -> Vec<Line<'static>> {
+    let mut lines = match panel {
+        ProfilePanel::Sampling { waited } if *waited < profiling::SECONDS => {
+            vec![Line::from(format!(
+                " CPU profile: sampling, {waited} of {} s",
+                profiling::SECONDS
+            ))]
+        }
+        ProfilePanel::Sampling { waited } => vec![Line::from(format!(
+            " CPU profile: the collector is naming the stacks ({waited} s)"
+        ))],
+        ProfilePanel::Failed(reason) => vec![Line::from(Span::styled(
+            format!(" CPU profile failed: {reason}"),
+            theme.urgency(3),
+        ))],
+        ProfilePanel::Done {
+            summary,
+            notes,
+            top,
+            dir,
+        } => {
+            let mut lines = vec![
+                Line::from(Span::styled(" CPU PROFILE", theme.heading())),
+                Line::from(format!(" {summary}")),
+            ];
+            lines.extend(
+                notes
+                    .iter()
+                    .map(|n| Line::from(Span::styled(format!(" {n}"), theme.dim()))),
+            );
+            lines.push(Line::from(Span::styled(
+                "     self    total  function",
+                theme.dim(),
+            )));
+            let name_width = usize::from(width).saturating_sub(20).max(12);
+            lines.extend(top.iter().map(|row| {
+                Line::from(format!(
+                    " {:>8} {:>8}  {}",
+                    cpu_time(row.own),
+                    cpu_time(row.total),
+                    tail(&row.function, name_width)
+                ))
+            }));
+            lines.push(Line::from(Span::styled(
+                format!(" written to {}/ (profile.pb.gz, flame.svg)", dir.display()),
+                theme.dim(),
+            )));
+            lines
+        }
+    };
+    lines.push(Line::default());
+    lines
+}
+
+/// The end of `name` in at most `width` characters, `…` marking a cut:
+/// the end of a Rust path is its most specific part.
+fn tail(name: &str, width: usize) -> String {
+    let count = name.chars().count();
+    if count <= width {
+        return name.to_owned();
+    }
+    let kept: String = name.chars().skip(count + 1 - width).collect();
+    format!("…{kept}")
 }
 
 /// Which worker runs on thread `tid`, as `w1` (`r2w1` in a second

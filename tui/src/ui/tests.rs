@@ -270,3 +270,70 @@ fn c_opens_tokio_console_where_the_service_serves_it_and_says_why_not_elsewhere(
     );
     assert_eq!(app.notice, None, "a key clears the notice");
 }
+
+#[test]
+fn p_profiles_the_service_shown_and_the_detail_shows_its_top_functions() {
+    use super::profiling::{ProfilePanel, ProfileUpdate};
+    use crate::profile::top::TopFunction;
+
+    let mut app = app();
+    assert_eq!(app.apply(Intent::Profile), Flow::Continue);
+    assert!(app.notice.as_deref().unwrap().starts_with("open a service"));
+    apply(&mut app, &[Intent::Open]);
+    let Some(Detail::Service(detail)) = app.details.last() else {
+        panic!("a service detail is open");
+    };
+    let (id, service) = (detail.instance_id.clone(), detail.service().to_owned());
+    assert_eq!(
+        app.apply(Intent::Profile),
+        Flow::Profile {
+            service,
+            instance_id: id.clone()
+        }
+    );
+    assert!(screen(&app, 120, 30).contains("CPU profile: sampling, 0 of 5 s"));
+    assert_eq!(app.apply(Intent::Profile), Flow::Continue, "one at a time");
+    assert!(
+        app.notice
+            .as_deref()
+            .unwrap()
+            .contains("being taken already")
+    );
+
+    let long = "<std::sys::pal::unix::time::Timespec as core::cmp::PartialOrd>::partial_cmp";
+    app.on_profile(ProfileUpdate {
+        instance_id: id.clone(),
+        panel: ProfilePanel::Done {
+            summary: "300 samples over 5.0s at 99 Hz".to_owned(),
+            notes: vec!["some stacks could not be taken".to_owned()],
+            top: vec![
+                TopFunction {
+                    function: "checkout::price::{{closure}}".to_owned(),
+                    own: 1_200_000_000,
+                    total: 3_000_000_000,
+                },
+                TopFunction {
+                    function: long.to_owned(),
+                    own: 90_000_000,
+                    total: 90_000_000,
+                },
+            ],
+            dir: "meshwatch-profile/checkout-x".into(),
+        },
+    });
+    let shown = screen(&app, 120, 30);
+    assert!(shown.contains("CPU PROFILE"), "{shown}");
+    assert!(
+        shown.contains("1.2s     3.0s  checkout::price::{{closure}}"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("…") && shown.contains("PartialOrd>::partial_cmp"),
+        "a long name keeps its end on one line: {shown}"
+    );
+    assert!(shown.contains("some stacks could not be taken"), "{shown}");
+    assert!(shown.contains("meshwatch-profile/checkout-x"), "{shown}");
+    // Another instance's detail does not show it.
+    apply(&mut app, &[Intent::Back, Intent::Down, Intent::Open]);
+    assert!(!screen(&app, 120, 30).contains("CPU PROFILE"));
+}

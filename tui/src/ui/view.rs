@@ -24,7 +24,10 @@ pub fn render(frame: &mut Frame, app: &App, theme: Theme) {
     render_header(frame, head, app, theme);
     let (data, now) = (&app.data, app.now_ms);
     match (app.details.last(), app.tab) {
-        (Some(Detail::Service(detail)), _) => detail.render(frame, body, data, now, theme),
+        (Some(Detail::Service(detail)), _) => {
+            let profile = app.profile_of(&detail.instance_id);
+            detail.render(frame, body, data, profile, now, theme);
+        }
         (Some(Detail::Incident(detail)), _) => detail.render(frame, body, data, now, theme),
         (None, Tab::Mesh) => app.mesh.render(frame, body, data, theme),
         (None, Tab::Incidents) => app.incidents.render(frame, body, data, now, theme),

@@ -29,6 +29,7 @@ pub const SERVICE_KEYS: &[(&str, &str)] = &[
     ("[]", "pan"),
     ("L", "live"),
     ("c", "console"),
+    ("p", "profile"),
     ("Esc", "back"),
     ("?", "help"),
 ];
