@@ -18,7 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use blazesym::symbolize::source::{Elf, Source};
+use blazesym::Pid;
+use blazesym::symbolize::source::{Elf, Process, Source};
 use blazesym::symbolize::{CodeInfo, Input, Symbolized, Symbolizer};
 use meshwatch_proto::v1::{Frame, Module};
 
@@ -125,8 +126,13 @@ impl Resolver {
             return unnamed_stack(modules, &[addr]);
         };
         let offset = addr.wrapping_sub(module.load_bias);
-        let Ok(file) = self.file(pid, module) else {
-            return unnamed_stack(modules, &[addr]);
+        let file = if is_vdso(module) {
+            None
+        } else {
+            match self.file(pid, module) {
+                Ok(file) => Some(file),
+                Err(_) => return unnamed_stack(modules, &[addr]),
+            }
         };
         // `locate` only finds files whose build ID is the module's.
         let key = (module.build_id.clone(), offset, kind);
@@ -148,11 +154,14 @@ impl Resolver {
             AddressKind::Exact => offset,
             AddressKind::Return => offset.saturating_sub(1),
         };
-        let source = Source::Elf(Elf::new(&file));
-        let named = match self
-            .symbolizer
-            .symbolize_single(&source, Input::VirtOffset(lookup))
-        {
+        let (source, input) = match &file {
+            Some(file) => (Source::Elf(Elf::new(file)), Input::VirtOffset(lookup)),
+            None => match own_vdso() {
+                Some((source, base)) => (source, Input::AbsAddr(base + lookup)),
+                None => return unnamed_stack(modules, &[addr]),
+            },
+        };
+        let named = match self.symbolizer.symbolize_single(&source, input) {
             Ok(Symbolized::Sym(sym)) => {
                 let mut frames: Vec<Frame> = sym
                     .inlined
@@ -166,7 +175,7 @@ impl Resolver {
             Ok(Symbolized::Unknown(_)) => unnamed_stack(modules, &[addr]),
             // Not remembered: the file may read fine next time.
             Err(error) => {
-                tracing::debug!(%error, file = %file.display(), "naming an address failed");
+                tracing::debug!(%error, module = %module.path, "naming an address failed");
                 return unnamed_stack(modules, &[addr]);
             }
         };
@@ -210,6 +219,35 @@ impl Resolver {
         self.files.insert(key, (found.clone(), Instant::now()));
         found
     }
+}
+
+/// The names the loader gives the kernel's vDSO, the small library
+/// through which `clock_gettime` and friends run without a system call: a
+/// service that reads the clock in a loop spends its time there.
+const VDSO_NAMES: [&str; 3] = ["linux-vdso.so.1", "linux-vdso32.so.1", "linux-gate.so.1"];
+
+/// Whether `module` is the vDSO, which has no file to read.
+fn is_vdso(module: &Module) -> bool {
+    VDSO_NAMES.contains(&module.path.as_str())
+}
+
+/// The collector's own vDSO, to name another process's vDSO addresses
+/// with (by their offset in it): the kernel maps the same image into every
+/// process of the host, and the collector names only its host's processes.
+/// The source and where the image starts; `None` without one.
+fn own_vdso() -> Option<(Source<'static>, u64)> {
+    // SAFETY: getauxval reads the process's auxiliary vector, and returns
+    // 0 for an entry that is absent.
+    let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    let process = Process {
+        pid: Pid::Slf,
+        debug_syms: false,
+        perf_map: false,
+        map_files: false,
+        vdso: true,
+        ..Process::new(Pid::Slf)
+    };
+    (base != 0).then(|| (Source::Process(process), base))
 }
 
 /// A symbolizer that reads DWARF (with inlined calls) and symbol tables,
@@ -330,6 +368,52 @@ mod tests {
             start,
             end,
         }
+    }
+
+    #[test]
+    fn names_the_clock_functions_of_the_vdso_though_it_has_no_file() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let Some((start, end)) = maps
+            .lines()
+            .filter(|line| line.ends_with("[vdso]"))
+            .filter_map(|line| line.split_whitespace().next()?.split_once('-'))
+            .map(|(a, b)| {
+                (
+                    u64::from_str_radix(a, 16).unwrap(),
+                    u64::from_str_radix(b, 16).unwrap(),
+                )
+            })
+            .next()
+        else {
+            eprintln!("this kernel maps no vDSO");
+            return;
+        };
+        // As a probe describes it: the loader's name, the vDSO linked at 0.
+        let vdso = Module {
+            path: "linux-vdso.so.1".to_owned(),
+            build_id: vec![1],
+            load_bias: start,
+            start,
+            end,
+        };
+        let mut resolver = Resolver::new(Vec::new());
+        let named: Vec<String> = (start..end)
+            .step_by(16)
+            .flat_map(|addr| {
+                resolver.stack(
+                    std::process::id(),
+                    std::slice::from_ref(&vdso),
+                    &[addr],
+                    AddressKind::Exact,
+                )
+            })
+            .map(|frame| frame.function)
+            .collect();
+        assert!(
+            named.iter().any(|f| f.contains("clock_gettime")),
+            "{:?}",
+            named.iter().filter(|f| !is_unnamed(f)).collect::<Vec<_>>()
+        );
     }
 
     #[test]
