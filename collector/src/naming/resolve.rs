@@ -247,7 +247,7 @@ fn own_vdso() -> Option<(Source<'static>, u64)> {
         vdso: true,
         ..Process::new(Pid::Slf)
     };
-    (base != 0).then(|| (Source::Process(process), base))
+    (base != 0).then_some((Source::Process(process), base))
 }
 
 /// A symbolizer that reads DWARF (with inlined calls) and symbol tables,
