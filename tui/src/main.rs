@@ -89,8 +89,9 @@ enum Command {
     },
     /// Write a post-mortem of one incident: Markdown, SVG charts, flame graph.
     Report(report::ReportArgs),
-    /// Write an instance's heap profile in pprof's format (profile.pb.gz),
-    /// a flame graph, and print its top functions.
+    /// Take an instance's CPU profile now (or with --heap, its live heap)
+    /// and write it in pprof's format (profile.pb.gz), with a flame graph,
+    /// and print its top functions.
     Profile(profile::ProfileArgs),
     /// Run the detectors over recorded history (a data dir, the collector,
     /// a CSV file or Prometheus) and print when each incident would have
