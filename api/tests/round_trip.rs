@@ -76,6 +76,7 @@ fn one_of_each() -> Vec<Incident> {
         }],
         caveat: Some("one stack sample so far".to_owned()),
         key: "1-0-5".to_owned(),
+        spans: vec!["request{method=GET path=/ id=1}".to_owned()],
     };
     let memory = MemoryGrowthEvidence {
         instance: "i1".to_owned(),

@@ -14,7 +14,7 @@
 //! 256 frames, its events 8 raw samples, its snapshots the 32 largest heap
 //! sites.
 
-use meshwatch_proto::v1::{Event, Frame, Hello, Module, Snapshot, StuckPoll, event};
+use meshwatch_proto::v1::{Event, Frame, Hello, Module, ProfileData, Snapshot, StuckPoll, event};
 
 /// Bytes of any text: names, paths, function names.
 pub(crate) const MAX_TEXT: usize = 1024;
@@ -34,6 +34,9 @@ const MAX_FRAMES: usize = 256;
 const MAX_SAMPLES: usize = 16;
 /// Bytes of a build ID (GNU build IDs are 20; some linkers write 32).
 const MAX_BUILD_ID: usize = 64;
+/// Spans of a stuck thread: the probe keeps 16 and a line saying how many
+/// more.
+const MAX_SPANS: usize = 32;
 
 /// Counts what was cut.
 #[derive(Debug, Default)]
@@ -154,11 +157,27 @@ fn bound_stuck_poll(stuck: &mut StuckPoll) -> u64 {
         cuts.list(&mut sample.addresses, MAX_FRAMES);
     }
     cuts.modules(&mut stuck.modules);
+    cuts.list_of_texts(&mut stuck.spans, MAX_SPANS, |span| span);
     // The collector names the samples; what a probe puts here is not its
     // to say.
     if !stuck.named_samples.is_empty() {
         stuck.named_samples.clear();
         cuts.0 += 1;
+    }
+    cuts.0
+}
+
+/// Cuts a part of a CPU profile: thread names, stack depths, modules and
+/// the error (how many stacks a profile keeps is the taker's to bound).
+pub(crate) fn bound_profile(data: &mut ProfileData) -> u64 {
+    let mut cuts = Cuts::default();
+    cuts.text(&mut data.error);
+    cuts.modules(&mut data.modules);
+    for stack in &mut data.stacks {
+        cuts.text(&mut stack.thread_name);
+        if let Some(raw) = &mut stack.stack {
+            cuts.list(&mut raw.addresses, MAX_FRAMES);
+        }
     }
     cuts.0
 }

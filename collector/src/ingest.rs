@@ -415,7 +415,11 @@ impl Connection {
                         .lock()
                         .event(&hello.instance_id, conn_id, event, now_ms());
                 }
-                Some(probe_message::Kind::Profile(data)) => {
+                Some(probe_message::Kind::Profile(mut data)) => {
+                    shared
+                        .stats
+                        .fields_cut
+                        .inc_by(crate::bounds::bound_profile(&mut data));
                     if let Some(mut finished) = profile.part(data) {
                         let modules = std::mem::take(&mut finished.modules);
                         let naming = shared

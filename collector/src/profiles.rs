@@ -32,8 +32,11 @@ pub(crate) const MAX_SECONDS: u64 = 60;
 pub(crate) const MAX_HZ: u32 = 1000;
 /// Time given past the profile's duration for the probe's parts to arrive.
 pub(crate) const GRACE: Duration = Duration::from_secs(15);
-/// Distinct stacks kept of one profile; parts past it are cut and counted.
+/// Distinct stacks kept of one profile, and addresses in all (2 MiB);
+/// stacks past either are cut and their samples counted as dropped. A
+/// real profile holds a few thousand stacks of a few dozen frames.
 const MAX_STACKS: usize = 10_000;
+const MAX_ADDRESSES: usize = 256 * 1024;
 /// Profiles the desk holds, being taken or done: past it, the oldest done
 /// one goes, and when all are being taken a new order is refused.
 pub(crate) const KEPT: usize = 16;
@@ -241,6 +244,8 @@ struct InProgress {
     request_id: u64,
     reply: oneshot::Sender<Result<CpuProfileView, ProfileError>>,
     stacks: Vec<ProfileStack>,
+    /// Addresses in `stacks`.
+    addresses: usize,
     cut: u64,
     started_ms: i64,
     deadline: Instant,
@@ -288,6 +293,7 @@ impl Taker {
             request_id: self.next_id,
             reply: order.reply,
             stacks: Vec::new(),
+            addresses: 0,
             cut: 0,
             started_ms: now_ms,
             deadline: Instant::now() + waited,
@@ -307,10 +313,15 @@ impl Taker {
         if current.request_id != data.request_id {
             return None;
         }
-        let room = MAX_STACKS.saturating_sub(current.stacks.len());
-        let parts = std::mem::take(&mut data.stacks);
-        current.cut += parts.iter().skip(room).map(|s| s.samples).sum::<u64>();
-        current.stacks.extend(parts.into_iter().take(room));
+        for stack in std::mem::take(&mut data.stacks) {
+            let depth = stack.stack.as_ref().map_or(0, |s| s.addresses.len());
+            if current.stacks.len() >= MAX_STACKS || current.addresses + depth > MAX_ADDRESSES {
+                current.cut = current.cut.saturating_add(stack.samples);
+                continue;
+            }
+            current.addresses += depth;
+            current.stacks.push(stack);
+        }
         if !data.last {
             return None;
         }

@@ -247,6 +247,7 @@ fn evidence(stuck: &StuckPoll) -> Evidence {
         samples,
         caveat: (!caveat.is_empty()).then_some(caveat),
         key: stuck.key.clone(),
+        spans: stuck.spans.clone(),
     })
 }
 

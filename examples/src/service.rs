@@ -96,14 +96,38 @@ struct Cli {
 /// When the service cannot start.
 pub fn main() -> anyhow::Result<()> {
     use clap::Parser as _;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MESHWATCH_LOG")
-                .unwrap_or_else(|_| "info".into()),
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHWATCH_LOG")
+        .unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
+        // Lets a stuck poll's incident name the request it serves.
+        .with(meshwatch_probe::SpanLayer::new())
         .init();
     run(&Cli::parse().service)
+}
+
+/// Runs each request inside a `request{method path id}` span, as tracing
+/// middleware (tower-http's `TraceLayer`) does in real services; work a
+/// handler spawns carries it along with `in_current_span`.
+async fn in_request_span(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tracing::Instrument as _;
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        id = NEXT_ID.fetch_add(1, Ordering::Relaxed),
+    );
+    next.run(request).instrument(span).await
 }
 
 /// The announcement printed on stdout once the server listens, so a parent
@@ -131,7 +155,8 @@ async fn serve(args: &ServiceArgs) -> anyhow::Result<()> {
     let mut app = Router::new()
         .route("/", get(|| async { "hello" }))
         .route("/work", get(work))
-        .merge(faults::routes(&args.faults, &fault_state));
+        .merge(faults::routes(&args.faults, &fault_state))
+        .layer(axum::middleware::from_fn(in_request_span));
     if args.own_signal_handlers {
         signals::install()?;
         app = app.merge(signals::routes());

@@ -63,6 +63,7 @@ mod link;
 mod outbox;
 mod profiler;
 mod sampler;
+mod spans;
 mod stack;
 mod stats;
 mod watchdog;
@@ -74,6 +75,8 @@ pub use external::{WatchedEvents, runtime_of};
 pub use handle::ProbeHandle;
 #[cfg(tokio_unstable)]
 pub use hooks::{TaskHooks, install_task_hooks};
+#[cfg(feature = "spans")]
+pub use spans::SpanLayer;
 
 /// Why the probe could not start. Only [`ProbeBuilder::start`] returns it;
 /// [`init`] logs it and carries on without a probe.

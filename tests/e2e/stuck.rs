@@ -90,6 +90,21 @@ fn loop_is_diagnosed(collector: &Collector, service: &Service, instance: &str) {
     );
     assert!(named["evidence"]["stack_samples"].as_u64().unwrap() >= 1);
     assert!(!named["evidence"]["caveat"].as_str().unwrap().is_empty());
+    // The request behind it, from the service's tracing spans (SpanLayer):
+    // the request's span, carried into the task it spawned, and the
+    // parser's own.
+    let spans: Vec<&str> = named["evidence"]["spans"]
+        .as_array()
+        .expect("spans in the evidence")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        spans.len() == 2
+            && spans[0].starts_with("request{method=GET path=/fault/loop id=")
+            && spans[1] == "parse_batch{bytes=31}",
+        "{spans:?}"
+    );
     wait_for(
         "the loop incident resolved",
         Duration::from_secs(20),

@@ -438,6 +438,22 @@ pub fn http_get(base: &str, path: &str) -> String {
         .unwrap_or_else(|err| panic!("GET {path}: {err}"))
 }
 
+/// POSTs an empty body to `base` + `path`; returns the status and the
+/// body, whatever the status. Panics only when there is no answer.
+pub fn http_post(base: &str, path: &str) -> (u16, String) {
+    let mut response = ureq::post(format!("{base}{path}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .unwrap_or_else(|err| panic!("POST {path}: {err}"));
+    let body = response
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|err| panic!("POST {path}: {err}"));
+    (response.status().as_u16(), body)
+}
+
 /// Runs `meshwatch status [--json]` against `collector` and returns what it
 /// printed.
 pub fn status(collector: &Collector, json: bool) -> String {

@@ -98,6 +98,10 @@ pub fn runaway() -> Incident {
         ],
         caveat: None,
         key: "0-1-1".to_owned(),
+        spans: vec![
+            "request{method=POST path=/orders id=7f3a}".to_owned(),
+            "parse_batch{bytes=31}".to_owned(),
+        ],
     };
     Incident {
         severity: Severity::Critical,

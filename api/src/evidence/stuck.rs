@@ -34,6 +34,10 @@ pub struct StuckPollEvidence {
     pub caveat: Option<String>,
     /// The probe's key for this stuck period.
     pub key: String,
+    /// The `tracing` spans the stuck thread is inside, outermost first, as
+    /// `name{field=value ...}`: the request it serves. Empty when the
+    /// service does not record them (`meshwatch_probe::SpanLayer`).
+    pub spans: Vec<String>,
     /// The thread runs an event loop (Node.js, Python) watched from outside
     /// or through OpenTelemetry, not a tokio worker: what is stuck is a
     /// callback, and `runtime_id` and `worker_index` do not apply.

@@ -180,7 +180,12 @@ fn main() {
         churn_seconds: env_or("CHURN_SECONDS", 240),
         rss_cap_mib: env_or("RSS_CAP_MIB", 2048) as f64,
     };
-    let selected = variants::selected();
+    let mut selected = variants::selected();
+    if instructions || churn {
+        // A profile is asked for over a measured window, which these
+        // modes do not have.
+        selected.retain(|v| v.profile_hz.is_none());
+    }
     ensure_wrk();
     let binaries = binaries(selected.iter().any(|v| v.binary == Binary::Console));
     let collector = Collector::start();
@@ -235,7 +240,7 @@ fn main() {
             "{} rounds of {} s per variant, variants alternating",
             settings.rounds, settings.seconds
         );
-        let results = steady::run(&selected, &binaries, &collector.ingest, &settings);
+        let results = steady::run(&selected, &binaries, &collector, &settings);
         if quick {
             results.print_quick();
         } else {

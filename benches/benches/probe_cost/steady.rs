@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use meshwatch_benches::wrk::Load;
 use meshwatch_benches::{Spread, median, usage};
+use meshwatch_e2e::Collector;
 
 use crate::budget;
 use crate::variants::{Binaries, Server, Variant};
@@ -30,10 +31,10 @@ pub struct Sample {
 fn measure(
     variant: &Variant,
     binary: &std::path::Path,
-    ingest: &str,
+    collector: &Collector,
     settings: &Settings,
 ) -> Option<Sample> {
-    let server = match Server::start(variant, binary, SERVER_CORE, ingest) {
+    let server = match Server::start(variant, binary, SERVER_CORE, &collector.ingest) {
         Ok(server) => server,
         Err(err) => {
             eprintln!("  {}: cannot start: {err}", variant.name);
@@ -60,6 +61,13 @@ fn measure(
         }
     };
     let before = read_usage()?;
+    if let Some(hz) = variant.profile_hz {
+        // Through the window and a little past it.
+        if let Err(err) = start_profile(collector, server.pid(), settings.seconds + 1, hz) {
+            eprintln!("  {}: cannot start the profile: {err}", variant.name);
+            return None;
+        }
+    }
     let report = match load(settings.seconds).run() {
         Ok(report) => report,
         Err(err) => {
@@ -82,6 +90,37 @@ fn measure(
         rss_mib: mib(after.rss_bytes),
         cpu_us_per_request: micros(cpu) / report.requests.max(1) as f64,
     })
+}
+
+/// Asks `collector` for a CPU profile of the instance with `pid`, as
+/// `meshwatch profile` does, waiting up to 10 s for it to register.
+fn start_profile(collector: &Collector, pid: u32, seconds: u64, hz: u32) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let instance = loop {
+        let found = collector
+            .instances()
+            .into_iter()
+            .find(|i| i["pid"] == pid && i["state"] != "down");
+        if let Some(instance) = found {
+            break instance["instance_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("no live instance with pid {pid} at the collector"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (status, body) = meshwatch_e2e::http_post(
+        &collector.http,
+        &format!("/api/v1/profile?instance={instance}&seconds={seconds}&hz={hz}"),
+    );
+    if status == 202 {
+        Ok(())
+    } else {
+        Err(format!("the collector answered {status}: {body}"))
+    }
 }
 
 fn micros(d: Duration) -> f64 {
@@ -107,7 +146,7 @@ pub struct Results<'a> {
 pub fn run<'a>(
     variants: &[&'a Variant],
     binaries: &Binaries,
-    ingest: &str,
+    collector: &Collector,
     settings: &Settings,
 ) -> Results<'a> {
     let runnable: Vec<&Variant> = variants
@@ -123,7 +162,7 @@ pub fn run<'a>(
             let v = runnable[i];
             samples[i] = binaries
                 .path(v.binary)
-                .and_then(|binary| measure(v, binary, ingest, settings));
+                .and_then(|binary| measure(v, binary, collector, settings));
         }
         let line: Vec<String> = runnable
             .iter()

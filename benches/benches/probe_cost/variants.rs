@@ -31,6 +31,9 @@ pub struct Variant {
     pub reports: bool,
     /// What it stands for, for the report's legend.
     pub what: &'static str,
+    /// A CPU profile at this rate runs through the measured window (asked
+    /// of the probe through the collector, as `meshwatch profile` does).
+    pub profile_hz: Option<u32>,
 }
 
 /// The baseline every ratio is against; always measured first in a round.
@@ -45,6 +48,7 @@ pub const VARIANTS: &[Variant] = &[
         envs: &[],
         reports: false,
         what: "no meshwatch at all: system allocator, no probe",
+        profile_hz: None,
     },
     Variant {
         name: "probe",
@@ -53,6 +57,7 @@ pub const VARIANTS: &[Variant] = &[
         envs: &[],
         reports: true,
         what: "tracking allocator + probe at default settings (heap sampling at 512 KiB), reporting to a collector",
+        profile_hz: None,
     },
     Variant {
         name: "probe-heap-off",
@@ -61,6 +66,25 @@ pub const VARIANTS: &[Variant] = &[
         envs: &[("MESHWATCH_HEAP_SAMPLE_BYTES", "0")],
         reports: true,
         what: "the same with MESHWATCH_HEAP_SAMPLE_BYTES=0",
+        profile_hz: None,
+    },
+    Variant {
+        name: "probe-profiling",
+        binary: Binary::Tracked,
+        mode: "probe",
+        envs: &[],
+        reports: true,
+        what: "the probe at its defaults while a CPU profile at 99 Hz runs through the window",
+        profile_hz: Some(99),
+    },
+    Variant {
+        name: "probe-prof-999hz",
+        binary: Binary::Tracked,
+        mode: "probe",
+        envs: &[],
+        reports: true,
+        what: "the same with the profile at 999 Hz",
+        profile_hz: Some(999),
     },
     Variant {
         name: "alloc-only",
@@ -69,6 +93,7 @@ pub const VARIANTS: &[Variant] = &[
         envs: &[],
         reports: false,
         what: "tracking allocator installed, no probe started",
+        profile_hz: None,
     },
     Variant {
         name: "tokio-metrics",
@@ -77,6 +102,7 @@ pub const VARIANTS: &[Variant] = &[
         envs: &[],
         reports: false,
         what: "system allocator; every connection in one tokio_metrics::TaskMonitor, read every second",
+        profile_hz: None,
     },
     Variant {
         name: "console",
@@ -87,6 +113,7 @@ pub const VARIANTS: &[Variant] = &[
         envs: &[("TOKIO_CONSOLE_BIND", "127.0.0.1:0")],
         reports: false,
         what: "console-subscriber with its defaults (--cfg tokio_unstable), no console attached",
+        profile_hz: None,
     },
 ];
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
+use tracing::Instrument as _;
 
 const DEFAULT_BLOCK: Duration = Duration::from_secs(5);
 
@@ -19,7 +20,7 @@ pub(super) fn routes() -> Router {
 
 async fn trigger(Query(params): Query<super::Duration>) -> String {
     let backoff = params.get().unwrap_or(DEFAULT_BLOCK);
-    tokio::spawn(retry_upstream(backoff));
+    tokio::spawn(retry_upstream(backoff).in_current_span());
     "block fault started\n".to_owned()
 }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::Query;
 use axum::routing::get;
+use tracing::Instrument as _;
 
 /// A batch as a client might send it: the third field lacks its `=`.
 const BATCH: &str = "id=7;name=widget;colour;size=9;";
@@ -21,10 +22,14 @@ pub(super) fn routes() -> Router {
 
 async fn trigger(Query(params): Query<super::Duration>) -> String {
     let deadline = params.get().map(|d| Instant::now() + d);
-    tokio::spawn(async move {
-        let fields = parse_records(BATCH, deadline);
-        tracing::info!(fields = fields.len(), "loop fault: parser gave up");
-    });
+    tokio::spawn(
+        async move {
+            let fields = tracing::info_span!("parse_batch", bytes = BATCH.len())
+                .in_scope(|| parse_records(BATCH, deadline));
+            tracing::info!(fields = fields.len(), "loop fault: parser gave up");
+        }
+        .in_current_span(),
+    );
     "loop fault started\n".to_owned()
 }
 

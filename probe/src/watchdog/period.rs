@@ -153,6 +153,11 @@ impl Period {
             caveat: report::caveat(samples, &notes, self.spawned_at.is_some()),
             samples: samples.raw(),
             modules: modules.modules_for(samples.addresses()),
+            spans: if tid == 0 {
+                Vec::new()
+            } else {
+                crate::spans::active_on(tid)
+            },
             ..StuckPoll::default()
         }
     }

@@ -507,6 +507,11 @@ pub struct StuckPoll {
     /// a callback that keeps the loop from turning, not a poll.
     #[prost(bool, tag = "18")]
     pub event_loop: bool,
+    /// The `tracing` spans the stuck thread is inside, outermost first, each
+    /// as `name{field=value ...}`: the request the poll serves. Recorded by
+    /// the service's `SpanLayer`; empty without one.
+    #[prost(string, repeated, tag = "19")]
+    pub spans: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// One symbolized stack frame.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]

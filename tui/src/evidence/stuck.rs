@@ -51,6 +51,9 @@ pub struct LoopEvidence {
     pub samples: Vec<StackSample>,
     /// What the watchdog could not tell for sure.
     pub caveat: Option<String>,
+    /// The `tracing` spans the thread is inside, outermost first: the
+    /// request it serves.
+    pub spans: Vec<String>,
     /// The worker's index and runtime, shown after the stack; none for an
     /// event loop's thread.
     worker: Option<(u32, u32)>,
@@ -87,6 +90,7 @@ impl From<&StuckPollEvidence> for LoopEvidence {
                 })
                 .collect(),
             caveat: e.caveat.clone(),
+            spans: e.spans.clone(),
             worker: (!e.event_loop).then_some((e.worker_index, e.runtime_id)),
         }
     }
@@ -105,6 +109,9 @@ impl LoopEvidence {
             facts.push(("stack samples", self.stack_samples.to_string()));
         }
         facts.extend(self.spawn_location.clone().map(|s| ("spawned at", s)));
+        if !self.spans.is_empty() {
+            facts.push(("inside spans", self.spans.join(" › ")));
+        }
         facts
     }
 
