@@ -363,6 +363,7 @@ impl Connection {
             (interval * shared.config.down_after_missed.saturating_add(1)).max(hello_timeout);
         let mut orders = shared.profiles.open(&hello.instance_id, conn_id);
         let mut profile = crate::profiles::Taker::default();
+        let outside = crate::profiles::OutsideTaker::default();
         let mut heard = tokio::time::Instant::now();
         loop {
             let gives_up = profile.deadline();
@@ -371,7 +372,9 @@ impl Connection {
                     message.map_err(|_| ConnError::Silent(silence))??
                 }
                 Some(order) = orders.recv() => {
-                    if let Some(request) = profile.begin(order, &hello.instance_id, now_ms()) {
+                    if hello.watched_from_outside {
+                        outside.begin(order, &hello, now_ms());
+                    } else if let Some(request) = profile.begin(order, &hello.instance_id, now_ms()) {
                         self.send(collector_message::Kind::ProfileRequest(request)).await?;
                     }
                     continue;

@@ -16,6 +16,7 @@
 //! for [`KEPT_FOR`] once done.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -360,39 +361,104 @@ impl Finished {
             let _ = self.reply.send(Err(ProfileError::Refused(last.error)));
             return;
         }
-        let mut table = FrameTable::default();
-        let mut stacks: Vec<ProfileStackView> = self
-            .stacks
-            .into_iter()
-            .zip(named)
-            .map(|(stack, frames)| ProfileStackView {
-                thread: stack.thread_name,
-                frames: frames.iter().map(|f| table.index(f)).collect(),
-                samples: stack.samples,
-                cpu_ns: stack.cpu_ns,
-            })
-            .collect();
-        stacks.sort_by(|a, b| {
-            b.cpu_ns
-                .cmp(&a.cpu_ns)
-                .then(b.samples.cmp(&a.samples))
-                .then_with(|| a.thread.cmp(&b.thread))
-        });
-        let view = CpuProfileView {
-            service: hello.service.clone(),
-            instance_id: hello.instance_id.clone(),
-            pid: hello.pid,
-            host: hello.host.clone(),
-            started_ms: self.started_ms,
+        let sampled = Sampled {
             duration_ms: last.duration_ms,
             frequency_hz: last.frequency_hz,
             samples: last.samples,
-            samples_dropped: last.samples_dropped.saturating_add(self.cut),
-            caveat: (!last.error.is_empty()).then_some(last.error),
-            frames: table.frames,
-            stacks,
+            stacks: self
+                .stacks
+                .into_iter()
+                .zip(named)
+                .map(|(stack, frames)| (stack.thread_name, frames, stack.samples, stack.cpu_ns))
+                .collect(),
         };
-        let _ = self.reply.send(Ok(view));
+        let dropped = last.samples_dropped.saturating_add(self.cut);
+        let caveat = (!last.error.is_empty()).then_some(last.error);
+        let _ = self
+            .reply
+            .send(Ok(view(hello, self.started_ms, sampled, dropped, caveat)));
+    }
+}
+
+/// A profile whose stacks are named: each distinct (thread, stack) with
+/// its samples and CPU nanoseconds.
+#[derive(Debug, Default)]
+pub(crate) struct Sampled {
+    pub(crate) duration_ms: u32,
+    pub(crate) frequency_hz: u32,
+    pub(crate) samples: u64,
+    pub(crate) stacks: Vec<(String, Vec<Frame>, u64, u64)>,
+}
+
+/// The API's view of a profile of `hello`'s process started at
+/// `started_ms`: frames in a table, stacks heaviest first.
+fn view(
+    hello: &Hello,
+    started_ms: i64,
+    sampled: Sampled,
+    samples_dropped: u64,
+    caveat: Option<String>,
+) -> CpuProfileView {
+    let mut table = FrameTable::default();
+    let mut stacks: Vec<ProfileStackView> = sampled
+        .stacks
+        .into_iter()
+        .map(|(thread, frames, samples, cpu_ns)| ProfileStackView {
+            thread,
+            frames: frames.iter().map(|f| table.index(f)).collect(),
+            samples,
+            cpu_ns,
+        })
+        .collect();
+    stacks.sort_by(|a, b| {
+        b.cpu_ns
+            .cmp(&a.cpu_ns)
+            .then(b.samples.cmp(&a.samples))
+            .then_with(|| a.thread.cmp(&b.thread))
+    });
+    CpuProfileView {
+        service: hello.service.clone(),
+        instance_id: hello.instance_id.clone(),
+        pid: hello.pid,
+        host: hello.host.clone(),
+        started_ms,
+        duration_ms: sampled.duration_ms,
+        frequency_hz: sampled.frequency_hz,
+        samples: sampled.samples,
+        samples_dropped,
+        caveat,
+        frames: table.frames,
+        stacks,
+    }
+}
+
+/// Takes the profiles of a process watched from outside (`--watch`),
+/// which has no probe inside to ask: the collector samples it itself
+/// ([`crate::event_loops::profile_from_outside`]) on a blocking thread,
+/// one profile at a time.
+#[derive(Debug, Default)]
+pub(crate) struct OutsideTaker {
+    busy: Arc<AtomicBool>,
+}
+
+impl OutsideTaker {
+    /// Starts the profile `order` asks for, or answers that one runs.
+    pub(crate) fn begin(&self, order: Order, hello: &Hello, now_ms: i64) {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            let _ = order
+                .reply
+                .send(Err(ProfileError::Busy(hello.instance_id.clone())));
+            return;
+        }
+        let busy = Arc::clone(&self.busy);
+        let hello = hello.clone();
+        tokio::task::spawn_blocking(move || {
+            let sampled =
+                crate::event_loops::profile_from_outside(&hello, order.duration, order.hz);
+            busy.store(false, Ordering::Release);
+            let result = sampled.map(|sampled| view(&hello, now_ms, sampled, 0, None));
+            let _ = order.reply.send(result);
+        });
     }
 }
 

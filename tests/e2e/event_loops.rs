@@ -177,6 +177,30 @@ fn spins_and_blocks_are_flagged(
     );
     block.join().unwrap();
     resolved(collector, &blocked);
+
+    // Profiled from outside too, by `meshwatch profile`, with the same
+    // sampling: the spinning function takes the CPU.
+    let spin = request(port, "/spin?ms=4000");
+    let out = tempfile::tempdir().unwrap();
+    let run = crate::profile::profile(
+        collector,
+        &[service, "--seconds", "2", "--hz", "200"],
+        out.path(),
+    );
+    assert!(
+        run.status.success(),
+        "profile from outside: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let by_function = crate::profile::cpu_by_function(&crate::profile::decode(out.path()));
+    assert!(
+        spinning
+            .iter()
+            .any(|f| by_function.get(*f).is_some_and(|ns| *ns > 0)),
+        "{spinning:?} in {:?}",
+        by_function.keys().collect::<Vec<_>>()
+    );
+    spin.join().unwrap();
 }
 
 #[test]

@@ -12,7 +12,7 @@ use meshwatch_e2e::{Collector, Service, bin_dir};
 use pprof::protos::{Message, Profile};
 
 /// Runs `meshwatch profile ARGS --collector ... --out OUT`.
-fn profile(collector: &Collector, args: &[&str], out: &Path) -> Output {
+pub(crate) fn profile(collector: &Collector, args: &[&str], out: &Path) -> Output {
     Command::new(bin_dir().join("meshwatch"))
         .arg("profile")
         .args(args)
@@ -23,7 +23,7 @@ fn profile(collector: &Collector, args: &[&str], out: &Path) -> Output {
 }
 
 /// The profile written into `out`, decoded.
-fn decode(out: &Path) -> Profile {
+pub(crate) fn decode(out: &Path) -> Profile {
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(std::fs::File::open(out.join("profile.pb.gz")).unwrap())
         .read_to_end(&mut bytes)
@@ -33,7 +33,7 @@ fn decode(out: &Path) -> Profile {
 
 /// The CPU time of each function in `profile`, wherever it is on a stack
 /// (once per sample).
-fn cpu_by_function(profile: &Profile) -> std::collections::HashMap<String, i64> {
+pub(crate) fn cpu_by_function(profile: &Profile) -> std::collections::HashMap<String, i64> {
     let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
     let mut totals = std::collections::HashMap::new();
     for sample in &profile.sample {

@@ -20,8 +20,11 @@
 //! probe's.
 
 mod beacon;
+mod profile;
 mod rule;
 mod stacks;
+
+pub(crate) use profile::profile as profile_from_outside;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};

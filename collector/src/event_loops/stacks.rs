@@ -69,28 +69,13 @@ impl StackSource {
     /// is `runtime`.
     pub(crate) fn start(pid: u32, tid: u32, runtime: &str) -> Result<Self, StackError> {
         if runtime == "python" {
-            let config = py_spy::Config {
-                blocking: py_spy::config::LockingStrategy::NonBlocking,
-                ..py_spy::Config::default()
-            };
-            let spy = py_spy::PythonSpy::new(pid as py_spy::Pid, &config)
-                .map_err(|err| StackError::Python(err.to_string()))?;
+            let spy = python_spy(pid).map_err(StackError::Python)?;
             return Ok(StackSource::Python {
                 spy: Box::new(spy),
                 tid,
             });
         }
-        let counter = Builder::new(Software::CPU_CLOCK)
-            .observe_pid(tid as i32)
-            .any_cpu()
-            .sample_frequency(SAMPLES_PER_SECOND)
-            .sample(SampleFlag::CALLCHAIN)
-            .exclude_kernel(true)
-            .exclude_callchain_kernel(true)
-            .build()
-            .map_err(StackError::Perf)?;
-        let mut sampler = counter.sampled(RING_BYTES).map_err(StackError::Perf)?;
-        sampler.enable().map_err(StackError::Perf)?;
+        let sampler = cpu_clock_sampler(tid, SAMPLES_PER_SECOND).map_err(StackError::Perf)?;
         Ok(StackSource::Perf { sampler, pid })
     }
 
@@ -119,18 +104,7 @@ impl StackSource {
                     .into_iter()
                     .find(|trace| trace.os_thread_id == Some(u64::from(*tid)));
                 if let Some(trace) = thread {
-                    let frames = trace
-                        .frames
-                        .into_iter()
-                        .take(MAX_DEPTH)
-                        .map(|f| Frame {
-                            function: f.name,
-                            file: f.filename,
-                            line: u32::try_from(f.line).unwrap_or(0),
-                            address: 0,
-                        })
-                        .collect();
-                    push(into, frames);
+                    push(into, python_frames(trace));
                 }
             }
         }
@@ -141,6 +115,47 @@ impl StackSource {
     pub(crate) fn has_perf_map(pid: u32) -> bool {
         Path::new(&format!("/tmp/perf-{pid}.map")).exists()
     }
+}
+
+/// A CPU-clock sampler of thread `tid` (of any process) at `hz`, with
+/// user call chains: samples come only while the thread runs.
+pub(super) fn cpu_clock_sampler(tid: u32, hz: u64) -> std::io::Result<Sampler> {
+    let counter = Builder::new(Software::CPU_CLOCK)
+        .observe_pid(tid as i32)
+        .any_cpu()
+        .sample_frequency(hz)
+        .sample(SampleFlag::CALLCHAIN)
+        .exclude_kernel(true)
+        .exclude_callchain_kernel(true)
+        .build()?;
+    let mut sampler = counter.sampled(RING_BYTES)?;
+    sampler.enable()?;
+    Ok(sampler)
+}
+
+/// py-spy on the Python process `pid`, reading without pausing it; the
+/// error in words.
+pub(super) fn python_spy(pid: u32) -> Result<py_spy::PythonSpy, String> {
+    let config = py_spy::Config {
+        blocking: py_spy::config::LockingStrategy::NonBlocking,
+        ..py_spy::Config::default()
+    };
+    py_spy::PythonSpy::new(pid as py_spy::Pid, &config).map_err(|err| err.to_string())
+}
+
+/// A Python thread's frames, innermost first, as the wire has them.
+pub(super) fn python_frames(trace: py_spy::StackTrace) -> Vec<Frame> {
+    trace
+        .frames
+        .into_iter()
+        .take(MAX_DEPTH)
+        .map(|f| Frame {
+            function: f.name,
+            file: f.filename,
+            line: u32::try_from(f.line).unwrap_or(0),
+            address: 0,
+        })
+        .collect()
 }
 
 fn push(into: &mut VecDeque<Vec<Frame>>, stack: Vec<Frame>) {
@@ -156,7 +171,7 @@ fn push(into: &mut VecDeque<Vec<Frame>>, stack: Vec<Frame>) {
 /// The user-space addresses of a perf call chain, leaf first, without the
 /// kernel's context markers (`PERF_CONTEXT_USER` and the like, the top 4095
 /// values of the address space).
-fn user_addresses(chain: &[u64]) -> Vec<u64> {
+pub(super) fn user_addresses(chain: &[u64]) -> Vec<u64> {
     const CONTEXT_MARKERS: u64 = u64::MAX - 4095;
     chain
         .iter()
@@ -168,7 +183,7 @@ fn user_addresses(chain: &[u64]) -> Vec<u64> {
 
 /// Names a chain: the leaf at its address, every caller at the
 /// instruction before its return address.
-fn name_chain(symbolizer: &Symbolizer, pid: u32, chain: &[u64]) -> Vec<Frame> {
+pub(super) fn name_chain(symbolizer: &Symbolizer, pid: u32, chain: &[u64]) -> Vec<Frame> {
     let lookups: Vec<u64> = chain
         .iter()
         .enumerate()
