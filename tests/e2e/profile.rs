@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use meshwatch_e2e::load::Load;
-use meshwatch_e2e::{Collector, Service, bin_dir};
+use std::time::Duration;
+
+use meshwatch_e2e::{Collector, Service, bin_dir, wait_for};
 use pprof::protos::{Message, Profile};
 
 /// Runs `meshwatch profile ARGS --collector ... --out OUT`.
@@ -34,22 +36,53 @@ pub(crate) fn decode(out: &Path) -> Profile {
 /// The CPU time of each function in `profile`, wherever it is on a stack
 /// (once per sample).
 pub(crate) fn cpu_by_function(profile: &Profile) -> std::collections::HashMap<String, i64> {
-    let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
     let mut totals = std::collections::HashMap::new();
     for sample in &profile.sample {
-        let mut functions: Vec<String> = sample
-            .location_id
-            .iter()
-            .flat_map(|id| &profile.location.iter().find(|l| l.id == *id).unwrap().line)
-            .map(|line| {
-                let function = profile.function.iter().find(|f| f.id == line.function_id);
-                name(function.unwrap().name)
-            })
-            .collect();
+        let mut functions = functions_of(profile, sample);
         functions.sort_unstable();
         functions.dedup();
         for function in functions {
             *totals.entry(function).or_default() += sample.value[1];
+        }
+    }
+    totals
+}
+
+/// The names of `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+/// The functions of `sample`'s stack, innermost first.
+fn functions_of(profile: &Profile, sample: &pprof::protos::Sample) -> Vec<String> {
+    let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
+    sample
+        .location_id
+        .iter()
+        .flat_map(|id| &profile.location.iter().find(|l| l.id == *id).unwrap().line)
+        .map(|line| {
+            let function = profile.function.iter().find(|f| f.id == line.function_id);
+            name(function.unwrap().name)
+        })
+        .collect()
+}
+
+/// The CPU time of each function of the service's own code where it is
+/// the innermost of the service's frames: where its own code spends the
+/// time, whatever library it calls.
+fn cpu_by_own_function(profile: &Profile) -> std::collections::HashMap<String, i64> {
+    let mut totals = std::collections::HashMap::new();
+    for sample in &profile.sample {
+        if let Some(own) = functions_of(profile, sample)
+            .into_iter()
+            .find(|f| f.starts_with("meshwatch_examples::"))
+        {
+            *totals.entry(own).or_default() += sample.value[1];
         }
     }
     totals
@@ -60,6 +93,15 @@ fn a_cpu_profile_taken_on_demand_names_the_hot_function_and_a_spinning_poll() {
     let collector = Collector::start();
     let service = Service::start_with(&collector, "hot", 2, &["--fault", "loop"], &[]);
     collector.wait_for_instance("hot connected", |i| i["service"] == "hot");
+    let profiler = |pid| {
+        thread_names(pid)
+            .iter()
+            .any(|n| n.starts_with("meshwatch-profi"))
+    };
+    assert!(
+        !profiler(service.process.pid()),
+        "no profiler before a profile"
+    );
 
     // Busy: every request spins in the /work handler for 5 to 10 ms.
     let load = Load::start(&service.http, 2, 1);
@@ -101,12 +143,10 @@ fn a_cpu_profile_taken_on_demand_names_the_hot_function_and_a_spinning_poll() {
             .all(|s| s.value[0] > 0 && s.label.iter().any(|l| name(l.key) == "thread")),
         "every sample is counted and names its thread"
     );
-    let by_function = cpu_by_function(&cpu);
     let handler = "meshwatch_examples::service::work";
-    let (hottest_own, _) = by_function
-        .iter()
-        .filter(|(f, _)| f.starts_with("meshwatch_examples::"))
-        .max_by_key(|(_, ns)| **ns)
+    let (hottest_own, _) = cpu_by_own_function(&cpu)
+        .into_iter()
+        .max_by_key(|(_, ns)| *ns)
         .expect("the service's own code is in the profile");
     assert!(
         hottest_own.starts_with(handler),
@@ -114,6 +154,9 @@ fn a_cpu_profile_taken_on_demand_names_the_hot_function_and_a_spinning_poll() {
     );
     let flame = std::fs::read_to_string(out.path().join("flame.svg")).unwrap();
     assert!(flame.contains("<svg") && flame.contains(handler));
+    wait_for("the profiler thread gone", Duration::from_secs(5), || {
+        (!profiler(service.process.pid())).then_some(())
+    });
 
     // A worker spinning in a poll that never yields is profiled too: the
     // probe's watchdog samples the same thread meanwhile.
