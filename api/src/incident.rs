@@ -100,6 +100,17 @@ pub enum Severity {
     Unknown,
 }
 
+impl Severity {
+    /// The lowercase name used in the API: `warning`, `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+            Severity::Unknown => "unknown",
+        }
+    }
+}
+
 /// One finding of a detector.
 ///
 /// Its evidence is typed by its kind ([`Evidence`]); reading an incident

@@ -258,15 +258,30 @@ async fn not_found(uri: Uri) -> ApiError {
     ))
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+/// `/metrics`: OpenMetrics for a scraper that asks for it (Prometheus
+/// does), else Prometheus's classic text format, which every other
+/// consumer reads (`promtool check metrics`, older agents, `curl`).
+async fn metrics(State(shared): State<Arc<Shared>>, headers: axum::http::HeaderMap) -> Response {
     let rendered = prom::render(&shared.lock(), &shared.stats);
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
     match rendered {
-        Ok(text) => (
+        Ok(text) if openmetrics => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
+        )
+            .into_response(),
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            prom::classic(&text),
         )
             .into_response(),
         Err(error) => ApiError {
@@ -778,10 +793,9 @@ mod tests {
         let (status, text) = get(&shared, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         for &metric in Metric::ALL {
-            let family = format!(
-                "# HELP meshwatch_{} ",
-                metric.name().trim_end_matches("_total")
-            );
+            // The classic text format, as a client without an Accept
+            // header gets it: counters by their `_total` name.
+            let family = format!("# HELP meshwatch_{} ", metric.name());
             let sent = !matches!(
                 metric,
                 Metric::HeapLiveBytes
@@ -810,7 +824,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("meshwatch_instance_up{service=\"auth\",instance=\"a1\"} 1"),
+            text.contains("meshwatch_instance_up{service=\"auth\",instance=\"a1\",runtime=\"\"} 1"),
             "{text}"
         );
         assert!(

@@ -25,8 +25,9 @@ const FOREIGN_FILES: &[&str] = &[
     "/lib/python3",
 ];
 /// Source path prefixes of runtimes' own modules: Node.js's built-in
-/// modules, and Python's frozen ones (`<frozen runpy>`).
-const FOREIGN_FILE_PREFIXES: &[&str] = &["./", "node:", "<"];
+/// modules, Python's frozen ones (`<frozen runpy>`), and the kernel's vDSO
+/// (`[vdso]`, where `clock_gettime` runs).
+const FOREIGN_FILE_PREFIXES: &[&str] = &["./", "node:", "<", "["];
 /// Name prefixes of the standard library's, the runtime's and the C
 /// library's functions.
 const FOREIGN_PREFIXES: &[&str] = &[
@@ -75,6 +76,7 @@ mod tests {
             ("std::thread::sleep", ""),
             ("__libc_start_main", ""),
             ("start_thread", ""),
+            ("clock_gettime", "[vdso]"),
             ("libgone.so.1+0x1a2b", ""),
             (
                 "__memcmp_evex_movbe",

@@ -17,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::incidents::StateFilter;
 use crate::registry::InstanceState;
 use crate::series::{Metric, MetricKind, Sample};
 use crate::state::{CollectorStats, State};
@@ -24,6 +25,25 @@ use crate::state::{CollectorStats, State};
 /// The labels of every per-instance family.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
+    service: String,
+    instance: String,
+}
+
+/// The labels of `meshwatch_instance_up`: which runtime, so that alerts
+/// and dashboards can tell a Rust service from a Node.js or Python one.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpLabels {
+    service: String,
+    instance: String,
+    runtime: String,
+}
+
+/// The labels of `meshwatch_incident_open`. `instance` is empty for an
+/// incident of a whole service (`service_down`, `crash_loop`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IncidentLabels {
+    kind: String,
+    severity: String,
     service: String,
     instance: String,
 }
@@ -86,16 +106,37 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         }
     }
 
-    let up = Family::<InstanceLabels, Gauge>::default();
+    let up = Family::<UpLabels, Gauge>::default();
     let restarts = Family::<InstanceLabels, Counter>::default();
     for instance in &instances {
-        let key = labels(&instance.service, &instance.instance_id);
-        up.get_or_create(&key)
+        let up_key = UpLabels {
+            service: instance.service.clone(),
+            instance: instance.instance_id.clone(),
+            runtime: instance.runtime.clone(),
+        };
+        up.get_or_create(&up_key)
             .set(i64::from(instance.state != InstanceState::Down));
         restarts
-            .get_or_create(&key)
+            .get_or_create(&labels(&instance.service, &instance.instance_id))
             .inc_by(u64::from(instance.restarts));
     }
+    let open = Family::<IncidentLabels, Gauge>::default();
+    for incident in state.incidents.list(StateFilter::Open) {
+        let key = IncidentLabels {
+            kind: incident.kind.as_str().to_owned(),
+            severity: incident.severity.as_str().to_owned(),
+            service: incident.service.clone(),
+            instance: incident.instance.clone().unwrap_or_default(),
+        };
+        open.get_or_create(&key).inc();
+    }
+    // Registered even when empty, so that an alert on it has a family to
+    // evaluate and a dashboard shows 0 incidents rather than no data.
+    registry.register(
+        "incident_open",
+        "Incidents open now, by kind, severity, service and instance (empty for an incident of a whole service): alert on it",
+        open,
+    );
     registry.register(
         "instance_up",
         "1 while the instance is up or restarted, 0 once it is down",
@@ -165,4 +206,48 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
+}
+
+/// OpenMetrics text (as [`render`] makes it) in Prometheus's classic text
+/// format: a counter family is named by its samples' `_total` name in its
+/// `HELP` and `TYPE` lines, and there is no `# UNIT` or `# EOF` line. The
+/// samples are the same.
+pub(crate) fn classic(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_take_their_total_name_in_the_classic_format() {
+        let openmetrics = "# HELP meshwatch_cpu_seconds CPU time.\n# TYPE meshwatch_cpu_seconds counter\n# UNIT meshwatch_cpu_seconds seconds\nmeshwatch_cpu_seconds_total{service=\"a\"} 1.5\n# HELP meshwatch_rss_bytes RSS.\n# TYPE meshwatch_rss_bytes gauge\nmeshwatch_rss_bytes 4096\n# EOF\n";
+        assert_eq!(
+            classic(openmetrics),
+            "# HELP meshwatch_cpu_seconds_total CPU time.\n# TYPE meshwatch_cpu_seconds_total counter\nmeshwatch_cpu_seconds_total{service=\"a\"} 1.5\n# HELP meshwatch_rss_bytes RSS.\n# TYPE meshwatch_rss_bytes gauge\nmeshwatch_rss_bytes 4096\n"
+        );
+    }
 }

@@ -4,8 +4,7 @@
 
 use std::f64::consts::PI;
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use meshwatch_e2e::{Collector, Service, bin_dir, wait_for};
@@ -99,11 +98,7 @@ fn a_csv_history_of_three_days_flags_the_slow_leak_and_not_the_swing() {
 
 #[test]
 fn a_week_in_a_real_prometheus_is_backtested_through_its_query_api() {
-    let (Some(promtool), Some(prometheus)) = (which("promtool"), which("prometheus")) else {
-        panic!(
-            "this test needs Debian's prometheus package (promtool, prometheus); .ci/run installs it"
-        );
-    };
+    let promtool = crate::prometheus::installed("promtool");
     let dir = tempfile::tempdir().unwrap();
     // A week of one-minute samples, ending a minute ago; the leak starts on
     // the fifth day, after four days of the swing alone.
@@ -142,24 +137,10 @@ fn a_week_in_a_real_prometheus_is_backtested_through_its_query_api() {
         String::from_utf8_lossy(&made.stderr)
     );
 
-    let port = free_port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
-    let server = Server(
-        Command::new(&prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", tsdb.display()))
-            .arg("--storage.tsdb.retention.time=30d")
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    wait_for("Prometheus ready", Duration::from_secs(60), || {
-        ureq::get(&format!("{url}/-/ready")).call().ok()
-    });
+    let server = crate::prometheus::Prometheus::start(&config, &tsdb);
+    let url = server.url.clone();
 
     let report = backtest(&[
         "--prometheus",
@@ -190,31 +171,6 @@ fn a_week_in_a_real_prometheus_is_backtested_through_its_query_api() {
 fn unix_seconds() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     i64::try_from(now.expect("a clock after 1970").as_secs()).expect("seconds fit")
-}
-
-/// A child process killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|path| Path::new(path).is_file())
-    })
-}
-
-/// A port free a moment ago, for a server that cannot report the one it
-/// bound.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 #[test]

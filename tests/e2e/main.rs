@@ -15,6 +15,7 @@ mod memory;
 mod naming;
 mod otlp;
 mod profile;
+mod prometheus;
 mod registry;
 mod status_cli;
 mod stuck;

@@ -179,6 +179,23 @@ impl Resolver {
                 return unnamed_stack(modules, &[addr]);
             }
         };
+        // The vDSO has no source file: say where the frame is, so that it
+        // reads as the kernel's and is never taken for the service's code.
+        let named = if file.is_none() {
+            named
+                .into_iter()
+                .map(|f| Frame {
+                    file: if f.file.is_empty() {
+                        VDSO_FILE.to_owned()
+                    } else {
+                        f.file
+                    },
+                    ..f
+                })
+                .collect()
+        } else {
+            named
+        };
         self.frames.insert(key, named.clone());
         named
     }
@@ -225,6 +242,9 @@ impl Resolver {
 /// through which `clock_gettime` and friends run without a system call: a
 /// service that reads the clock in a loop spends its time there.
 const VDSO_NAMES: [&str; 3] = ["linux-vdso.so.1", "linux-vdso32.so.1", "linux-gate.so.1"];
+
+/// The file of a frame in the vDSO, as `/proc/PID/maps` names it.
+pub(crate) const VDSO_FILE: &str = "[vdso]";
 
 /// Whether `module` is the vDSO, which has no file to read.
 fn is_vdso(module: &Module) -> bool {
@@ -397,7 +417,7 @@ mod tests {
             end,
         };
         let mut resolver = Resolver::new(Vec::new());
-        let named: Vec<String> = (start..end)
+        let named: Vec<Frame> = (start..end)
             .step_by(16)
             .flat_map(|addr| {
                 resolver.stack(
@@ -407,12 +427,13 @@ mod tests {
                     AddressKind::Exact,
                 )
             })
-            .map(|frame| frame.function)
+            .filter(|frame| !is_unnamed(&frame.function))
             .collect();
         assert!(
-            named.iter().any(|f| f.contains("clock_gettime")),
-            "{:?}",
-            named.iter().filter(|f| !is_unnamed(f)).collect::<Vec<_>>()
+            named
+                .iter()
+                .any(|f| f.function.contains("clock_gettime") && f.file == VDSO_FILE),
+            "{named:?}"
         );
     }
 

@@ -20,6 +20,8 @@ pub use generic::{Field, Section, generic};
 pub use memory::MemoryEvidence;
 pub use stuck::{HotFrame, LoopEvidence};
 
+use std::borrow::Cow;
+
 use meshwatch_api::Incident;
 
 /// One frame of a named stack, as shown.
@@ -34,7 +36,7 @@ pub struct Frame {
 
 impl From<&meshwatch_api::Frame> for Frame {
     fn from(frame: &meshwatch_api::Frame) -> Self {
-        let location = match (frame.file.as_str(), frame.line) {
+        let location = match (short_path(&frame.file).as_ref(), frame.line) {
             ("", _) => None,
             (file, 0) => Some(file.to_owned()),
             (file, line) => Some(format!("{file}:{line}")),
@@ -44,6 +46,34 @@ impl From<&meshwatch_api::Frame> for Frame {
             location,
         }
     }
+}
+
+/// A source path as a backtrace reads best: a dependency's from its crate
+/// and version (`tokio-1.54.1/src/runtime/task/core.rs`, not the whole
+/// path into cargo's registry), the standard library's from its crate
+/// (`std/src/panicking.rs`, not `/rustc/<commit>/library/...`), a git
+/// dependency's from its checkout; any other path as it is.
+pub fn short_path(file: &str) -> Cow<'_, str> {
+    if let Some((_, rest)) = file.split_once("/.cargo/registry/src/") {
+        // `index.crates.io-<hash>/tokio-1.54.1/src/...`
+        return Cow::Borrowed(rest.split_once('/').map_or(rest, |(_, in_crate)| in_crate));
+    }
+    if let Some((_, rest)) = file.split_once("/.cargo/git/checkouts/") {
+        // `<repo>-<hash>/<commit>/src/...`
+        let mut parts = rest.splitn(3, '/');
+        if let (Some(checkout), Some(_commit), Some(path)) =
+            (parts.next(), parts.next(), parts.next())
+        {
+            let repo = checkout.rsplit_once('-').map_or(checkout, |(repo, _)| repo);
+            return Cow::Owned(format!("{repo}/{path}"));
+        }
+    }
+    if let Some(rest) = file.strip_prefix("/rustc/")
+        && let Some((_, library)) = rest.split_once("/library/")
+    {
+        return Cow::Borrowed(library);
+    }
+    Cow::Borrowed(file)
 }
 
 /// A stack of the API's frames, as shown.
@@ -108,6 +138,40 @@ mod tests {
 
     fn names(stack: &[Frame]) -> Vec<&str> {
         stack.iter().map(|f| f.function.as_str()).collect()
+    }
+
+    #[test]
+    fn dependency_and_std_paths_read_from_their_crate() {
+        assert_eq!(
+            short_path(
+                "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/runtime/task/core.rs"
+            ),
+            "tokio-1.54.1/src/runtime/task/core.rs"
+        );
+        assert_eq!(
+            short_path(
+                "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/std/src/panicking.rs"
+            ),
+            "std/src/panicking.rs"
+        );
+        assert_eq!(
+            short_path(
+                "/home/ci/.cargo/git/checkouts/hyper-0a1b2c3d/5f6e7a8/src/proto/h1/dispatch.rs"
+            ),
+            "hyper/src/proto/h1/dispatch.rs"
+        );
+        assert_eq!(
+            short_path("examples/src/faults/loop_parser.rs"),
+            "examples/src/faults/loop_parser.rs"
+        );
+        assert_eq!(short_path(""), "");
+        let frame = Frame::from(&meshwatch_api::Frame {
+            function: "std::panicking::try".to_owned(),
+            file: "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/std/src/panicking.rs"
+                .to_owned(),
+            line: 581,
+        });
+        assert_eq!(frame.location.as_deref(), Some("std/src/panicking.rs:581"));
     }
 
     #[test]
