@@ -20,6 +20,7 @@
 
 pub mod evidence;
 mod incident;
+pub mod own_code;
 mod profile;
 mod series;
 mod services;

@@ -43,6 +43,14 @@ pub struct Frame {
     pub line: u32,
 }
 
+impl Frame {
+    /// Whether the frame is the service's own code, not a library's, the
+    /// runtime's or the standard library's ([`crate::own_code`]).
+    pub fn is_own_code(&self) -> bool {
+        crate::own_code::is_own_code(&self.function, &self.file)
+    }
+}
+
 /// One thread's CPU use between the last two snapshots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThreadCpu {

@@ -6,7 +6,9 @@
 //! The probes first send at 10 Hz for `FILL` seconds (default 95), so the
 //! collector's in-memory history (900 samples per instance) is full and the
 //! RSS measured is the steady state; then at 1 Hz for `SECONDS` (default
-//! 30), over which the CPU is measured. Run with
+//! 30), over which the CPU is measured. The store's growth is the data
+//! directory's size at the end against the idle collector's, over the rows
+//! it wrote (one per instance per `--history-resolution`, 10 s). Run with
 //! `cargo bench -p meshwatch-benches --bench collector_load`; `PROBES`
 //! (default 1000).
 #![allow(clippy::expect_used)] // a benchmark that cannot set up has nothing to report
@@ -162,6 +164,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(seconds.min(10)));
     let idle_end = usage(pid).expect("collector usage");
     let idle_cpu = (idle_end.cpu - idle_start.cpu).as_secs_f64() / seconds.min(10) as f64;
+    let idle_store = dir_bytes(&collector.data_dir());
 
     let stop = Arc::new(AtomicBool::new(false));
     let period_ms = Arc::new(AtomicU64::new(100));
@@ -201,4 +204,30 @@ fn main() {
         end.rss_bytes as f64 / 1048576.0,
         end.rss_bytes as f64 / idle_end.rss_bytes as f64
     );
+    // The flusher commits every second: let the last rows land.
+    std::thread::sleep(Duration::from_secs(2));
+    let rows = collector
+        .metric("meshwatch_collector_history_rows_written_total")
+        .unwrap_or(0.0);
+    let grown = dir_bytes(&collector.data_dir()).saturating_sub(idle_store);
+    let per_row = grown as f64 / rows.max(1.0);
+    println!(
+        "  store: idle {:.1} MiB, {rows:.0} rows later {:.1} MiB: {per_row:.0} bytes a row, {:.1} MiB a probe a day at one row per 10 s",
+        idle_store as f64 / 1048576.0,
+        (idle_store + grown) as f64 / 1048576.0,
+        per_row * 8640.0 / 1048576.0
+    );
+}
+
+/// The bytes of the files directly in `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -60,7 +60,7 @@ impl SiteHistory {
     pub fn own_function(&self) -> Option<&str> {
         self.frames
             .iter()
-            .find(|f| crate::own_code::is_own_code(&f.function, &f.file))
+            .find(|f| meshwatch_api::own_code::is_own_code(&f.function, &f.file))
             .or(self.frames.first())
             .map(|f| f.function.as_str())
     }

@@ -19,7 +19,6 @@ mod ingest;
 mod long_history;
 mod naming;
 mod otlp;
-mod own_code;
 mod profiles;
 mod prom;
 mod registry;

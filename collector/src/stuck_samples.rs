@@ -15,9 +15,9 @@ const MAX_FRAMES: usize = 64;
 /// Hot leaves kept.
 const MAX_HOT: usize = 5;
 
-/// Whether a frame is the service's own code (see [`crate::own_code`]).
+/// Whether a frame is the service's own code (see [`meshwatch_api::own_code`]).
 pub(crate) fn is_own(frame: &Frame) -> bool {
-    crate::own_code::is_own_code(&frame.function, &frame.file)
+    meshwatch_api::own_code::is_own_code(&frame.function, &frame.file)
 }
 
 /// Fills a stuck poll's `frames` and `hot_frames` from its named samples

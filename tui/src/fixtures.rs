@@ -66,8 +66,18 @@ pub fn runaway() -> Incident {
     );
     let poll = frame(
         "tokio::runtime::task::core::Core<T,S>::poll",
-        "tokio/src/runtime/task/core.rs",
+        "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/runtime/task/core.rs",
         331,
+    );
+    let harness = frame(
+        "tokio::runtime::task::harness::poll_future",
+        "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/runtime/task/harness.rs",
+        473,
+    );
+    let unwind = frame(
+        "std::panicking::catch_unwind",
+        "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/std/src/panicking.rs",
+        544,
     );
     let evidence = StuckPollEvidence {
         thread: ThreadRef {
@@ -80,7 +90,14 @@ pub fn runaway() -> Incident {
         cpu_percent: 99.2,
         stuck_for_ms: 42_000,
         spawn_location: Some("examples/src/service.rs:88:5".to_owned()),
-        frames: vec![next.clone(), parse.clone(), handle.clone(), poll.clone()],
+        frames: vec![
+            next.clone(),
+            parse.clone(),
+            handle.clone(),
+            poll.clone(),
+            harness,
+            unwind,
+        ],
         hot_frames: vec![HotFrame {
             frame: parse.clone(),
             samples: 5,

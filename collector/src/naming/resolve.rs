@@ -330,15 +330,7 @@ pub(crate) fn unnamed_stack(modules: &[Module], addrs: &[u64]) -> Vec<Frame> {
         .collect()
 }
 
-/// Whether a frame's function name is one [`Resolver`] gives to a frame it
-/// could not name (or empty, as from a probe without names).
-pub(crate) fn is_unnamed(name: &str) -> bool {
-    name.is_empty()
-        || name.starts_with("0x")
-        || name.rsplit_once("+0x").is_some_and(|(module, offset)| {
-            !module.contains("::") && u64::from_str_radix(offset, 16).is_ok()
-        })
-}
+pub(crate) use meshwatch_api::own_code::is_unnamed;
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,76 @@ pub struct Frame {
     pub function: String,
     /// `file:line` when known.
     pub location: Option<String>,
+    /// The service's own code, rather than a library's, the runtime's or
+    /// the standard library's: what a person reads first.
+    pub own: bool,
+}
+
+/// A stack as shown folded: the service's own frames (and those asked to
+/// be kept) one by one, each run of other frames as one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackRow {
+    /// The frame at this index.
+    Frame(usize),
+    /// `count` frames of the libraries named, folded.
+    Folded { count: usize, crates: Vec<String> },
+}
+
+/// The rows of `frames` with every run of two or more frames that are not
+/// the service's own and not `kept` (the hot one) folded into one.
+pub fn fold(frames: &[Frame], kept: impl Fn(usize) -> bool) -> Vec<StackRow> {
+    let mut rows = Vec::new();
+    let mut run: Vec<usize> = Vec::new();
+    let flush = |run: &mut Vec<usize>, rows: &mut Vec<StackRow>| {
+        if run.len() >= 2 {
+            let mut crates: Vec<String> = Vec::new();
+            for &i in run.iter() {
+                let name = crate_of(&frames[i].function);
+                if !crates.contains(&name) {
+                    crates.push(name);
+                }
+            }
+            rows.push(StackRow::Folded {
+                count: run.len(),
+                crates,
+            });
+        } else {
+            rows.extend(run.iter().map(|&i| StackRow::Frame(i)));
+        }
+        run.clear();
+    };
+    for (i, frame) in frames.iter().enumerate() {
+        if frame.own || kept(i) {
+            flush(&mut run, &mut rows);
+            rows.push(StackRow::Frame(i));
+        } else {
+            run.push(i);
+        }
+    }
+    flush(&mut run, &mut rows);
+    rows
+}
+
+/// The crate (or library) a function is in, as a person names it: the
+/// first segment of its path (`tokio`, `std`), the module of an unnamed
+/// frame (`libc.so.6`), else the function itself.
+fn crate_of(function: &str) -> String {
+    let path = function.trim_start_matches(['<', '&']);
+    if let Some((module, _)) = path.rsplit_once("+0x") {
+        return module.to_owned();
+    }
+    path.split("::").next().unwrap_or(path).to_owned()
+}
+
+impl StackRow {
+    /// The folded line's text: `… 12 frames of tokio, std, core`.
+    pub fn folded_text(count: usize, crates: &[String]) -> String {
+        let mut names: Vec<&str> = crates.iter().take(4).map(String::as_str).collect();
+        if crates.len() > 4 {
+            names.push("…");
+        }
+        format!("… {count} frames of {}", names.join(", "))
+    }
 }
 
 impl From<&meshwatch_api::Frame> for Frame {
@@ -44,6 +114,7 @@ impl From<&meshwatch_api::Frame> for Frame {
         Frame {
             function: frame.function.clone(),
             location,
+            own: frame.is_own_code(),
         }
     }
 }
@@ -138,6 +209,52 @@ mod tests {
 
     fn names(stack: &[Frame]) -> Vec<&str> {
         stack.iter().map(|f| f.function.as_str()).collect()
+    }
+
+    #[test]
+    fn runs_of_library_frames_fold_around_the_services_own_and_the_hot_one() {
+        let frame = |function: &str, file: &str| {
+            Frame::from(&meshwatch_api::Frame {
+                function: function.to_owned(),
+                file: file.to_owned(),
+                line: 1,
+            })
+        };
+        let registry = "/root/.cargo/registry/src/index.crates.io-1/tokio-1.54.1/src/x.rs";
+        let frames = [
+            frame(
+                "core::str::next_code_point",
+                "/rustc/abc/library/core/src/str.rs",
+            ),
+            frame("svc::parse", "src/parse.rs"),
+            frame("svc::handle", "src/handle.rs"),
+            frame("tokio::runtime::poll", registry),
+            frame("<tokio::task::Core as X>::poll", registry),
+            frame(
+                "std::panicking::try",
+                "/rustc/abc/library/std/src/panicking.rs",
+            ),
+            frame("libc.so.6+0x1a2b", ""),
+        ];
+        assert!(frames[1].own && !frames[0].own && !frames[6].own);
+        assert_eq!(
+            fold(&frames, |i| i == 0),
+            [
+                StackRow::Frame(0),
+                StackRow::Frame(1),
+                StackRow::Frame(2),
+                StackRow::Folded {
+                    count: 4,
+                    crates: vec!["tokio".to_owned(), "std".to_owned(), "libc.so.6".to_owned()]
+                },
+            ]
+        );
+        assert_eq!(
+            StackRow::folded_text(4, &["tokio".to_owned(), "std".to_owned()]),
+            "… 4 frames of tokio, std"
+        );
+        // A lone library frame between the service's is shown, not folded.
+        assert_eq!(fold(&frames[..3], |_| false).len(), 3);
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl CpuProfile {
                 frames.push(Frame {
                     function: format!("thread {}", stack.thread),
                     location: None,
+                    own: false,
                 });
                 (frames, stack.cpu_ns)
             })

@@ -53,6 +53,7 @@ mod tests {
         Frame {
             function: function.to_owned(),
             location: None,
+            own: false,
         }
     }
 

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use meshwatch_api::Incident;
 
-use crate::evidence::{Evidence, Frame, LoopEvidence, MemoryEvidence, Section};
+use crate::evidence::{Evidence, Frame, LoopEvidence, MemoryEvidence, Section, StackRow, fold};
 use crate::format;
 use crate::model::{kind_name, severity_name};
 
@@ -147,22 +147,42 @@ fn memory_evidence(md: &mut String, evidence: &MemoryEvidence) {
     }
 }
 
+/// A stack with its library, runtime and std frames folded, then, when any
+/// were, the whole stack under a `<details>` a reader can open.
 fn stack(md: &mut String, frames: &[Frame], is_hot: impl Fn(usize) -> bool) {
     if frames.is_empty() {
         let _ = writeln!(md, "No stack was captured.\n");
         return;
     }
-    md.push_str("```text\n");
-    for (i, frame) in frames.iter().enumerate() {
-        let marker = if is_hot(i) { "▶" } else { " " };
-        let location = frame
-            .location
-            .as_deref()
-            .map(|l| format!("  {l}"))
-            .unwrap_or_default();
-        let _ = writeln!(md, "{marker}{i:>3} {}{location}", frame.function);
+    let rows = fold(frames, &is_hot);
+    let write = |md: &mut String, rows: &[StackRow]| {
+        md.push_str("```text\n");
+        for row in rows {
+            match row {
+                StackRow::Frame(i) => {
+                    let frame = &frames[*i];
+                    let marker = if is_hot(*i) { "▶" } else { " " };
+                    let location = frame
+                        .location
+                        .as_deref()
+                        .map(|l| format!("  {l}"))
+                        .unwrap_or_default();
+                    let _ = writeln!(md, "{marker}{i:>3} {}{location}", frame.function);
+                }
+                StackRow::Folded { count, crates } => {
+                    let _ = writeln!(md, "     {}", StackRow::folded_text(*count, crates));
+                }
+            }
+        }
+        md.push_str("```\n\n");
+    };
+    write(md, &rows);
+    if rows.len() < frames.len() {
+        md.push_str("<details><summary>The whole stack</summary>\n\n");
+        let all: Vec<StackRow> = (0..frames.len()).map(StackRow::Frame).collect();
+        write(md, &all);
+        md.push_str("</details>\n\n");
     }
-    md.push_str("```\n\n");
 }
 
 fn sections(md: &mut String, sections: &[Section]) {
@@ -231,6 +251,18 @@ mod tests {
         assert!(md.contains("- stuck for: 42.0s"));
         assert!(md.contains("- mesh_service::faults::parse_header (5 samples)"));
         assert!(md.contains("▶  1 mesh_service::faults::parse_header  examples/src/faults.rs:57"));
+        assert!(md.contains("     … 3 frames of tokio, std\n"), "{md}");
+        assert!(
+            md.contains("<details><summary>The whole stack</summary>")
+                && md.contains("   5 std::panicking::catch_unwind  std/src/panicking.rs:544"),
+            "the whole stack, paths from their crate: {md}"
+        );
+        assert!(
+            md.contains(
+                "- inside spans: request{method=POST path=/orders id=7f3a} › parse_batch{bytes=31}"
+            ),
+            "{md}"
+        );
         assert!(md.contains("- stack samples: 8"));
         assert!(md.contains("![Flame graph of 3 stack samples](flame.svg)"));
         assert!(md.contains("![CPU](cpu.svg)"));

@@ -30,6 +30,8 @@ pub struct IncidentDetail {
     pub id: String,
     scroll: u16,
     window: Window,
+    /// Stacks shown whole, library and runtime frames included.
+    unfolded: bool,
 }
 
 impl IncidentDetail {
@@ -47,11 +49,16 @@ impl IncidentDetail {
             id: incident.id.clone(),
             scroll: 0,
             window,
+            unfolded: false,
         }
     }
 
     /// Scrolls and moves the time window.
     pub fn handle(&mut self, intent: Intent, now_ms: i64) {
+        if intent == Intent::Fold {
+            self.unfolded = !self.unfolded;
+            return;
+        }
         match self.window.steer(intent, now_ms) {
             Some(window) => self.window = window,
             None => self.scroll = cursor::scrolled(self.scroll, intent),
@@ -109,8 +116,8 @@ impl IncidentDetail {
             widgets::chart(frame, *chart_area, history, now_ms, theme);
         }
         let mut lines = match &evidence {
-            Evidence::Loop(evidence) => loop_lines(evidence, theme),
-            Evidence::Memory(memory) => memory_lines(memory, theme),
+            Evidence::Loop(evidence) => loop_lines(evidence, !self.unfolded, theme),
+            Evidence::Memory(memory) => memory_lines(memory, !self.unfolded, theme),
             Evidence::Other => Vec::new(),
         };
         lines.extend(widgets::sections(&evidence.rest(incident, now_ms), theme));
@@ -165,7 +172,7 @@ fn header(incident: &Incident, now_ms: i64, theme: Theme) -> Vec<Line<'static>> 
     ]
 }
 
-fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
+fn loop_lines(evidence: &LoopEvidence, folded: bool, theme: Theme) -> Vec<Line<'static>> {
     let facts: Vec<String> = evidence
         .facts()
         .into_iter()
@@ -178,10 +185,17 @@ fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
             theme.urgency(2),
         )));
     }
-    lines.push(Line::from(Span::styled(
-        "stack, innermost first (▶ hot)",
-        theme.heading(),
-    )));
+    lines.push(Line::from(vec![
+        Span::styled("stack, innermost first (▶ hot)", theme.heading()),
+        Span::styled(
+            if folded {
+                "  f shows library frames"
+            } else {
+                "  f folds library frames"
+            },
+            theme.dim(),
+        ),
+    ]));
     if evidence.frames.is_empty() {
         lines.push(Line::from(Span::styled(
             "  no stack was captured",
@@ -191,6 +205,7 @@ fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
     lines.extend(widgets::stack(
         &evidence.frames,
         |i| evidence.is_hot(i),
+        folded,
         theme,
     ));
     if !evidence.hot_frames.is_empty() {
@@ -213,7 +228,7 @@ fn loop_lines(evidence: &LoopEvidence, theme: Theme) -> Vec<Line<'static>> {
     lines
 }
 
-fn memory_lines(memory: &MemoryEvidence, theme: Theme) -> Vec<Line<'static>> {
+fn memory_lines(memory: &MemoryEvidence, folded: bool, theme: Theme) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(Span::styled(
         "allocation sites, most suspect first",
         theme.heading(),
@@ -237,7 +252,7 @@ fn memory_lines(memory: &MemoryEvidence, theme: Theme) -> Vec<Line<'static>> {
             ),
             Span::styled(format!("  {}", figures.join(" · ")), theme.dim()),
         ]));
-        lines.extend(widgets::stack(&site.frames, |_| false, theme));
+        lines.extend(widgets::stack(&site.frames, |_| false, folded, theme));
     }
     lines.push(Line::default());
     lines

@@ -37,6 +37,8 @@ pub enum Intent {
     TokioConsole,
     /// Take a CPU profile of the instance shown.
     Profile,
+    /// Show stacks whole, or fold their library frames again.
+    Fold,
     /// Start typing a filter.
     StartFilter,
     /// A character of the filter.
@@ -121,6 +123,7 @@ pub fn intent(key: KeyEvent, mode: Mode) -> Option<Intent> {
         KeyCode::Char('L') => Intent::Live,
         KeyCode::Char('c') => Intent::TokioConsole,
         KeyCode::Char('p') => Intent::Profile,
+        KeyCode::Char('f') => Intent::Fold,
         _ => return None,
     })
 }
@@ -140,6 +143,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("L", "back to live"),
     ("c", "tokio-console on the service shown"),
     ("p", "CPU profile of the service shown (5 s)"),
+    ("f", "show a stack's library frames, or fold them"),
     ("?", "this help"),
     ("q ^c", "quit"),
 ];

@@ -127,6 +127,20 @@ fn runaway_loop_detail_highlights_the_hot_frame() {
     apply(&mut app, &[Intent::ShowIncidents, Intent::Open]);
     assert!(matches!(app.details.last(), Some(Detail::Incident(d)) if d.id == "7"));
     insta::assert_snapshot!(screen(&app, 80, 24));
+    let folded = screen(&app, 80, 24);
+    assert!(folded.contains("… 3 frames of tokio, std"), "{folded}");
+    assert!(!folded.contains("catch_unwind"), "{folded}");
+    apply(&mut app, &[Intent::Fold]);
+    let whole = screen(&app, 80, 30);
+    assert!(
+        whole.contains("std::panicking::catch_unwind  std/src/panicking.rs:544"),
+        "library frames unfolded, with their paths from their crate: {whole}"
+    );
+    assert!(
+        whole.contains("tokio-1.54.1/src/runtime/task/harness.rs:473"),
+        "{whole}"
+    );
+    apply(&mut app, &[Intent::Fold]);
     for color in [true, false] {
         let terminal = draw(&app, 80, 24, Theme::new(color));
         let buffer = terminal.backend().buffer();

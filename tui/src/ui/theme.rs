@@ -65,6 +65,11 @@ impl Theme {
         Style::new().add_modifier(Modifier::REVERSED)
     }
 
+    /// The service's own frames in a stack: what a person reads first.
+    pub fn own(self) -> Style {
+        Style::new().add_modifier(Modifier::BOLD)
+    }
+
     /// The hot frame of a stack.
     pub fn hot(self) -> Style {
         let bold = Style::new().add_modifier(Modifier::BOLD);

@@ -9,7 +9,7 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
 use super::theme::Theme;
 use crate::client::Range;
-use crate::evidence::{Frame as StackFrame, Section};
+use crate::evidence::{Frame as StackFrame, Section, StackRow, fold};
 use crate::format;
 use crate::model::{ChartSpec, Point, merged};
 
@@ -293,31 +293,44 @@ pub fn sections(sections: &[Section], theme: Theme) -> Vec<Line<'static>> {
     lines
 }
 
-/// A stack as lines, innermost first, with `is_hot` frames marked and
-/// highlighted.
+/// A stack as lines, innermost first: `is_hot` frames marked `▶` and
+/// highlighted, the service's own frames in bold, and, when `folded`, each
+/// run of library, runtime and std frames as one dim line.
 pub fn stack(
     frames: &[StackFrame],
     is_hot: impl Fn(usize) -> bool,
+    folded: bool,
     theme: Theme,
 ) -> Vec<Line<'static>> {
-    frames
-        .iter()
-        .enumerate()
-        .map(|(i, frame)| {
-            let hot = is_hot(i);
-            let (marker, style) = if hot {
-                ("▶", theme.hot())
-            } else {
-                (" ", Style::new())
-            };
-            let mut spans = vec![
-                Span::raw(format!("{marker}{i:>3} ")),
-                Span::styled(frame.function.clone(), style),
-            ];
-            if let Some(location) = &frame.location {
-                spans.push(Span::styled(format!("  {location}"), theme.dim()));
+    let rows = if folded {
+        fold(frames, &is_hot)
+    } else {
+        (0..frames.len()).map(StackRow::Frame).collect()
+    };
+    rows.into_iter()
+        .map(|row| match row {
+            StackRow::Frame(i) => {
+                let frame = &frames[i];
+                let (marker, style) = if is_hot(i) {
+                    ("▶", theme.hot())
+                } else if frame.own {
+                    (" ", theme.own())
+                } else {
+                    (" ", Style::new())
+                };
+                let mut spans = vec![
+                    Span::raw(format!("{marker}{i:>3} ")),
+                    Span::styled(frame.function.clone(), style),
+                ];
+                if let Some(location) = &frame.location {
+                    spans.push(Span::styled(format!("  {location}"), theme.dim()));
+                }
+                Line::from(spans)
             }
-            Line::from(spans)
+            StackRow::Folded { count, crates } => Line::from(Span::styled(
+                format!("     {}", StackRow::folded_text(count, &crates)),
+                theme.dim(),
+            )),
         })
         .collect()
 }

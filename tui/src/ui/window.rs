@@ -17,6 +17,7 @@ pub const DETAIL_KEYS: &[(&str, &str)] = &[
     ("+-", "zoom"),
     ("[]", "pan"),
     ("L", "live"),
+    ("f", "fold"),
     ("Esc", "back"),
     ("?", "help"),
 ];

@@ -1,5 +1,7 @@
 //! Which frames of a stack are the service's own code: the ones a person
-//! reads first, in a summary or a leak's suspect.
+//! reads first, in a summary, a leak's suspect or a stack on screen. Here,
+//! in the API's crate, so that the collector (which names the suspect) and
+//! its clients (which highlight and fold stacks) judge alike.
 //!
 //! A frame is foreign when either its source file says so (the toolchain's
 //! sources are under `/rustc/`, dependencies under cargo's registry or git
@@ -50,10 +52,20 @@ const FOREIGN_PREFIXES: &[&str] = &[
 /// Thread and process entry points of the C library.
 const ENTRIES: &[&str] = &["start_thread", "clone", "clone3", "_start", "main"];
 
+/// Whether a function name is a placeholder for a frame that could not be
+/// named: empty, a bare address, or `module+0xoffset`.
+pub fn is_unnamed(name: &str) -> bool {
+    name.is_empty()
+        || name.starts_with("0x")
+        || name.rsplit_once("+0x").is_some_and(|(module, offset)| {
+            !module.contains("::") && u64::from_str_radix(offset, 16).is_ok()
+        })
+}
+
 /// Whether the frame of `function` in `file` (empty when unknown) is the
 /// service's own code.
-pub(crate) fn is_own_code(function: &str, file: &str) -> bool {
-    if crate::naming::is_unnamed(function) {
+pub fn is_own_code(function: &str, file: &str) -> bool {
+    if is_unnamed(function) {
         return false;
     }
     let foreign_file = FOREIGN_FILE_PREFIXES.iter().any(|p| file.starts_with(p))
