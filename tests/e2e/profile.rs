@@ -58,6 +58,16 @@ fn thread_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// What `profile`'s samples count, as (type, unit) pairs.
+fn sample_types(profile: &Profile) -> Vec<(&str, &str)> {
+    let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].as_str();
+    profile
+        .sample_type
+        .iter()
+        .map(|t| (name(t.ty), name(t.unit)))
+        .collect()
+}
+
 /// The functions of `sample`'s stack, innermost first.
 fn functions_of(profile: &Profile, sample: &pprof::protos::Sample) -> Vec<String> {
     let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].clone();
@@ -123,12 +133,10 @@ fn a_cpu_profile_taken_on_demand_names_the_hot_function_and_a_spinning_poll() {
 
     let cpu = decode(out.path());
     let name = |i: i64| cpu.string_table[usize::try_from(i).unwrap()].as_str();
-    let types: Vec<(&str, &str)> = cpu
-        .sample_type
-        .iter()
-        .map(|t| (name(t.ty), name(t.unit)))
-        .collect();
-    assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+    assert_eq!(
+        sample_types(&cpu),
+        [("samples", "count"), ("cpu", "nanoseconds")]
+    );
     let period = cpu.period_type.as_ref().expect("a period type");
     assert_eq!((name(period.ty), name(period.unit)), ("cpu", "nanoseconds"));
     assert_eq!(cpu.period, 1_000_000_000 / 99);
@@ -217,13 +225,8 @@ fn a_heap_profile_of_a_busy_service_opens_in_pprofs_schema_and_names_its_code() 
 
     let profile = decode(out.path());
     let name = |i: i64| profile.string_table[usize::try_from(i).unwrap()].as_str();
-    let types: Vec<(&str, &str)> = profile
-        .sample_type
-        .iter()
-        .map(|t| (name(t.ty), name(t.unit)))
-        .collect();
     assert_eq!(
-        types,
+        sample_types(&profile),
         [("inuse_objects", "count"), ("inuse_space", "bytes")]
     );
     assert!(

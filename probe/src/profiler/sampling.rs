@@ -93,6 +93,10 @@ struct Seen {
     unattributed_ns: u64,
     /// The last tick that listed the thread: those not listed have exited.
     tick: u64,
+    /// Its stack could not be taken (it blocks the signal, say): it is not
+    /// asked again in this profile, since each miss waits for the capture's
+    /// timeout.
+    deaf: bool,
 }
 
 /// Takes one CPU profile of this process.
@@ -158,23 +162,24 @@ impl Sampler {
             let Ok(tid) = u32::try_from(task.tid) else {
                 continue;
             };
-            let Ok(schedstat) = task.schedstat() else {
-                continue;
-            };
             if tid == me {
                 continue;
             }
+            let Ok(schedstat) = task.schedstat() else {
+                continue;
+            };
             let exec_ns = schedstat.sum_exec_runtime;
             let seen = self.seen.entry(tid).or_insert(Seen {
                 exec_ns,
                 unattributed_ns: 0,
                 tick,
+                deaf: false,
             });
             seen.tick = tick;
             let ran = exec_ns.saturating_sub(seen.exec_ns);
             seen.exec_ns = exec_ns;
             seen.unattributed_ns = seen.unattributed_ns.saturating_add(ran);
-            if ran == 0 {
+            if ran == 0 || seen.deaf {
                 continue;
             }
             let Ok(stat) = task.stat() else {
@@ -189,7 +194,8 @@ impl Sampler {
                     self.profile.record(&stat.comm, addrs, cpu_ns);
                 }
                 Err(err) => {
-                    self.profile.error = Some(format!("some stacks could not be taken: {err}"))
+                    seen.deaf = true;
+                    self.profile.error = Some(format!("some stacks could not be taken: {err}"));
                 }
             }
         }
