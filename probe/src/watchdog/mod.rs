@@ -48,6 +48,12 @@ const MAX_TICK: Duration = Duration::from_millis(100);
 /// is taken for a stuck worker the census never saw; at most a quarter of
 /// the threshold, so the thread is known before the first report.
 const INFER_OVER: Duration = Duration::from_millis(200);
+/// The shortest stretch of a thread's CPU figures that classifies a period
+/// (at most a quarter of the threshold). A period the watchdog first sees
+/// already past the threshold (the counters froze long before, or the
+/// watchdog thread was itself descheduled) would otherwise be classified
+/// over a few microseconds, where a spinning thread reads as 0 % CPU.
+const CLASSIFY_OVER: Duration = Duration::from_millis(200);
 
 /// Starts the watchdog thread. It stops when the outbox is closed.
 pub(crate) fn spawn(
@@ -163,7 +169,12 @@ impl Watchdog {
             self.periods.insert(id, period);
         }
         self.infer_thread(id, now);
-        if frozen_for < self.threshold {
+        let measured_enough = self.periods.get(&id).is_none_or(|period| {
+            period
+                .measured_for(now)
+                .is_none_or(|measured| measured >= CLASSIFY_OVER.min(self.threshold / 4))
+        });
+        if frozen_for < self.threshold || !measured_enough {
             return None;
         }
         let times = self
@@ -438,6 +449,39 @@ mod tests {
         assert_eq!(stuck.class(), StuckPollClass::RunawayLoop, "{stuck:#?}");
         assert_ne!(stuck.tid, 0, "{stuck:#?}");
         assert!(stuck.caveat.contains("hottest unmapped"), "{stuck:#?}");
+        stop.store(true, Ordering::Relaxed);
+        runtime.block_on(spinner).unwrap();
+    }
+
+    #[test]
+    fn a_loop_first_seen_past_the_threshold_is_measured_before_it_is_classified() {
+        let _serial = one_at_a_time();
+        let runtime = two_workers();
+        let runtimes = WatchedRuntimes::default();
+        runtimes.add(runtime.handle().clone());
+        let threshold = Duration::from_millis(300);
+        let mut watchdog = Watchdog::new(threshold, runtimes);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (0..2).any(|w| watchdog.census.tid(0, w).is_none()) {
+            assert!(Instant::now() < deadline);
+            assert!(watchdog.tick(Instant::now()).is_empty());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let _unblock = StopOnDrop(stop.clone());
+        let spinner = {
+            let stop = stop.clone();
+            runtime.spawn(async move { spin_until(&stop) })
+        };
+        // The watchdog does not look until the worker has been frozen for
+        // twice the threshold, so its period opens already past it.
+        std::thread::sleep(threshold * 2);
+        let events = run_watchdog(&mut watchdog, |e| {
+            flagged(e, StuckPollState::Stuck).is_some()
+        });
+        let stuck = flagged(&events, StuckPollState::Stuck).unwrap();
+        assert_eq!(stuck.class(), StuckPollClass::RunawayLoop, "{stuck:#?}");
+        assert!(stuck.cpu_percent > 0.0, "{stuck:#?}");
         stop.store(true, Ordering::Relaxed);
         runtime.block_on(spinner).unwrap();
     }

@@ -82,6 +82,18 @@ impl Period {
         }
     }
 
+    /// How long the thread's CPU has been measured at `now`, while the
+    /// period is still to be classified from it; `None` once classified, or
+    /// while the thread or its figures are unknown (nothing to wait for).
+    pub fn measured_for(&self, now: Instant) -> Option<Duration> {
+        match (&self.class, &self.thread) {
+            (None, WorkerThread::Known(known)) => {
+                known.start.map(|(_, from)| now.duration_since(from))
+            }
+            _ => None,
+        }
+    }
+
     /// The event at `now` in `state`, classifying the period on its first
     /// report that measured the thread (`end`: its times now).
     pub fn event(

@@ -100,8 +100,11 @@ impl ThreadUse {
 }
 
 /// Share of the window a thread must want a CPU (running or runnable) to
-/// count as spinning.
-pub(crate) const HOT_PERCENT: f64 = 80.0;
+/// count as spinning. A blocked thread wants next to none; a spinning one
+/// most, but not all: it also sleeps in page faults (code pages of a binary
+/// still being written back), which count as neither. Half keeps such a
+/// loop a loop.
+pub(crate) const HOT_PERCENT: f64 = 50.0;
 
 /// How a stuck worker's thread behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +192,14 @@ mod tests {
         assert!((spinning.cpu_percent - 99.0).abs() < 1e-9);
         assert_eq!(classify(spinning), Class::RunawayLoop);
         // Half a core on an overloaded machine, runnable the rest: a loop.
-        let overloaded = ThreadUse::between(times(0, 0), times(450, 500), second);
+        let overloaded = ThreadUse::between(times(0, 0), times(300, 500), second);
         assert_eq!(classify(overloaded), Class::RunawayLoop);
+        // Spinning, with stalls in page faults that count as neither.
+        let faulting = ThreadUse::between(times(0, 0), times(600, 0), second);
+        assert_eq!(classify(faulting), Class::RunawayLoop);
+        // Blocked, with some work between its blocking calls.
+        let mostly_blocked = ThreadUse::between(times(0, 0), times(200, 50), second);
+        assert_eq!(classify(mostly_blocked), Class::BlockedWorker);
         let sleeping = ThreadUse::between(times(5, 1), times(6, 1), second);
         assert_eq!(classify(sleeping), Class::BlockedWorker);
         assert_eq!(
