@@ -453,6 +453,17 @@ mod tests {
         runtime.block_on(spinner).unwrap();
     }
 
+    /// Ticks `watchdog` until the census has found both workers of runtime
+    /// 0 while they are idle.
+    fn census_finds_both_workers(watchdog: &mut Watchdog) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (0..2).any(|w| watchdog.census.tid(0, w).is_none()) {
+            assert!(Instant::now() < deadline);
+            assert!(watchdog.tick(Instant::now()).is_empty());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn a_loop_first_seen_past_the_threshold_is_measured_before_it_is_classified() {
         let _serial = one_at_a_time();
@@ -461,12 +472,7 @@ mod tests {
         runtimes.add(runtime.handle().clone());
         let threshold = Duration::from_millis(300);
         let mut watchdog = Watchdog::new(threshold, runtimes);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while (0..2).any(|w| watchdog.census.tid(0, w).is_none()) {
-            assert!(Instant::now() < deadline);
-            assert!(watchdog.tick(Instant::now()).is_empty());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        census_finds_both_workers(&mut watchdog);
         let stop = Arc::new(AtomicBool::new(false));
         let _unblock = StopOnDrop(stop.clone());
         let spinner = {
@@ -493,13 +499,7 @@ mod tests {
         let runtimes = WatchedRuntimes::default();
         runtimes.add(runtime.handle().clone());
         let mut watchdog = Watchdog::new(Duration::from_millis(300), runtimes);
-        // Let the census find both workers while they are idle.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while (0..2).any(|w| watchdog.census.tid(0, w).is_none()) {
-            assert!(Instant::now() < deadline);
-            assert!(watchdog.tick(Instant::now()).is_empty());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        census_finds_both_workers(&mut watchdog);
 
         let stop = Arc::new(AtomicBool::new(false));
         let _unblock = StopOnDrop(stop.clone());
