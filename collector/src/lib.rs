@@ -49,7 +49,7 @@ pub use tls::TlsSettings;
 pub use watched::{WatchRule, WatchRuleError};
 
 use datadir::DataDirLock;
-use detect::DetectorSet;
+use detect::{DetectorSet, Pass};
 use state::{Shared, now_ms};
 
 /// How often the registry applies the passage of time (missed snapshots,
@@ -58,20 +58,23 @@ use state::{Shared, now_ms};
 const TICK: Duration = Duration::from_millis(250);
 
 /// One tick: the registry's clock under the lock, and when a detection pass
-/// is due, the detectors' windows copied out under it, judged without it
-/// (so ingest and the API are not held up by the detectors), and their
-/// verdicts applied under it again.
+/// is due, batch after batch of services, the detectors' windows copied out
+/// under it, judged without it (so ingest and the API are not held up by
+/// the detectors), and their verdicts applied under it again.
 fn tick_detectors(shared: &Shared, detectors: &mut DetectorSet, now_ms: i64) {
-    let cuts = {
+    {
         let mut state = shared.lock();
         state.tick(now_ms);
         if !detectors.due(now_ms) {
             return;
         }
-        state.cut(detectors, now_ms)
-    };
-    let judged = detectors.check(cuts);
-    DetectorSet::apply(judged, now_ms, &mut shared.lock().incidents);
+    }
+    let mut pass = Pass::default();
+    while !pass.done() {
+        let cuts = shared.lock().cut(detectors, now_ms, &mut pass);
+        let judged = detectors.check(cuts);
+        DetectorSet::apply(judged, now_ms, &mut shared.lock().incidents);
+    }
 }
 
 /// Why a collector could not start. Each message says what to change.

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::config::Config;
-use crate::detect::{Cut, DetectorSet, Stores};
+use crate::detect::{Cut, DetectorSet, Pass, Stores};
 use crate::heap_sites::HeapSiteStore;
 use crate::incidents::IncidentBook;
 use crate::long_history::LongHistory;
@@ -236,15 +236,16 @@ impl State {
         self.resolve_down(now_ms);
     }
 
-    /// What `detectors` need to judge every service now, copied out.
-    pub(crate) fn cut(&self, detectors: &DetectorSet, now_ms: i64) -> Vec<Cut> {
+    /// What `detectors` need to judge the next batch of services of
+    /// `pass` now, copied out.
+    pub(crate) fn cut(&self, detectors: &DetectorSet, now_ms: i64, pass: &mut Pass) -> Vec<Cut> {
         let stores = Stores {
             registry: &self.registry,
             series: &self.series,
             heap_sites: &self.heap_sites,
             long: &self.long,
         };
-        detectors.cut(now_ms, stores, &self.incidents)
+        detectors.cut(now_ms, stores, &self.incidents, pass)
     }
 
     /// An instance that is down (or forgotten) has no stuck poll any more.

@@ -319,22 +319,46 @@ impl DetectorSet {
         true
     }
 
-    /// Copies out of the stores what every detector needs of every
-    /// service: called under the collector's lock, which it holds only for
-    /// the copying. The judging ([`check`](Self::check)) runs without it.
-    pub fn cut(&self, now_ms: i64, stores: Stores<'_>, incidents: &IncidentBook) -> Vec<Cut> {
+    /// Copies out of the stores what every detector needs of the next
+    /// batch of services of the pass `pass` (whole services, at least
+    /// [`BATCH_INSTANCES`] instances unless the pass ends first): called
+    /// under the collector's lock, which it holds only for the copying. The
+    /// judging ([`check`](Self::check)) runs without it.
+    ///
+    /// A pass goes in batches because the windows copied out are large (a
+    /// detector's minutes of points for each instance): all of a thousand
+    /// instances' at once was a transient 200 MiB or more, which the
+    /// allocator then kept as the collector's RSS.
+    pub fn cut(
+        &self,
+        now_ms: i64,
+        stores: Stores<'_>,
+        incidents: &IncidentBook,
+        pass: &mut Pass,
+    ) -> Vec<Cut> {
         let lives: Vec<Life<'_>> = stores
             .registry
             .sorted()
             .into_iter()
+            .filter(|i| pass.after.as_ref().is_none_or(|after| i.service > *after))
             .map(Life::from)
             .collect();
+        let mut end = 0;
+        for group in lives.chunk_by(|a, b| a.service == b.service) {
+            if end >= BATCH_INSTANCES {
+                break;
+            }
+            end += group.len();
+        }
+        let batch = &lives[..end];
+        pass.after = batch.last().map(|l| l.service.to_owned());
+        pass.done = end == lives.len();
         let series = SeriesStores {
             series: stores.series,
             heap_sites: stores.heap_sites,
             long: stores.long,
         };
-        self.cut_lives(now_ms, &lives, series, incidents)
+        self.cut_lives(now_ms, batch, series, incidents)
     }
 
     /// Copies out what every detector needs of every service of `lives`,
@@ -409,6 +433,26 @@ impl DetectorSet {
         for j in judged {
             apply(j.verdict, j.kind, &j.service, now_ms, incidents);
         }
+    }
+}
+
+/// Instances whose windows one batch of a detection pass copies out: a few
+/// MiB of points at most.
+pub const BATCH_INSTANCES: usize = 64;
+
+/// How far a detection pass has gone: the services are cut and judged in
+/// batches, in order of name.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// The last service of the last batch.
+    after: Option<String>,
+    done: bool,
+}
+
+impl Pass {
+    /// Whether every service has been cut.
+    pub fn done(&self) -> bool {
+        self.done
     }
 }
 
@@ -621,8 +665,11 @@ mod tests {
     /// One tick of the runner, as the collector's ticker runs it.
     fn tick(set: &mut DetectorSet, now_ms: i64, stores: Stores<'_>, book: &mut IncidentBook) {
         if set.due(now_ms) {
-            let judged = set.check(set.cut(now_ms, stores, book));
-            DetectorSet::apply(judged, now_ms, book);
+            let mut pass = Pass::default();
+            while !pass.done() {
+                let judged = set.check(set.cut(now_ms, stores, book, &mut pass));
+                DetectorSet::apply(judged, now_ms, book);
+            }
         }
     }
 
@@ -713,16 +760,75 @@ mod tests {
         );
     }
 
-    #[test]
-    fn runs_when_due_per_service_and_applies_verdicts() {
+    /// A set of one [`Scripted`] detector, due every second.
+    fn scripted_set() -> (&'static Scripted, DetectorSet) {
         let scripted: &'static Scripted = Box::leak(Box::default());
-        let mut set = DetectorSet {
+        let set = DetectorSet {
             detectors: vec![Box::new(scripted)],
             every_ms: 1000,
             last_run_ms: None,
             last_long_ms: None,
             long_due: true,
         };
+        (scripted, set)
+    }
+
+    #[test]
+    fn a_pass_goes_in_batches_of_whole_services_and_judges_each_once() {
+        let (scripted, set) = scripted_set();
+        let mut registry = registry();
+        // 50 services of 3 instances: 150, more than two batches.
+        for service in 0..50 {
+            for instance in 0..3 {
+                registry.hello(
+                    &Hello {
+                        service: format!("s{service:02}"),
+                        instance_id: format!("s{service:02}-{instance}"),
+                        ..Hello::default()
+                    },
+                    0,
+                );
+            }
+        }
+        let (series, sites, long) = (
+            SeriesStore::new(10),
+            HeapSiteStore::new(0),
+            LongHistory::default(),
+        );
+        let stores = Stores {
+            registry: &registry,
+            series: &series,
+            heap_sites: &sites,
+            long: &long,
+        };
+        let book = IncidentBook::default();
+        let mut pass = Pass::default();
+        let mut batches = Vec::new();
+        while !pass.done() {
+            let cuts = set.cut(1000, stores, &book, &mut pass);
+            let instances: usize = cuts.iter().map(|c| c.instances.len()).sum();
+            assert!(
+                instances <= BATCH_INSTANCES + 2,
+                "a batch stops at the first whole service past {BATCH_INSTANCES}: {instances}"
+            );
+            batches.push(instances);
+            set.check(cuts);
+        }
+        assert_eq!(batches.iter().sum::<usize>(), 150, "{batches:?}");
+        assert!(batches.len() >= 3, "{batches:?}");
+        let seen = scripted.seen.lock().unwrap();
+        let services: Vec<&str> = seen.iter().map(|(s, _, _)| s.as_str()).collect();
+        let expected: Vec<String> = (0..50).map(|s| format!("s{s:02}")).collect();
+        assert_eq!(services, expected, "each service once, in order");
+        assert!(
+            seen.iter().all(|(_, _, n)| *n == 3),
+            "never split: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn runs_when_due_per_service_and_applies_verdicts() {
+        let (scripted, mut set) = scripted_set();
         let mut registry = registry();
         for (service, id) in [("a", "a1"), ("a", "a2"), ("b", "b1")] {
             registry.hello(
