@@ -92,6 +92,9 @@ pub struct Config {
     pub watch: Vec<crate::WatchRule>,
     /// TLS on both listeners; `None` serves plain TCP (fine on loopback).
     pub tls: Option<crate::TlsSettings>,
+    /// Where to export the mesh's series and incidents over OTLP/HTTP
+    /// (`--otlp-endpoint`); `None` exports nothing.
+    pub otlp_export: Option<crate::OtlpExport>,
 }
 
 impl Config {
@@ -119,6 +122,7 @@ impl Config {
             debuginfo_dirs: Vec::new(),
             watch: Vec::new(),
             tls: None,
+            otlp_export: None,
         }
     }
 

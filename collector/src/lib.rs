@@ -9,6 +9,7 @@ mod conn_limits;
 mod datadir;
 mod detect;
 mod event_loops;
+mod export;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -43,6 +44,7 @@ use tokio::task::JoinHandle;
 pub use config::Config;
 pub use detect::leaks::LeakSettings;
 pub use detect::memory::MemorySettings;
+pub use export::OtlpExport;
 pub use meshwatch_proto::tls::IdentityFiles;
 pub use series::Metric;
 pub use tls::TlsSettings;
@@ -152,6 +154,7 @@ pub struct RunningCollector {
     ticker: JoinHandle<()>,
     flusher: JoinHandle<()>,
     watcher: JoinHandle<()>,
+    exporter: Option<JoinHandle<()>>,
     _lock: DataDirLock,
 }
 
@@ -184,6 +187,9 @@ impl RunningCollector {
         self.ticker.await.map_err(StopError::Task)?;
         self.flusher.await.map_err(StopError::Task)?;
         self.watcher.await.map_err(StopError::Task)?;
+        if let Some(exporter) = self.exporter {
+            exporter.await.map_err(StopError::Task)?;
+        }
         self.http
             .await
             .map_err(StopError::Task)?
@@ -278,6 +284,14 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         stop.clone(),
     ));
 
+    let exporter = shared.config.otlp_export.clone().map(|settings| {
+        tokio::spawn(export::export_until_stopped(
+            Arc::clone(&shared),
+            settings,
+            stop.clone(),
+        ))
+    });
+
     let mut tick_stop = stop;
     let mut detectors = DetectorSet::new(&shared.config);
     let ticker = tokio::spawn(async move {
@@ -302,6 +316,7 @@ pub async fn start(config: Config) -> Result<RunningCollector, StartError> {
         ticker,
         flusher,
         watcher,
+        exporter,
         _lock: lock,
     })
 }

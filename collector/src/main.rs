@@ -117,6 +117,61 @@ struct Cli {
     /// cache): names the stacks of stripped or remote binaries. Repeatable.
     #[arg(long, value_name = "DIR")]
     debuginfo_dir: Vec<PathBuf>,
+
+    /// Export every instance's headline series as OTLP metrics and every
+    /// incident's opening and resolution as OTLP log records to this
+    /// OTLP/HTTP endpoint (protobuf), e.g. http://otel-collector:4318
+    /// (/v1/metrics and /v1/logs are appended). docs/OTLP.md lists the
+    /// names.
+    #[arg(long, value_name = "URL", value_parser = otlp_endpoint)]
+    otlp_endpoint: Option<String>,
+
+    /// A header added to every OTLP export request, e.g. a backend's API
+    /// key. Repeatable.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = otlp_header, requires = "otlp_endpoint")]
+    otlp_header: Vec<(String, String)>,
+
+    /// How often the OTLP metrics are sent, in seconds (incidents go within
+    /// a second of opening or resolving).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    otlp_interval_secs: u64,
+}
+
+/// An OTLP/HTTP base URL: `http://` or `https://`, a host, no query.
+fn otlp_endpoint(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{url:?} names no host"));
+    }
+    if rest.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{url:?}: give the base URL, without a query or spaces"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// `NAME=VALUE`, a header name of token characters and a value without
+/// line breaks.
+fn otlp_header(pair: &str) -> Result<(String, String), String> {
+    let (name, value) = pair
+        .split_once('=')
+        .ok_or_else(|| format!("{pair:?} is not NAME=VALUE"))?;
+    let name = name.trim();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err(format!("the value of header {name} has a line break"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
 }
 
 /// The environment variable holding the log filter (tracing `EnvFilter` syntax).
@@ -232,6 +287,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     config.debuginfo_dirs = cli.debuginfo_dir.clone();
+    config.otlp_export =
+        cli.otlp_endpoint
+            .clone()
+            .map(|endpoint| meshwatch_collector::OtlpExport {
+                endpoint,
+                headers: cli.otlp_header.clone(),
+                interval: Duration::from_secs(cli.otlp_interval_secs),
+            });
     config.watch = cli
         .watch
         .iter()

@@ -203,6 +203,22 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
         stats.fields_cut.clone(),
     );
 
+    registry.register(
+        "collector_otlp_export_requests",
+        "OTLP export requests by signal (metrics, logs) and outcome: sent, retried (the endpoint was away or busy) or refused",
+        stats.export.requests.clone(),
+    );
+    registry.register(
+        "collector_otlp_log_records_dropped",
+        "Incident log records not exported: the queue held 10,000 while the endpoint was away, or the endpoint refused them",
+        stats.export.records_dropped.clone(),
+    );
+    registry.register(
+        "collector_otlp_metric_turns_dropped",
+        "Metrics exports skipped because the OTLP endpoint was away (the next one's totals carry what they held)",
+        stats.export.metric_turns_dropped.clone(),
+    );
+
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)

@@ -296,6 +296,8 @@ pub(crate) struct CollectorStats {
     pub(crate) snapshot_times_clamped: Counter,
     /// Texts and lists of probes' messages cut to the collector's bounds.
     pub(crate) fields_cut: Counter,
+    /// The OTLP exporter's requests and drops.
+    pub(crate) export: crate::export::ExportStats,
 }
 
 impl CollectorStats {

@@ -14,6 +14,7 @@ mod limits;
 mod memory;
 mod naming;
 mod otlp;
+mod otlp_export;
 mod profile;
 mod prometheus;
 mod registry;

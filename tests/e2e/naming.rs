@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use meshwatch_e2e::{Collector, Service, bin_dir, wait_for};
+use meshwatch_e2e::{Collector, Service, bin_dir};
 use serde_json::Value;
 
 /// Runs a binutils tool and insists it worked.
@@ -79,21 +79,15 @@ fn loop_incident(
     // Let the watchdog's census map both workers before the loop starts.
     std::thread::sleep(Duration::from_millis(500));
     service.get("/fault/loop?secs=8");
-    wait_for(
+    collector.wait_for_incident(
         "a runaway_loop incident with its frames",
         Duration::from_secs(20),
-        || {
-            collector.get_json("/api/v1/incidents")["incidents"]
-                .as_array()?
-                .iter()
-                .find(|i| {
-                    i["kind"] == "runaway_loop"
-                        && i["service"] == name
-                        && i["evidence"]["frames"]
-                            .as_array()
-                            .is_some_and(|frames| !frames.is_empty() && done(frames))
-                })
-                .cloned()
+        |i| {
+            i["kind"] == "runaway_loop"
+                && i["service"] == name
+                && i["evidence"]["frames"]
+                    .as_array()
+                    .is_some_and(|frames| !frames.is_empty() && done(frames))
         },
     )
 }

@@ -8,6 +8,7 @@
 
 pub mod foreign;
 pub mod load;
+pub mod otlp_sink;
 pub mod synthetic;
 
 pub use foreign::Foreign;
@@ -358,6 +359,23 @@ impl Collector {
     ) -> serde_json::Value {
         wait_for(what, Duration::from_secs(30), || {
             self.instances().into_iter().find(|i| pred(i))
+        })
+    }
+
+    /// Waits up to `timeout` until some incident, open or resolved,
+    /// satisfies `pred`, and returns it.
+    pub fn wait_for_incident(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for(what, timeout, || {
+            self.get_json("/api/v1/incidents")["incidents"]
+                .as_array()?
+                .iter()
+                .find(|i| pred(i))
+                .cloned()
         })
     }
 }
