@@ -101,3 +101,92 @@ fn a_collector_will_not_serve_its_api_beyond_loopback_without_a_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refusing to listen on 0.0.0.0"), "{stderr}");
 }
+
+/// Runs `meshwatch status` with `args` and `envs` (and no MESHWATCH_URL),
+/// and insists it worked.
+fn status_of_mesh(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let out = Command::new(bin_dir().join("meshwatch"))
+        .arg("status")
+        .args(args)
+        .env_remove("MESHWATCH_URL")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "meshwatch status {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn status_shows_one_mesh_over_three_collectors_and_names_the_unreachable() {
+    let mut collectors: Vec<Collector> = (0..3).map(|_| Collector::start()).collect();
+    let services: Vec<Service> = collectors
+        .iter()
+        .zip(["orders", "payments", "ledger"])
+        .map(|(collector, name)| Service::start(collector, name, 1))
+        .collect();
+    for (collector, name) in collectors.iter().zip(["orders", "payments", "ledger"]) {
+        collector.wait_for_instance(name, |i| i["service"] == name && !i["headline"].is_null());
+    }
+    let urls: Vec<String> = collectors.iter().map(|c| c.http.clone()).collect();
+    let flags: Vec<&str> = urls
+        .iter()
+        .flat_map(|url| ["--collector", url.as_str()])
+        .collect();
+
+    let table = status_of_mesh(&flags, &[]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[..3], ["SERVICE", "HOST", "INSTANCE"], "{table}");
+    for (service, name) in services.iter().zip(["orders", "payments", "ledger"]) {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{table}"));
+        assert!(row.contains(&service.process.pid().to_string()), "{row}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&status_of_mesh(
+        &[flags.as_slice(), &["--json"]].concat(),
+        &[],
+    ))
+    .unwrap();
+    let instances = json["services"].as_array().unwrap();
+    assert_eq!(instances.len(), 3, "{json:#}");
+    for (url, name) in urls.iter().zip(["orders", "payments", "ledger"]) {
+        let instance = instances.iter().find(|i| i["service"] == name).unwrap();
+        assert_eq!(instance["collector"], url.as_str(), "{instance:#}");
+    }
+    assert_eq!(json["unreachable"], serde_json::json!([]));
+
+    // The same mesh from the config file, with no flag.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+    std::fs::write(&config, format!("collectors = [{}]\n", list.join(", "))).unwrap();
+    let config_env = [("MESHWATCH_CONFIG", config.to_str().unwrap())];
+    let from_file = status_of_mesh(&[], &config_env);
+    for name in ["orders", "payments", "ledger"] {
+        assert!(from_file.contains(name), "{from_file}");
+    }
+
+    // One collector gone: the other two still show, and it is named.
+    collectors[1].process.kill();
+    let table = status_of_mesh(&[], &config_env);
+    assert!(
+        table.contains("orders") && table.contains("ledger"),
+        "{table}"
+    );
+    assert!(!table.lines().any(|l| l.starts_with("payments")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("unreachable: {}", urls[1]))),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&status_of_mesh(&["--json"], &config_env)).unwrap();
+    assert_eq!(json["services"].as_array().unwrap().len(), 2, "{json:#}");
+    assert_eq!(json["unreachable"][0]["collector"], urls[1].as_str());
+}

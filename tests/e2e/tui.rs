@@ -296,3 +296,27 @@ fn p_in_a_service_view_takes_a_cpu_profile_and_shows_its_hot_function() {
         assert!(written[0].path().join(file).is_file(), "{file} written");
     }
 }
+
+#[test]
+fn one_tui_over_three_collectors_shows_hosts_and_names_the_one_that_goes_away() {
+    let mut collectors: Vec<Collector> = (0..3).map(|_| Collector::start()).collect();
+    let names = ["orders", "payments", "ledger"];
+    let _services: Vec<Service> = collectors
+        .iter()
+        .zip(names)
+        .map(|(collector, name)| Service::start(collector, name, 1))
+        .collect();
+    let urls: Vec<String> = collectors.iter().map(|c| c.http.clone()).collect();
+    // `--collector` given three times.
+    let tmux = Tmux::start(&urls.join(" --collector "), 120, 30);
+    let screen = tmux.wait_for_text(&["HOST", "orders", "payments", "ledger", "3 collectors"]);
+    assert!(!screen.contains("unreachable"), "{screen}");
+
+    collectors[1].process.kill();
+    let screen = tmux.wait_for_text(&["unreachable", &urls[1]["http://".len()..]]);
+    assert!(
+        screen.contains("orders") && screen.contains("ledger"),
+        "the others stay on screen:\n{screen}"
+    );
+    assert!(tmux.running());
+}

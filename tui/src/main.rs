@@ -8,6 +8,8 @@
 
 mod backtest;
 mod client;
+mod collectors;
+mod config;
 mod demo;
 mod evidence;
 #[cfg(test)]
@@ -25,6 +27,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use client::ApiClient;
+use collectors::Collectors;
+
+/// The collector asked when neither a flag nor the config file names one.
+const DEFAULT_COLLECTOR: &str = "http://127.0.0.1:6741";
 
 // The CLI also runs the demo's services (`demo-service`), which report their
 // heap like any instrumented service.
@@ -35,21 +41,26 @@ static ALLOC: meshwatch_probe::TrackingAllocator = meshwatch_probe::TrackingAllo
 #[derive(Debug, Parser)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// The collector's HTTP API.
+    /// A collector's HTTP API. Repeat it (or separate URLs with commas in
+    /// MESHWATCH_URL) for a mesh over several hosts: `status` shows them as
+    /// one, with a HOST column. Default: the config file's `collectors`
+    /// (~/.config/meshwatch/config.toml), else http://127.0.0.1:6741.
     #[arg(
         long,
         global = true,
         env = "MESHWATCH_URL",
-        default_value = "http://127.0.0.1:6741"
+        value_delimiter = ',',
+        value_name = "URL"
     )]
-    collector: String,
+    collector: Vec<String>,
     /// File holding the collector's token, sent with every request: the
     /// collector asks for it when its API listens beyond loopback. Without
-    /// it, the MESHWATCH_TOKEN environment variable is used when set.
+    /// it, the config file's `token_file`, else the MESHWATCH_TOKEN
+    /// environment variable when set.
     #[arg(long, global = true, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// The CA (PEM) that issued an `https://` collector's certificate, when
-    /// not a public one.
+    /// not a public one (default: the config file's `tls_ca`).
     #[arg(long, global = true, env = "MESHWATCH_TLS_CA", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
     /// This client's certificate (PEM), for a collector that asks for one
@@ -81,9 +92,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print every instance of the mesh once, with its headline figures.
+    /// Print every instance of the mesh once, with its headline figures,
+    /// and each collector that could not be reached.
     Status {
-        /// Print the collector's JSON instead of a table.
+        /// Print JSON instead of a table: the collectors' instances
+        /// (`/api/v1/services`) together, each naming its `collector`, and
+        /// the collectors that did not answer under `unreachable`.
         #[arg(long)]
         json: bool,
     },
@@ -117,32 +131,53 @@ fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| std::env::temp_dir().join("meshwatch.log"))
     }))?;
-    let token = meshwatch_api::token::read_token(cli.token_file.as_deref())?;
-    let tls = client::TlsFiles {
-        ca: cli.tls_ca.clone(),
-        cert: cli.tls_cert.clone(),
-        key: cli.tls_key.clone(),
-    };
-    let client = ApiClient::new(&cli.collector)
-        .with_token(token)
-        .with_tls(&tls)?;
+    let mesh = collectors(&cli)?;
     match cli.command {
         Some(Command::Status { json }) => {
             if json {
-                let raw = client.raw("/api/v1/services")?;
-                println!("{}", serde_json::to_string_pretty(&raw)?);
+                let merged = mesh.services_json()?;
+                println!("{}", serde_json::to_string_pretty(&merged)?);
             } else {
-                print!("{}", status::render_table(&client.services()?));
+                print!("{}", status::render_mesh(&mesh.services()?, mesh.len()));
             }
             Ok(())
         }
-        Some(Command::Report(args)) => report::run(&client, &args),
-        Some(Command::Backtest(args)) => backtest::run(&client, &args),
-        Some(Command::Profile(args)) => profile::run(&client, &args),
+        Some(Command::Report(mut args)) => {
+            let (client, id) = mesh.for_incident(&args.incident)?;
+            args.incident = id;
+            report::run(client, &args)
+        }
+        Some(Command::Backtest(args)) => backtest::run(mesh.single("backtest")?, &args),
+        Some(Command::Profile(args)) => profile::run(mesh.single("profile")?, &args),
         Some(Command::Demo(args)) => demo::run(&args),
         Some(Command::DemoService(args)) => meshwatch_examples::service::run(&args),
-        None => ui::run(client, None),
+        None => ui::run(mesh, None),
     }
+}
+
+/// The mesh's collectors, from the flags, else the config file, else the
+/// default, each with the token and TLS files (flags first, then the file).
+fn collectors(cli: &Cli) -> anyhow::Result<Collectors> {
+    let file = config::load()?;
+    let token_file = cli.token_file.as_deref().or(file.token_file.as_deref());
+    let token = meshwatch_api::token::read_token(token_file)?;
+    let tls = client::TlsFiles {
+        ca: cli.tls_ca.clone().or(file.tls_ca),
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+    };
+    let urls = if !cli.collector.is_empty() {
+        cli.collector.clone()
+    } else if !file.collectors.is_empty() {
+        file.collectors
+    } else {
+        vec![DEFAULT_COLLECTOR.to_owned()]
+    };
+    let members = urls
+        .iter()
+        .map(|url| ApiClient::new(url).with_token(token.clone()).with_tls(&tls))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Collectors::new(members))
 }
 
 /// Logs are filtered by `MESHWATCH_LOG` (default: warnings) and go to

@@ -23,6 +23,9 @@ pub struct Instance {
     pub figures: Map<String, Value>,
     /// Top-level sections this build has no view for, in the API's order.
     pub extra: Vec<(String, Value)>,
+    /// Which of the mesh's collectors reported it (its place in the list
+    /// given, from 0): where requests about it go.
+    pub collector: usize,
 }
 
 impl Instance {
@@ -46,6 +49,7 @@ impl Instance {
             view,
             figures,
             extra,
+            collector: 0,
         })
     }
 

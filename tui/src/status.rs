@@ -2,6 +2,7 @@
 
 use meshwatch_api::{InstanceView, ServicesView};
 
+use crate::collectors::{Merged, Unreachable};
 use crate::format;
 
 /// Reads one cell of the table from an instance.
@@ -64,17 +65,40 @@ fn incident_flags(instance: &InstanceView) -> String {
         .join(",")
 }
 
-/// Renders the mesh as an aligned plain-text table, one instance a row.
-pub fn render_table(view: &ServicesView) -> String {
+/// The HOST column, shown when the mesh spans several collectors.
+const HOST: (&str, Cell) = ("HOST", |i| i.host.clone());
+
+/// Renders the mesh of one or several collectors: the table, then each
+/// collector that could not be reached. With several collectors the table
+/// has a HOST column.
+pub fn render_mesh(mesh: &Merged<ServicesView>, collectors: usize) -> String {
+    let mut out = if mesh.value.services.is_empty() {
+        "no services have reported to these collectors yet\n".to_owned()
+    } else {
+        render_table(&mesh.value, collectors > 1)
+    };
+    for Unreachable { collector, error } in &mesh.unreachable {
+        out.push_str(&format!("unreachable: {collector}: {error}\n"));
+    }
+    out
+}
+
+/// Renders the mesh as an aligned plain-text table, one instance a row;
+/// `hosts` adds the HOST column after SERVICE.
+pub fn render_table(view: &ServicesView, hosts: bool) -> String {
     if view.services.is_empty() {
         return "no services have reported to this collector yet\n".to_owned();
+    }
+    let mut columns = COLUMNS.to_vec();
+    if hosts {
+        columns.insert(1, HOST);
     }
     let rows: Vec<Vec<String>> = view
         .services
         .iter()
-        .map(|instance| COLUMNS.iter().map(|(_, cell)| cell(instance)).collect())
+        .map(|instance| columns.iter().map(|(_, cell)| cell(instance)).collect())
         .collect();
-    let widths: Vec<usize> = COLUMNS
+    let widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(c, (header, _))| {
@@ -94,7 +118,7 @@ pub fn render_table(view: &ServicesView) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     };
-    push_row(&mut COLUMNS.iter().map(|(header, _)| *header));
+    push_row(&mut columns.iter().map(|(header, _)| *header));
     for row in &rows {
         push_row(&mut row.iter().map(String::as_str));
     }
@@ -205,7 +229,7 @@ mod tests {
 
     #[test]
     fn renders_aligned_rows_with_units_and_unknowns() {
-        let table = render_table(&mesh());
+        let table = render_table(&mesh(), false);
         let expected = "\
 SERVICE   INSTANCE  RUNTIME  PID   STATE      UPTIME  CPU    RSS       HEAP     THREADS  TASKS  FDS  TCP  CLOSE_WAIT  RESTARTS  INCIDENTS
 checkout  01234567  rust     4242  up         5m03s   12.5%  30.0 MiB  2.0 MiB  7        12     14   5    2           0         -
@@ -220,7 +244,30 @@ checkout 01234567  ESTABLISHED 5, CLOSE_WAIT 2, LISTEN 1  ages: <1s 3, older 4
 
     #[test]
     fn says_so_when_the_mesh_is_empty() {
-        let table = render_table(&ServicesView { services: vec![] });
+        let table = render_table(&ServicesView { services: vec![] }, false);
         assert!(table.contains("no services"));
+    }
+
+    #[test]
+    fn several_collectors_add_a_host_column_and_name_the_unreachable() {
+        let mut view = mesh();
+        view.services[0].host = "host-a".to_owned();
+        view.services[1].host = "host-b".to_owned();
+        let merged = Merged {
+            value: view,
+            unreachable: vec![Unreachable {
+                collector: "http://host-c:6741".to_owned(),
+                error: "connection refused".to_owned(),
+            }],
+        };
+        let out = render_mesh(&merged, 3);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("SERVICE   HOST    INSTANCE"), "{out}");
+        assert!(lines[1].starts_with("checkout  host-a  01234567"), "{out}");
+        assert!(lines[2].starts_with("gateway   host-b  fedcba98"), "{out}");
+        assert_eq!(
+            lines.last(),
+            Some(&"unreachable: http://host-c:6741: connection refused")
+        );
     }
 }

@@ -147,7 +147,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         println!("in another terminal: cargo run -p meshwatch -- --collector {http}");
         runtime.block_on(print_until_stopped(&client, deadline))
     } else {
-        crate::ui::run(client, deadline)
+        crate::ui::run(crate::collectors::Collectors::new(vec![client]), deadline)
     };
     drop(children);
     runtime
@@ -240,7 +240,7 @@ async fn print_until_stopped(client: &ApiClient, deadline: Option<Instant>) -> a
                 match view {
                     Ok(view) => {
                         let elapsed = crate::format::uptime(started.elapsed().as_secs());
-                        println!("--- demo +{elapsed} ---\n{}", status::render_table(&view));
+                        println!("--- demo +{elapsed} ---\n{}", status::render_table(&view, false));
                     }
                     Err(err) => eprintln!("{err:#}"),
                 }

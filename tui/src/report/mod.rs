@@ -23,7 +23,9 @@ const MARGIN_MS: i64 = 5 * 60_000;
 /// Options of `meshwatch report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// The incident's id, as listed by `/api/v1/incidents` and the TUI.
+    /// The incident's id, as listed by `/api/v1/incidents` and the TUI;
+    /// over several collectors, `N:ID` as the TUI shows it (N the
+    /// collector's place in the list, from 1).
     pub incident: String,
     /// The directory to write the report into; created when missing.
     #[arg(long, value_name = "DIR", default_value = "meshwatch-report")]

@@ -1,5 +1,7 @@
-//! The connection: a thread that asks the collector for what the screens
-//! need, once a second, and reports each round to the UI loop.
+//! The connection: a thread that asks the collectors for what the screens
+//! need, once a second, and reports each round to the UI loop. A round
+//! succeeds when at least one collector answers; those that did not are
+//! named in its data, so the screen says so while the rest keeps updating.
 //!
 //! The UI tells the fetcher which series it wants ([`SeriesReq`]); a change
 //! is fetched at once, so opening a detail does not wait for the next tick.
@@ -13,7 +15,7 @@ use meshwatch_api::Incident;
 
 use super::conn::Backoff;
 use super::window::Window;
-use crate::client::ApiClient;
+use crate::collectors::{Collectors, Unreachable};
 use crate::model::{ChartSpec, Instance, InstanceSeries};
 
 /// One series a screen shows: a metric of every instance of a service.
@@ -53,6 +55,8 @@ pub struct Data {
     pub incidents: Vec<Incident>,
     /// The series asked for; absent when not fetched yet or not served.
     pub series: HashMap<SeriesReq, Vec<InstanceSeries>>,
+    /// The collectors that did not answer this round.
+    pub unreachable: Vec<Unreachable>,
 }
 
 impl Data {
@@ -96,17 +100,17 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// Starts fetching from `client` every `interval`.
+    /// Starts fetching from `collectors` every `interval`.
     ///
     /// # Errors
     ///
     /// When the thread cannot be spawned.
-    pub fn spawn(client: ApiClient, interval: Duration) -> std::io::Result<Self> {
+    pub fn spawn(collectors: Collectors, interval: Duration) -> std::io::Result<Self> {
         let (wants_tx, wants_rx) = mpsc::channel();
         let (messages_tx, messages_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("meshwatch-fetch".to_owned())
-            .spawn(move || fetch_loop(&client, interval, &wants_rx, &messages_tx))?;
+            .spawn(move || fetch_loop(&collectors, interval, &wants_rx, &messages_tx))?;
         Ok(Self {
             wants: wants_tx,
             messages: messages_rx,
@@ -126,7 +130,7 @@ impl Fetcher {
 }
 
 fn fetch_loop(
-    client: &ApiClient,
+    client: &Collectors,
     interval: Duration,
     wants: &Receiver<Vec<SeriesReq>>,
     messages: &Sender<Message>,
@@ -157,20 +161,28 @@ fn fetch_loop(
     }
 }
 
-/// One round: services, incidents, then every wanted series.
-fn fetch(client: &ApiClient, reqs: &[SeriesReq], now_ms: i64) -> anyhow::Result<Data> {
-    let instances = client.instances()?;
-    let incidents = client.incidents()?;
+/// One round: services, incidents, then every wanted series, from every
+/// collector at once.
+fn fetch(collectors: &Collectors, reqs: &[SeriesReq], now_ms: i64) -> anyhow::Result<Data> {
+    let instances = collectors.instances()?;
+    let incidents = collectors.incidents()?;
     let mut series = HashMap::new();
     for req in reqs {
-        if let Some(found) = client.series(&req.service, req.metric, req.window.range(now_ms))? {
+        if let Some(found) = collectors.series(&req.service, req.metric, req.window.range(now_ms)) {
             series.insert(req.clone(), found);
+        }
+    }
+    let mut unreachable = instances.unreachable;
+    for late in incidents.unreachable {
+        if !unreachable.iter().any(|u| u.collector == late.collector) {
+            unreachable.push(late);
         }
     }
     Ok(Data {
         at_ms: now_ms,
-        instances,
-        incidents,
+        instances: instances.value,
+        incidents: incidents.value,
         series,
+        unreachable,
     })
 }

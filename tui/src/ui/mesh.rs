@@ -105,6 +105,25 @@ fn flag(kind: &str) -> &str {
     }
 }
 
+/// The host an instance runs on: shown when the mesh spans several
+/// collectors (hosts).
+const HOST: Column = Column {
+    header: "HOST",
+    width: Constraint::Length(12),
+    cell: |i, _| i.view.host.clone(),
+    order: None,
+};
+
+/// The columns shown for `data`: [`COLUMNS`], with [`HOST`] after the
+/// service when its instances come from more than one collector.
+fn shown_columns(data: &Data) -> Vec<&'static Column> {
+    let mut columns: Vec<&Column> = COLUMNS.iter().collect();
+    if data.instances.iter().any(|i| i.collector > 0) {
+        columns.insert(1, &HOST);
+    }
+    columns
+}
+
 const COLUMNS: &[Column] = &[
     Column {
         header: "SERVICE",
@@ -353,9 +372,10 @@ impl MeshTable {
 
         let rows = self.rows(data);
         let ctx = Ctx { data };
-        let header = Row::new(COLUMNS.iter().map(|c| Cell::from(c.header))).style(theme.heading());
+        let columns = shown_columns(data);
+        let header = Row::new(columns.iter().map(|c| Cell::from(c.header))).style(theme.heading());
         let body = rows.iter().map(|instance| {
-            Row::new(COLUMNS.iter().map(|c| Cell::from((c.cell)(instance, &ctx))))
+            Row::new(columns.iter().map(|c| Cell::from((c.cell)(instance, &ctx))))
                 .style(theme.urgency(instance.urgency()))
         });
         let mut title = vec![Span::styled(
@@ -386,7 +406,7 @@ impl MeshTable {
             .max()
             .unwrap_or(0);
         let service_width = Constraint::Length(u16::try_from(longest.clamp(7, 24)).unwrap_or(24));
-        let widths = COLUMNS
+        let widths = columns
             .iter()
             .enumerate()
             .map(|(n, c)| if n == 0 { service_width } else { c.width });
@@ -414,8 +434,9 @@ impl MeshTable {
 fn haystack(instance: &Instance) -> String {
     let kinds: Vec<&str> = instance.view.open_incidents.iter().map(kind_name).collect();
     format!(
-        "{} {} {} {}",
+        "{} {} {} {} {}",
         instance.view.service,
+        instance.view.host,
         instance.view.instance_id,
         instance.view.state.as_str(),
         kinds.join(" ")

@@ -38,6 +38,7 @@ use anyhow::Context;
 use ratatui::crossterm::event::{self, Event};
 
 use crate::client::ApiClient;
+use crate::collectors::Collectors;
 
 /// How often the collector is asked for news.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -46,20 +47,27 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub(crate) use meshwatch_api::now_ms;
 
-/// Runs the TUI against `client` until the person quits or `deadline`
+/// Runs the TUI over `collectors` until the person quits or `deadline`
 /// passes.
 ///
 /// # Errors
 ///
 /// When the terminal cannot be set up or written to.
-pub fn run(client: ApiClient, deadline: Option<Instant>) -> anyhow::Result<()> {
+pub fn run(collectors: Collectors, deadline: Option<Instant>) -> anyhow::Result<()> {
     let theme = theme::Theme::from_env();
-    let mut app = app::App::new(client.base(), now_ms());
-    let fetcher = fetch::Fetcher::spawn(client.clone(), REFRESH)
+    let mut app = app::App::new(&collectors.label(), now_ms());
+    let fetcher = fetch::Fetcher::spawn(collectors.clone(), REFRESH)
         .context("cannot start the fetcher thread")?;
     let mut terminal =
         ratatui::try_init().context("cannot set up the terminal (is this a TTY?)")?;
-    let result = event_loop(&mut terminal, &mut app, &fetcher, &client, theme, deadline);
+    let result = event_loop(
+        &mut terminal,
+        &mut app,
+        &fetcher,
+        &collectors,
+        theme,
+        deadline,
+    );
     ratatui::restore();
     result
 }
@@ -68,7 +76,7 @@ fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut app::App,
     fetcher: &fetch::Fetcher,
-    client: &ApiClient,
+    collectors: &Collectors,
     theme: theme::Theme,
     deadline: Option<Instant>,
 ) -> anyhow::Result<()> {
@@ -110,7 +118,11 @@ fn event_loop(
                 app::Flow::Profile {
                     service,
                     instance_id,
-                } => match profiling::ProfileRun::start(client.clone(), &service, &instance_id) {
+                } => match profiling::ProfileRun::start(
+                    owner(collectors, app, &instance_id).clone(),
+                    &service,
+                    &instance_id,
+                ) {
                     Ok(run) => profiling = Some(run),
                     Err(err) => app.on_profile(profiling::ProfileUpdate {
                         instance_id,
@@ -122,4 +134,9 @@ fn event_loop(
             }
         }
     }
+}
+
+/// The collector that reported `instance_id`, where its profile is asked.
+fn owner<'a>(collectors: &'a Collectors, app: &app::App, instance_id: &str) -> &'a ApiClient {
+    collectors.member(app.data.instance(instance_id).map_or(0, |i| i.collector))
 }

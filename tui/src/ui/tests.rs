@@ -25,6 +25,7 @@ fn app() -> App {
             fixtures::growth(),
         ],
         series: Default::default(),
+        unreachable: Vec::new(),
     };
     app.on_message(Message::Fetched(Box::new(data)));
     fill_series(&mut app);
@@ -82,6 +83,32 @@ fn mesh_at_80x24_puts_the_incidents_first() {
 #[test]
 fn mesh_wide() {
     insta::assert_snapshot!(screen(&app(), 120, 16));
+}
+
+#[test]
+fn mesh_over_several_collectors_shows_hosts_and_the_unreachable() {
+    let mut app = app();
+    app.collector = "3 collectors".to_owned();
+    for (n, instance) in app.data.instances.iter_mut().enumerate() {
+        instance.collector = n % 2;
+        instance.view.host = format!("host-{}", ["a", "b"][n % 2]);
+    }
+    app.data.unreachable = vec![crate::collectors::Unreachable {
+        collector: "http://host-c:6741".to_owned(),
+        error: "connection refused".to_owned(),
+    }];
+    let screen = screen(&app, 120, 16);
+    insta::assert_snapshot!(screen);
+    assert!(
+        screen.contains("3 collectors · unreachable: http://host-c:6741"),
+        "{screen}"
+    );
+    let header = screen
+        .lines()
+        .find(|l| l.contains("SERVICE"))
+        .unwrap_or_default();
+    let words: Vec<&str> = header.trim_matches('"').split_whitespace().collect();
+    assert_eq!(words[..3], ["SERVICE", "HOST", "STATE"], "{header}");
 }
 
 #[test]

@@ -63,12 +63,25 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let [left, right] =
         Layout::horizontal([Constraint::Length(width), Constraint::Fill(1)]).areas(area);
     frame.render_widget(Paragraph::new(tabs), left);
-    let status = match &app.conn {
-        Connection::Connected => Span::styled(
+    let status = match (&app.conn, app.data.unreachable.as_slice()) {
+        (Connection::Connected, []) => Span::styled(
             format!("{} · {} ", app.collector, app.conn.status(app.now_ms)),
             theme.ok(),
         ),
-        other => Span::styled(format!(" {} ", other.status(app.now_ms)), theme.alert()),
+        // Some hosts answered: their figures are live, the rest is named.
+        (Connection::Connected, unreachable) => Span::styled(
+            format!(
+                "{} · unreachable: {} ",
+                app.collector,
+                unreachable
+                    .iter()
+                    .map(|u| u.collector.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            theme.alert(),
+        ),
+        (other, _) => Span::styled(format!(" {} ", other.status(app.now_ms)), theme.alert()),
     };
     frame.render_widget(Paragraph::new(Line::from(status).right_aligned()), right);
 }
