@@ -15,6 +15,7 @@ mod evidence;
 #[cfg(test)]
 mod fixtures;
 mod format;
+mod logfile;
 mod model;
 mod profile;
 mod report;
@@ -83,7 +84,9 @@ struct Cli {
     )]
     tls_key: Option<PathBuf>,
     /// Where the TUI writes its logs (never to the screen); default
-    /// `meshwatch.log` in the temporary directory. Other commands log to stderr.
+    /// `tui.log` in ~/.local/state/meshwatch (or $XDG_STATE_HOME). Created
+    /// readable by you alone, never through a symlink. Other commands log
+    /// to stderr.
     #[arg(long, global = true, env = "MESHWATCH_LOG_FILE", value_name = "PATH")]
     log_file: Option<PathBuf>,
     #[command(subcommand)]
@@ -126,11 +129,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Demo(args)) => !args.no_tui,
         Some(_) => false,
     };
-    init_logging(tui.then(|| {
-        cli.log_file
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("meshwatch.log"))
-    }))?;
+    init_logging(tui.then(|| cli.log_file.clone().unwrap_or_else(logfile::default_path)))?;
     let mesh = collectors(&cli)?;
     match cli.command {
         Some(Command::Status { json }) => {
@@ -189,16 +188,12 @@ fn init_logging(file: Option<PathBuf>) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| {
-                    format!(
-                        "cannot open the log file {} (choose another with --log-file)",
-                        path.display()
-                    )
-                })?;
+            let file = logfile::open(&path).with_context(|| {
+                format!(
+                    "cannot open the log file {} (choose another with --log-file)",
+                    path.display()
+                )
+            })?;
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))

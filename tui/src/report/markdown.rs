@@ -29,12 +29,12 @@ pub fn render(
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Incident {}: `{}` on {}\n",
-        incident.id,
-        kind_name(incident),
-        incident.service
+        "# Incident {}: {} on {}\n",
+        text(&incident.id),
+        code(kind_name(incident)),
+        text(&incident.service)
     );
-    let _ = writeln!(md, "> {}\n", incident.summary);
+    let _ = writeln!(md, "> {}\n", text(&incident.summary));
     facts(&mut md, incident, now_ms);
     let _ = writeln!(md, "## Evidence\n");
     match &evidence {
@@ -46,7 +46,9 @@ pub fn render(
         let _ = writeln!(
             md,
             "### {}\n\n![{}]({})\n",
-            flame.title, flame.title, flame.file
+            text(&flame.title),
+            text(&flame.title),
+            flame.file
         );
     }
     sections(&mut md, &evidence.rest(incident, now_ms));
@@ -56,11 +58,12 @@ pub fn render(
             "## History\n\nThe dashed lines mark when the incident opened and ended.\n"
         );
         for chart in charts {
-            let _ = writeln!(md, "![{}]({})\n", chart.title, chart.file);
+            let _ = writeln!(md, "![{}]({})\n", text(&chart.title), chart.file);
         }
     }
     let raw = serde_json::to_string_pretty(&incident.evidence).unwrap_or_default();
-    let _ = writeln!(md, "## Raw evidence\n\n```json\n{raw}\n```");
+    let fence = fence_for(&raw);
+    let _ = writeln!(md, "## Raw evidence\n\n{fence}json\n{raw}\n{fence}");
     let _ = writeln!(
         md,
         "\n_Written by `meshwatch report` at {}._",
@@ -112,14 +115,14 @@ fn loop_evidence(md: &mut String, evidence: &LoopEvidence) {
         bullets.push(format!("note: {caveat}"));
     }
     for bullet in bullets {
-        let _ = writeln!(md, "- {bullet}");
+        let _ = writeln!(md, "- {}", text(&bullet));
     }
     let _ = writeln!(md, "\n### Stack (innermost first, ▶ marks the hot frame)\n");
     stack(md, &evidence.frames, |i| evidence.is_hot(i));
     if !evidence.hot_frames.is_empty() {
         let _ = writeln!(md, "Hottest leaf frames:\n");
         for hot in &evidence.hot_frames {
-            let _ = writeln!(md, "- {}", hot.describe());
+            let _ = writeln!(md, "- {}", text(&hot.describe()));
         }
         md.push('\n');
     }
@@ -140,7 +143,13 @@ fn memory_evidence(md: &mut String, evidence: &MemoryEvidence) {
             .iter()
             .map(|f| format!("{} {}", f.name, f.value))
             .collect();
-        let _ = writeln!(md, "{}. `{}` — {}\n", n + 1, site.label, figures.join(", "));
+        let _ = writeln!(
+            md,
+            "{}. {} — {}\n",
+            n + 1,
+            code(&site.label),
+            text(&figures.join(", "))
+        );
         if !site.frames.is_empty() {
             stack(md, &site.frames, |_| false);
         }
@@ -155,8 +164,21 @@ fn stack(md: &mut String, frames: &[Frame], is_hot: impl Fn(usize) -> bool) {
         return;
     }
     let rows = fold(frames, &is_hot);
+    // Longer than any run of backticks in a frame, so no name ends the block.
+    let fence = fence_for(
+        &frames
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f.function,
+                    f.location.as_deref().unwrap_or_default()
+                )
+            })
+            .collect::<String>(),
+    );
     let write = |md: &mut String, rows: &[StackRow]| {
-        md.push_str("```text\n");
+        let _ = writeln!(md, "{fence}text");
         for row in rows {
             match row {
                 StackRow::Frame(i) => {
@@ -174,7 +196,7 @@ fn stack(md: &mut String, frames: &[Frame], is_hot: impl Fn(usize) -> bool) {
                 }
             }
         }
-        md.push_str("```\n\n");
+        let _ = writeln!(md, "{fence}\n");
     };
     write(md, &rows);
     if rows.len() < frames.len() {
@@ -191,7 +213,7 @@ fn sections(md: &mut String, sections: &[Section]) {
             Section::Fields(fields) => {
                 let _ = writeln!(md, "| figure | value |\n|---|---|");
                 for field in fields {
-                    let _ = writeln!(md, "| `{}` | {} |", field.name, cell(&field.value));
+                    let _ = writeln!(md, "| {} | {} |", code(&field.name), cell(&field.value));
                 }
             }
             Section::Table {
@@ -199,7 +221,7 @@ fn sections(md: &mut String, sections: &[Section]) {
                 columns,
                 rows,
             } => {
-                let _ = writeln!(md, "### {title}\n");
+                let _ = writeln!(md, "### {}\n", text(title));
                 let _ = writeln!(
                     md,
                     "| {} |",
@@ -224,14 +246,83 @@ fn sections(md: &mut String, sections: &[Section]) {
 }
 
 /// Text safe inside a Markdown table cell.
-fn cell(text: &str) -> String {
-    text.replace('|', "\\|").replace('\n', " ")
+fn cell(value: &str) -> String {
+    text(value)
+}
+
+/// Text from the mesh (names, summaries, figures) as Markdown prose that
+/// reads as itself: every ASCII punctuation mark Markdown could take for
+/// syntax (emphasis, links and images, raw HTML such as
+/// `<img onerror=…>`, a table's `|`; parentheses and `!` only matter
+/// around a `[`, which is escaped) escaped with a backslash, as CommonMark allows for any of them, and
+/// line breaks as spaces.
+fn text(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' | '|' | '~' | '&' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `value` as inline code: delimited by more backticks than it holds in a
+/// row, so a backtick in a name cannot end it early.
+fn code(value: &str) -> String {
+    let value = value.replace(['\n', '\r'], " ");
+    let ticks = "`".repeat(longest_backtick_run(&value) + 1);
+    if ticks.len() == 1 {
+        format!("`{value}`")
+    } else {
+        format!("{ticks} {value} {ticks}")
+    }
+}
+
+/// A code fence longer than any run of backticks in `content` (at least
+/// three), so the content cannot close it.
+fn fence_for(content: &str) -> String {
+    "`".repeat((longest_backtick_run(content) + 1).max(3))
+}
+
+fn longest_backtick_run(value: &str) -> usize {
+    value.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{self, NOW_MS};
+
+    #[test]
+    fn names_from_the_mesh_cannot_break_out_of_their_place() {
+        let mut incident = fixtures::runaway();
+        incident.service = "svc<img src=x onerror=alert(1)>".to_owned();
+        incident.summary = "spins in [a](javascript:x) *here*\n# not a heading".to_owned();
+        if let meshwatch_api::Evidence::StuckPoll(stuck) = &mut incident.evidence {
+            stuck.frames[0].function = "evil```\n<script>alert(1)</script>".to_owned();
+        }
+        let md = render(&incident, &[], None, NOW_MS);
+        assert!(
+            !md.replace("\\<img", "").contains("<img"),
+            "no raw HTML: {md}"
+        );
+        assert!(md.contains("svc\\<img src=x onerror=alert(1)\\>"), "{md}");
+        assert!(!md.contains("[a](javascript"), "{md}");
+        assert!(!md.contains("\n# not a heading"), "{md}");
+        // The frame stays inside its block: the fence is longer than its ```.
+        let frame = md.find("evil```").expect("the frame is shown");
+        let before = &md[..frame];
+        let fence_start = before.rfind("````text").expect("a four-backtick fence");
+        assert!(!md[fence_start..frame].contains("\n````\n"), "{md}");
+        assert_eq!(code("a`b"), "`` a`b ``");
+        assert_eq!(code("plain"), "`plain`");
+        assert_eq!(fence_for("no ticks"), "```");
+    }
 
     #[test]
     fn a_loop_report_has_the_facts_the_stack_and_the_pictures() {
@@ -249,7 +340,7 @@ mod tests {
         assert!(md.contains("| resolved | still open when this report was written |"));
         assert!(md.contains("- thread CPU: 99.2%"));
         assert!(md.contains("- stuck for: 42.0s"));
-        assert!(md.contains("- mesh_service::faults::parse_header (5 samples)"));
+        assert!(md.contains("- mesh\\_service::faults::parse\\_header (5 samples)"));
         assert!(md.contains("▶  1 mesh_service::faults::parse_header  examples/src/faults.rs:57"));
         assert!(md.contains("     … 3 frames of tokio, std\n"), "{md}");
         assert!(
@@ -259,7 +350,7 @@ mod tests {
         );
         assert!(
             md.contains(
-                "- inside spans: request{method=POST path=/orders id=7f3a} › parse_batch{bytes=31}"
+                "- inside spans: request{method=POST path=/orders id=7f3a} › parse\\_batch{bytes=31}"
             ),
             "{md}"
         );
