@@ -596,6 +596,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_service_wide_incident_is_a_flag_on_each_instance_not_a_copy_of_its_evidence() {
+        let shared = shared();
+        let lives: Vec<serde_json::Value> = (0..200)
+            .map(|n| serde_json::json!({"instance_id": format!("a{n:03}-{}", "x".repeat(40))}))
+            .collect();
+        {
+            let mut state = shared.lock();
+            for n in 0..200 {
+                state.hello(
+                    &Hello {
+                        service: "auth".to_owned(),
+                        instance_id: format!("a{n:03}"),
+                        ..Hello::default()
+                    },
+                    now_ms(),
+                );
+            }
+            let key = crate::incidents::IncidentKey {
+                kind: crate::incidents::IncidentKind::CrashLoop,
+                service: "auth".to_owned(),
+                instance: None,
+                detail: String::new(),
+            };
+            let finding = crate::incidents::Finding {
+                severity: crate::incidents::Severity::Critical,
+                summary: "auth keeps dying".to_owned(),
+                evidence: crate::incidents::Evidence::Other(serde_json::json!({ "lives": lives })),
+            };
+            state.incidents.report(&key, finding, now_ms());
+        }
+        let (status, body) = get(&shared, "/api/v1/services").await;
+        assert_eq!(status, StatusCode::OK);
+        let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let flagged: Vec<&serde_json::Value> = view["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["service"] == "auth")
+            .collect();
+        assert_eq!(flagged.len(), 201);
+        for instance in flagged {
+            let incident = &instance["open_incidents"][0];
+            assert_eq!(incident["kind"], "crash_loop", "{instance:#}");
+            assert!(incident["evidence"]["lives"].is_null(), "{incident:#}");
+        }
+        assert!(
+            body.len() < 400 * 1024,
+            "linear in the instances: {} bytes",
+            body.len()
+        );
+        let (_, incidents) = get(&shared, "/api/v1/incidents").await;
+        assert!(
+            incidents.contains("a199-"),
+            "the incident keeps its evidence"
+        );
+    }
+
+    #[tokio::test]
     async fn beyond_loopback_every_route_but_healthz_asks_for_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();

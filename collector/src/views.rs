@@ -4,8 +4,8 @@
 //! scripts; this module only fills them in.
 
 use meshwatch_api::{
-    AgeBucketView, Headline, HeapSiteView, InstanceState, InstanceView, NamedCount, ProbeView,
-    RuntimeView, ServicesView, SocketsView,
+    AgeBucketView, Evidence, Headline, HeapSiteView, Incident, InstanceState, InstanceView,
+    NamedCount, ProbeView, RuntimeView, ServicesView, SocketsView,
 };
 use meshwatch_proto::v1::{MemoryLimitSource, RuntimeStats, Snapshot, SocketStats};
 
@@ -79,7 +79,7 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
                 instance.state != InstanceState::Down,
             )
             .into_iter()
-            .cloned()
+            .map(flag_of_service)
             .collect(),
         sockets: snapshot.and_then(|s| s.sockets.as_ref()).map(sockets_view),
         heap_sites: heap_sites_view(state, &instance.instance_id),
@@ -87,6 +87,23 @@ fn instance_view(state: &State, instance: &Instance, now_ms: i64) -> InstanceVie
         tokio_console: snapshot
             .map(|s| s.tokio_console.clone())
             .filter(|addr| !addr.is_empty()),
+    }
+}
+
+/// An open incident as an instance of `/api/v1/services` carries it: its
+/// own whole; one of its whole service without the evidence, which is the
+/// service's (`/api/v1/incidents/{id}` has it). A service-wide incident's
+/// evidence lists every instance (a crash loop's lives), so a copy in each
+/// of N instances made the answer grow with N².
+fn flag_of_service(incident: &Incident) -> Incident {
+    if incident.instance.is_some() {
+        return incident.clone();
+    }
+    Incident {
+        evidence: Evidence::Other(serde_json::json!({
+            "service_wide": format!("the evidence is the service's: /api/v1/incidents/{}", incident.id),
+        })),
+        ..incident.clone()
     }
 }
 

@@ -152,12 +152,18 @@ impl Collectors {
     pub fn instances(&self) -> anyhow::Result<Merged<Vec<Instance>>> {
         let (answered, unreachable) = self.ask(ApiClient::instances);
         none_answered(answered.is_empty(), &unreachable)?;
+        let several = self.members.len() > 1;
         let mut instances: Vec<Instance> = answered
             .into_iter()
             .flat_map(|(client, list)| {
                 let index = self.index_of(client);
                 list.into_iter().map(move |mut instance| {
                     instance.collector = index;
+                    if several {
+                        for incident in &mut instance.view.open_incidents {
+                            incident.id = mesh_id(index, &incident.id);
+                        }
+                    }
                     instance
                 })
             })
@@ -184,10 +190,10 @@ impl Collectors {
         let mut incidents: Vec<Incident> = answered
             .into_iter()
             .flat_map(|(client, list)| {
-                let place = self.index_of(client) + 1;
+                let index = self.index_of(client);
                 list.into_iter().map(move |mut incident| {
                     if several {
-                        incident.id = format!("{place}:{}", incident.id);
+                        incident.id = mesh_id(index, &incident.id);
                     }
                     incident
                 })
@@ -265,6 +271,12 @@ impl Collectors {
             .collect();
         Ok(serde_json::json!({ "services": services, "unreachable": unreachable }))
     }
+}
+
+/// An incident's id in a mesh of several collectors: `N:ID`, N the place
+/// (from 1) of the collector at `index`.
+fn mesh_id(index: usize, id: &str) -> String {
+    format!("{}:{id}", index + 1)
 }
 
 /// The error when no collector answered, naming each and why.
