@@ -10,7 +10,10 @@
 //! directory's size at the end against the idle collector's, over the rows
 //! it wrote (one per instance per `--history-resolution`, 10 s). Run with
 //! `cargo bench -p meshwatch-benches --bench collector_load`; `PROBES`
-//! (default 1000).
+//! (default 1000). With `OTLP=1` the collector also exports to an OTLP
+//! endpoint on loopback (`--otlp-endpoint`, every `OTLP_INTERVAL` seconds,
+//! default 15, the collector's own default): compare its CPU with a run
+//! without.
 #![allow(clippy::expect_used)] // a benchmark that cannot set up has nothing to report
 
 use std::io::{Read, Write};
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use meshwatch_api::now_ms;
 use meshwatch_benches::{env_or, usage};
 use meshwatch_e2e::Collector;
+use meshwatch_e2e::otlp_sink::OtlpSink;
 use meshwatch_proto::v1::{
     AgeBucket, HeapStats, Hello, ProbeMessage, ProbeStats, ProcessStats, RuntimeStats, Snapshot,
     SocketStats, StateCount, ThreadStats, WorkerStats, probe_message,
@@ -157,7 +161,17 @@ fn main() {
     };
     let seconds = if full { env_or("SECONDS", 30) } else { 2 };
     let fill = if full { env_or("FILL", 95) } else { 1 };
-    let collector = Collector::start();
+    let otlp = (env_or("OTLP", 0) == 1).then(OtlpSink::start);
+    let otlp_args = otlp.as_ref().map(|sink| {
+        vec![
+            "--otlp-endpoint".to_owned(),
+            sink.url(),
+            "--otlp-interval-secs".to_owned(),
+            env_or("OTLP_INTERVAL", 15).to_string(),
+        ]
+    });
+    let args: Vec<&str> = otlp_args.iter().flatten().map(String::as_str).collect();
+    let collector = Collector::start_with(None, &args);
     let pid = collector.process.pid();
 
     let idle_start = usage(pid).expect("collector usage");
@@ -204,6 +218,15 @@ fn main() {
         end.rss_bytes as f64 / 1048576.0,
         end.rss_bytes as f64 / idle_end.rss_bytes as f64
     );
+    if let Some(sink) = &otlp {
+        let requests = sink.received("/v1/metrics");
+        let bytes: usize = requests.iter().map(|r| r.body.len()).sum();
+        println!(
+            "  OTLP export: {} metrics requests in the run, {:.1} KiB each on average",
+            requests.len(),
+            bytes as f64 / requests.len().max(1) as f64 / 1024.0
+        );
+    }
     // The flusher commits every second: let the last rows land.
     std::thread::sleep(Duration::from_secs(2));
     let rows = collector
