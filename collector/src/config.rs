@@ -131,13 +131,25 @@ impl Config {
     /// token nor client certificates (`--tls-client-ca`), and no
     /// `allow_no_token`.
     pub fn exposed_without_token(&self) -> Option<SocketAddr> {
-        let client_certificates = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
-        if self.token.is_some() || self.allow_no_token || client_certificates {
+        if self.allow_no_token {
             return None;
         }
-        [self.listen, self.http]
+        self.unguarded().first().map(|&(_, addr)| addr)
+    }
+
+    /// The listeners beyond loopback that nothing guards, neither a token
+    /// nor client certificates (`--tls-client-ca`), each with what it
+    /// serves: refused at start unless `allow_no_token`, and then warned
+    /// about, one by one.
+    pub fn unguarded(&self) -> Vec<(&'static str, SocketAddr)> {
+        let client_certificates = self.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        if self.token.is_some() || client_certificates {
+            return Vec::new();
+        }
+        [("probes", self.listen), ("the HTTP API", self.http)]
             .into_iter()
-            .find(|addr| !addr.ip().is_loopback())
+            .filter(|(_, addr)| !addr.ip().is_loopback())
+            .collect()
     }
 
     /// Whether the HTTP API asks for the token: when it listens beyond
@@ -164,6 +176,11 @@ mod tests {
         config.token = None;
         config.allow_no_token = true;
         assert_eq!(config.exposed_without_token(), None);
+        assert_eq!(
+            config.unguarded(),
+            [("probes", anywhere)],
+            "forced, and warned about"
+        );
     }
 
     #[test]

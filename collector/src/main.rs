@@ -304,10 +304,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .collect();
 
     raise_fd_limit();
-    if !config.http.ip().is_loopback() && !config.http_requires_token() {
+    for (what, addr) in config.unguarded() {
+        let who = if what == "probes" {
+            "anyone who reaches it can feed this collector as any service"
+        } else {
+            "anyone who reaches it reads the mesh's figures and incidents and can send OTLP"
+        };
         tracing::warn!(
-            http = %config.http,
-            "the HTTP API listens beyond loopback without a token (--allow-no-token): anyone who reaches it reads the mesh's figures and incidents and can send OTLP"
+            %addr,
+            "listening for {what} beyond loopback without a token or client certificates (--allow-no-token): {who}"
         );
     }
     if config.tls.is_none()

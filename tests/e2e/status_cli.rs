@@ -102,6 +102,31 @@ fn a_collector_will_not_serve_its_api_beyond_loopback_without_a_token() {
     assert!(stderr.contains("refusing to listen on 0.0.0.0"), "{stderr}");
 }
 
+#[test]
+fn allow_no_token_starts_beyond_loopback_and_warns_for_each_open_port() {
+    let collector = Collector::start_with(
+        None,
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--http",
+            "0.0.0.0:0",
+            "--allow-no-token",
+        ],
+    );
+    assert_eq!(
+        collector.get_json("/api/v1/services")["services"],
+        serde_json::json!([])
+    );
+    let stderr = collector.process.stderr();
+    for what in [
+        "listening for probes beyond loopback",
+        "listening for the HTTP API beyond loopback",
+    ] {
+        assert!(stderr.contains(what), "no warning for {what}: {stderr}");
+    }
+}
+
 /// Runs `meshwatch status` with `args` and `envs` (and no MESHWATCH_URL),
 /// and insists it worked.
 fn status_of_mesh(args: &[&str], envs: &[(&str, &str)]) -> String {

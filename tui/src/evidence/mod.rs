@@ -313,6 +313,24 @@ mod tests {
     }
 
     #[test]
+    fn when_the_hottest_leaves_are_below_the_common_stack_its_innermost_frame_is_hot() {
+        let mut incident = fixtures::runaway();
+        let meshwatch_api::Evidence::StuckPoll(e) = &mut incident.evidence else {
+            panic!("stuck poll evidence");
+        };
+        for hot in &mut e.hot_frames {
+            hot.frame.function = format!("{}_leaf_below", hot.frame.function);
+        }
+        let Evidence::Loop(stuck) = Evidence::of(&incident) else {
+            panic!("a runaway loop has loop evidence");
+        };
+        let marked: Vec<usize> = (0..stuck.frames.len())
+            .filter(|&i| stuck.is_hot(i))
+            .collect();
+        assert_eq!(marked, [0], "the deepest frame every sample shares");
+    }
+
+    #[test]
     fn without_samples_the_hot_leaves_stand_on_the_common_frames() {
         let mut incident = fixtures::runaway();
         let meshwatch_api::Evidence::StuckPoll(e) = &mut incident.evidence else {

@@ -115,18 +115,23 @@ impl LoopEvidence {
         facts
     }
 
-    /// Whether the frame at `index` is one of the hot frames. With no hot
-    /// frames named, the innermost frame is the hot one.
+    /// Whether the frame at `index` is one of the hot frames. When none of
+    /// the hottest leaves is in the stack shown (the stack the samples
+    /// share, whose leaves differ below it), or none is named, the
+    /// innermost frame is the hot one: the deepest all samples were in.
     pub fn is_hot(&self, index: usize) -> bool {
         let Some(frame) = self.frames.get(index) else {
             return false;
         };
-        if self.hot_frames.is_empty() {
+        let leaf = |f: &Frame| {
+            self.hot_frames
+                .iter()
+                .any(|hot| hot.frame.function == f.function)
+        };
+        if !self.frames.iter().any(leaf) {
             return index == 0;
         }
-        self.hot_frames
-            .iter()
-            .any(|hot| hot.frame.function == frame.function)
+        leaf(frame)
     }
 
     /// What the facts and the stack leave out: which worker of which
