@@ -3,6 +3,7 @@
 //! benchmarks themselves are in `benches/`.
 
 pub mod hello;
+pub mod simulated;
 pub mod wrk;
 
 use std::io::{BufRead, BufReader, Read, Write};
