@@ -69,11 +69,12 @@ impl Collectors {
     }
 
     /// Asks every collector at once with `ask`, and returns each answer
-    /// with its collector, in order, and the collectors that failed.
+    /// with its collector's place in the list, in order, and the
+    /// collectors that failed.
     fn ask<T: Send>(
         &self,
         ask: impl Fn(&ApiClient) -> anyhow::Result<T> + Sync,
-    ) -> (Vec<(&ApiClient, T)>, Vec<Unreachable>) {
+    ) -> (Vec<(usize, T)>, Vec<Unreachable>) {
         let answers: Vec<anyhow::Result<T>> = std::thread::scope(|scope| {
             let asking: Vec<_> = self
                 .members
@@ -91,9 +92,9 @@ impl Collectors {
         });
         let mut answered = Vec::new();
         let mut unreachable = Vec::new();
-        for (client, answer) in self.members.iter().zip(answers) {
+        for (index, (client, answer)) in self.members.iter().zip(answers).enumerate() {
             match answer {
-                Ok(value) => answered.push((client, value)),
+                Ok(value) => answered.push((index, value)),
                 Err(err) => unreachable.push(Unreachable {
                     collector: client.base().to_owned(),
                     error: format!("{err:#}"),
@@ -155,8 +156,7 @@ impl Collectors {
         let several = self.members.len() > 1;
         let mut instances: Vec<Instance> = answered
             .into_iter()
-            .flat_map(|(client, list)| {
-                let index = self.index_of(client);
+            .flat_map(|(index, list)| {
                 list.into_iter().map(move |mut instance| {
                     instance.collector = index;
                     if several {
@@ -189,8 +189,7 @@ impl Collectors {
         let several = self.members.len() > 1;
         let mut incidents: Vec<Incident> = answered
             .into_iter()
-            .flat_map(|(client, list)| {
-                let index = self.index_of(client);
+            .flat_map(|(index, list)| {
                 list.into_iter().map(move |mut incident| {
                     if several {
                         incident.id = mesh_id(index, &incident.id);
@@ -216,13 +215,6 @@ impl Collectors {
             .filter_map(|(_, series)| series)
             .collect();
         (!found.is_empty()).then(|| found.into_iter().flatten().collect())
-    }
-
-    fn index_of(&self, client: &ApiClient) -> usize {
-        self.members
-            .iter()
-            .position(|m| std::ptr::eq(m, client))
-            .unwrap_or(0)
     }
 
     /// Every instance of every collector, sorted by service then host.
@@ -255,11 +247,12 @@ impl Collectors {
         let (answered, unreachable) = self.ask(|client| client.raw("/api/v1/services"));
         none_answered(answered.is_empty(), &unreachable)?;
         let mut services = Vec::new();
-        for (client, mut raw) in answered {
+        for (index, mut raw) in answered {
+            let collector = self.member(index).base();
             if let Some(Value::Array(list)) = raw.get_mut("services").map(Value::take) {
                 services.extend(list.into_iter().map(|mut instance| {
                     if let Value::Object(fields) = &mut instance {
-                        fields.insert("collector".to_owned(), Value::from(client.base()));
+                        fields.insert("collector".to_owned(), Value::from(collector));
                     }
                     instance
                 }));

@@ -130,10 +130,13 @@ fn main() -> anyhow::Result<()> {
         Some(_) => false,
     };
     init_logging(tui.then(|| cli.log_file.clone().unwrap_or_else(logfile::default_path)))?;
-    let mesh = collectors(&cli)?;
-    match cli.command {
+    // Read (the config file, the token) only by the commands that talk to
+    // collectors: the demo runs its own, and its services talk to none.
+    let mesh = || collectors(&cli);
+    match &cli.command {
         Some(Command::Status { json }) => {
-            if json {
+            let mesh = mesh()?;
+            if *json {
                 let merged = mesh.services_json()?;
                 println!("{}", serde_json::to_string_pretty(&merged)?);
             } else {
@@ -141,16 +144,20 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Report(mut args)) => {
-            let (client, id) = mesh.for_incident(&args.incident)?;
-            args.incident = id;
+        Some(Command::Report(args)) => {
+            let mesh = mesh()?;
+            let (client, incident) = mesh.for_incident(&args.incident)?;
+            let args = report::ReportArgs {
+                incident,
+                out: args.out.clone(),
+            };
             report::run(client, &args)
         }
-        Some(Command::Backtest(args)) => backtest::run(mesh.single("backtest")?, &args),
-        Some(Command::Profile(args)) => profile::run(mesh.single("profile")?, &args),
-        Some(Command::Demo(args)) => demo::run(&args),
-        Some(Command::DemoService(args)) => meshwatch_examples::service::run(&args),
-        None => ui::run(mesh, None),
+        Some(Command::Backtest(args)) => backtest::run(mesh()?.single("backtest")?, args),
+        Some(Command::Profile(args)) => profile::run(mesh()?.single("profile")?, args),
+        Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::DemoService(args)) => meshwatch_examples::service::run(args),
+        None => ui::run(mesh()?, None),
     }
 }
 
