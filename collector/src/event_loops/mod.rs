@@ -11,8 +11,10 @@
 //!   loop turned since the last look;
 //! - [`rule`] judges the two: stuck once the loop has not turned for a
 //!   second while not waiting;
-//! - from half the threshold on, [`stacks`] samples the thread, so the
-//!   first report already names the function.
+//! - from half the threshold on, the thread's stacks are taken ([`stacks`])
+//!   and named on a thread of their own ([`sampler`]), so a report soon
+//!   names the function, and naming one loop's stacks never delays the
+//!   looks at the others.
 //!
 //! What it finds goes out as the probe's `StuckPoll` events on the watched
 //! process's own connection ([`meshwatch_probe::WatchedEvents`]), so the
@@ -22,22 +24,23 @@
 mod beacon;
 mod profile;
 mod rule;
+mod sampler;
 mod stacks;
+mod tick_thread;
 
 pub(crate) use profile::profile as profile_from_outside;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread::JoinHandle;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use blazesym::symbolize::Symbolizer;
 use meshwatch_probe::WatchedEvents;
-use meshwatch_proto::v1::{Frame, StuckPoll, StuckPollClass, StuckPollState};
+use meshwatch_proto::v1::{StuckPoll, StuckPollClass, StuckPollState};
 
 use beacon::{PollBeacon, poll_functions};
 use rule::{Look, StallRule, Verdict};
+use sampler::{LoopStacks, StackSampler};
 use stacks::StackSource;
+use tick_thread::{Rounds, TickThread};
 
 /// How often each loop is looked at.
 const TICK: Duration = Duration::from_millis(250);
@@ -56,67 +59,56 @@ pub(crate) struct WatchedLoop {
 /// The `meshwatch-loops` thread; stops when dropped.
 #[derive(Debug)]
 pub(crate) struct LoopWatch {
-    commands: Option<Sender<WatchedLoop>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<TickThread<WatchedLoop>>,
 }
 
 impl LoopWatch {
     /// Starts the thread. If it cannot start, loops are not followed and
     /// the error is logged: the rest of the watching goes on.
     pub(crate) fn start() -> Self {
-        let (commands, incoming) = mpsc::channel();
-        match std::thread::Builder::new()
-            .name("meshwatch-loops".to_owned())
-            .spawn(move || run(&incoming))
-        {
-            Ok(thread) => Self {
-                commands: Some(commands),
-                thread: Some(thread),
-            },
-            Err(err) => {
-                tracing::error!("cannot start the event-loop watcher: {err}");
-                Self {
-                    commands: None,
-                    thread: None,
-                }
-            }
-        }
+        let thread = TickThread::start("meshwatch-loops", Judge::new)
+            .inspect_err(|err| tracing::error!("cannot start the event-loop watcher: {err}"))
+            .ok();
+        Self { thread }
     }
 
     /// Follows the loop of a newly watched process until it is gone.
     pub(crate) fn follow(&self, watched: WatchedLoop) {
-        if let Some(commands) = &self.commands {
-            let _ = commands.send(watched);
+        if let Some(thread) = &self.thread {
+            thread.send(watched);
         }
     }
 }
 
-impl Drop for LoopWatch {
-    fn drop(&mut self) {
-        self.commands = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+/// The loops followed, looked at every [`TICK`].
+struct Judge {
+    sampler: StackSampler,
+    clock: Instant,
+    loops: HashMap<u32, LoopMonitor>,
+}
+
+impl Judge {
+    fn new() -> Self {
+        Self {
+            sampler: StackSampler::start(),
+            clock: Instant::now(),
+            loops: HashMap::new(),
         }
     }
 }
 
-fn run(incoming: &Receiver<WatchedLoop>) {
-    let symbolizer = crate::naming::symbolizer(&[]);
-    let clock = Instant::now();
-    let mut loops: HashMap<u32, LoopMonitor> = HashMap::new();
-    let mut next_look = Instant::now();
-    loop {
-        match incoming.recv_timeout(next_look.saturating_duration_since(Instant::now())) {
-            Ok(watched) => {
-                loops.insert(watched.pid, LoopMonitor::new(watched));
-                continue;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        next_look = Instant::now() + TICK;
-        let now_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-        loops.retain(|_, monitor| monitor.look(now_ms, &symbolizer));
+impl Rounds for Judge {
+    type Item = WatchedLoop;
+
+    fn add(&mut self, watched: WatchedLoop) {
+        let stacks = self.sampler.follow(watched.pid, watched.runtime);
+        self.loops
+            .insert(watched.pid, LoopMonitor::new(watched, stacks));
+    }
+
+    fn round(&mut self) {
+        let now_ms = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.loops.retain(|_, monitor| monitor.look(now_ms));
     }
 }
 
@@ -137,9 +129,8 @@ struct LoopMonitor {
     thread_name: String,
     beacon: BeaconState,
     rule: StallRule,
-    /// Taking stacks while suspect or stuck, or why it cannot.
-    stacks: Option<Result<StackSource, String>>,
-    samples: VecDeque<Vec<Frame>>,
+    /// Its stacks, wanted while it is suspect or stuck.
+    stacks: LoopStacks,
 }
 
 /// What `/proc` says of the loop's thread now.
@@ -185,19 +176,18 @@ impl ThreadNow {
 }
 
 impl LoopMonitor {
-    fn new(watched: WatchedLoop) -> Self {
+    fn new(watched: WatchedLoop, stacks: LoopStacks) -> Self {
         Self {
             watched,
             thread_name: String::new(),
             beacon: BeaconState::Unset,
             rule: StallRule::default(),
-            stacks: None,
-            samples: VecDeque::new(),
+            stacks,
         }
     }
 
     /// One look; false once the process is gone or no longer watched.
-    fn look(&mut self, now_ms: u64, symbolizer: &Symbolizer) -> bool {
+    fn look(&mut self, now_ms: u64) -> bool {
         let pid = self.watched.pid;
         if self.watched.events.is_closed() {
             return false;
@@ -249,8 +239,8 @@ impl LoopMonitor {
             self.beacon = BeaconState::Failed;
         }
         match verdict {
-            Verdict::Turning => self.stop_sampling(),
-            Verdict::Suspect => self.sample(symbolizer),
+            Verdict::Turning => self.stacks.want(false),
+            Verdict::Suspect => self.stacks.want(true),
             Verdict::Stuck {
                 since_ms,
                 report,
@@ -258,7 +248,7 @@ impl LoopMonitor {
                 cpu_percent,
                 ..
             } => {
-                self.sample(symbolizer);
+                self.stacks.want(true);
                 if report {
                     let class = if runaway {
                         StuckPollClass::RunawayLoop
@@ -278,31 +268,16 @@ impl LoopMonitor {
                     self.stuck_poll(since_ms, stuck_for_ms, StuckPollClass::Unspecified);
                 recovered.state = StuckPollState::Recovered.into();
                 self.watched.events.stuck_poll(recovered);
-                self.stop_sampling();
+                self.stacks.want(false);
             }
         }
         true
     }
 
-    fn sample(&mut self, symbolizer: &Symbolizer) {
-        let pid = self.watched.pid;
-        let runtime = self.watched.runtime;
-        let source = self.stacks.get_or_insert_with(|| {
-            StackSource::start(pid, pid, runtime).map_err(|e| e.to_string())
-        });
-        if let Ok(source) = source {
-            source.collect(symbolizer, &mut self.samples);
-        }
-    }
-
-    fn stop_sampling(&mut self) {
-        self.stacks = None;
-        self.samples.clear();
-    }
-
     /// The event for the stuck period that began at `since_ms`, with the
     /// samples taken so far.
-    fn stuck_poll(&mut self, since_ms: u64, stuck_for_ms: u64, class: StuckPollClass) -> StuckPoll {
+    fn stuck_poll(&self, since_ms: u64, stuck_for_ms: u64, class: StuckPollClass) -> StuckPoll {
+        let samples = self.stacks.latest();
         let mut stuck = StuckPoll {
             key: format!("event-loop-{since_ms}"),
             state: StuckPollState::Stuck.into(),
@@ -310,12 +285,12 @@ impl LoopMonitor {
             tid: self.watched.pid,
             thread_name: self.thread_name.clone(),
             stuck_for_ms,
-            stack_samples: u32::try_from(self.samples.len()).unwrap_or(u32::MAX),
+            stack_samples: u32::try_from(samples.len()).unwrap_or(u32::MAX),
             caveat: self.caveat(),
             event_loop: true,
             ..StuckPoll::default()
         };
-        crate::stuck_samples::add_evidence(&mut stuck, self.samples.make_contiguous());
+        crate::stuck_samples::add_evidence(&mut stuck, &samples);
         // The named samples are the collector's to fill from raw ones; on
         // the wire a probe's are dropped, so these stay here.
         stuck.named_samples.clear();
@@ -331,8 +306,8 @@ impl LoopMonitor {
         let mut caveat = format!(
             "seen from outside the process: its event loop's thread has not entered {functions} for as long as it has been stuck"
         );
-        match &self.stacks {
-            Some(Err(why)) => caveat.push_str(&format!("; no stack samples: {why}")),
+        match self.stacks.failed() {
+            Some(why) => caveat.push_str(&format!("; no stack samples: {why}")),
             _ if self.watched.runtime == "node" && !StackSource::has_perf_map(self.watched.pid) => {
                 caveat.push_str(
                     "; JavaScript functions are named only when node runs with --perf-basic-prof, and those not yet compiled only with --interpreted-frames-native-stack too (NODE_OPTIONS='--perf-basic-prof --interpreted-frames-native-stack')",

@@ -158,7 +158,7 @@ pub(super) fn python_frames(trace: py_spy::StackTrace) -> Vec<Frame> {
         .collect()
 }
 
-fn push(into: &mut VecDeque<Vec<Frame>>, stack: Vec<Frame>) {
+pub(super) fn push(into: &mut VecDeque<Vec<Frame>>, stack: Vec<Frame>) {
     if stack.is_empty() {
         return;
     }
