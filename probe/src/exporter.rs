@@ -31,6 +31,9 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// timeout alone would let a slow or hostile peer hold the exporter (and a
 /// shutdown waiting on it) for ever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a handshake that waits for the collector's reply checks
+/// whether the probe is being shut down.
+const STOP_CHECK_EVERY: Duration = Duration::from_millis(50);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long the exporter waits for a message before checking the
@@ -56,6 +59,8 @@ enum LinkError {
     UnexpectedReply,
     #[error("the collector rejected this probe ({code:?}): {reason}")]
     Rejected { code: RejectCode, reason: String },
+    #[error("the probe is stopping")]
+    Stopping,
 }
 
 /// The exporter's state; consumed by [`Exporter::run`] on its thread.
@@ -80,7 +85,8 @@ impl Exporter {
                 self.pump(stream)
             });
             let err = match outcome {
-                Ok(()) => break, // closed while connected: shutting down
+                // Closed while connected or connecting: shutting down.
+                Ok(()) | Err(LinkError::Stopping) => break,
                 Err(err) => err,
             };
             if let LinkError::Rejected { .. } = err {
@@ -134,7 +140,7 @@ impl Exporter {
         stream.write_all(&frame)?;
         stream.flush()?;
 
-        let reply = read_reply(&mut stream, deadline)?;
+        let reply = read_reply(&mut stream, deadline, || self.outbox.is_closed())?;
         stream.tcp().set_read_timeout(Some(IO_TIMEOUT))?;
         match reply.kind {
             Some(collector_message::Kind::Welcome(_)) => Ok(stream),
@@ -297,7 +303,11 @@ fn say_goodbye(stream: &mut Link, max_frame_len: usize) {
 }
 
 /// Reads one reply frame, by `deadline` however the bytes arrive.
-fn read_reply(stream: &mut Link, deadline: Instant) -> Result<CollectorMessage, LinkError> {
+fn read_reply(
+    stream: &mut Link,
+    deadline: Instant,
+    stopping: impl Fn() -> bool,
+) -> Result<CollectorMessage, LinkError> {
     let mut decoder = FrameDecoder::new(MAX_REPLY_LEN);
     let mut buf = [0u8; 4096];
     loop {
@@ -310,11 +320,26 @@ fn read_reply(stream: &mut Link, deadline: Instant) -> Result<CollectorMessage, 
                 io::Error::new(io::ErrorKind::TimedOut, "the handshake took too long").into(),
             );
         }
-        stream.tcp().set_read_timeout(Some(left))?;
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Err(LinkError::Closed);
+        if stopping() {
+            return Err(LinkError::Stopping);
         }
+        // In slices, so that a probe shut down meanwhile stops waiting.
+        stream
+            .tcp()
+            .set_read_timeout(Some(left.min(STOP_CHECK_EVERY)))?;
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Err(LinkError::Closed),
+            Ok(n) => n,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
         decoder.extend(&buf[..n]);
     }
 }
@@ -341,7 +366,7 @@ mod tests {
         });
         let mut stream = Link::Plain(TcpStream::connect(addr).unwrap());
         let started = Instant::now();
-        let result = read_reply(&mut stream, started + Duration::from_millis(300));
+        let result = read_reply(&mut stream, started + Duration::from_millis(300), || false);
         let took = started.elapsed();
         assert!(
             matches!(&result, Err(LinkError::Io(err)) if err.kind() == io::ErrorKind::TimedOut || err.kind() == io::ErrorKind::WouldBlock),

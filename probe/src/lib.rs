@@ -26,6 +26,31 @@
 //! carries on; a collector that is down means retries with backoff, a bounded
 //! buffer, and counted drops, sent with the next snapshot that gets through.
 //!
+//! What else it promises the service it lives in:
+//! - **Signals.** A stuck thread's stack is read without a signal while the
+//!   thread waits in the kernel (x86_64: from `/proc/self/task/TID/syscall`
+//!   and a copy of its stack), so a blocked worker's own `poll`,
+//!   `epoll_wait` or socket read with a timeout is never cut short with
+//!   `EINTR`. Only a running thread is signalled, with a real-time signal
+//!   nobody handles yet (never `SIGPROF`, `SIGUSR1` or `SIGUSR2`), whose
+//!   handler is checked before each use: a service that takes the signal
+//!   later keeps it. Where a waiting thread cannot be read (aarch64, a
+//!   sandboxed `/proc`), it is signalled once per stuck period.
+//! - **Fork.** A child forked while a probe thread held the heap-sample
+//!   table's lock never takes it: a `pthread_atfork` handler turns heap
+//!   sampling off in the child, which frees and allocates freely.
+//! - **Its own threads.** They run at a lower priority (nice 10) than the
+//!   service's, and their allocations are never heap-sampled, so the heap
+//!   profile shows the service's memory, not the probe's.
+//! - **Shutdown.** [`ProbeHandle::shutdown`] returns within the exporter's
+//!   current step: a handshake with a collector that never answers is given
+//!   up at once (and on its own after 5 s). Dropping the handle waits at
+//!   most 250 ms.
+//! - **Memory.** The outbox holds at most `buffer_capacity` messages (64
+//!   by default; the oldest snapshot is dropped and counted when full), and
+//!   the heap profiler follows at most 8,192 sampled allocations from at
+//!   most 1,024 sites (more are dropped and counted).
+//!
 //! # With `--cfg tokio_unstable`
 //!
 //! A service built with `--cfg tokio_unstable` can also install the probe's

@@ -2,62 +2,14 @@
 //! it survives a collector that is absent or misbehaves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod support;
+
+use std::io::Write;
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use meshwatch_probe::Probe;
-use meshwatch_proto::v1::{
-    CollectorMessage, ProbeMessage, Snapshot, Welcome, collector_message, probe_message,
-};
-use meshwatch_proto::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, encode_frame};
-
-/// Reads frames from one accepted probe connection.
-struct FakeCollectorConn {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-}
-
-impl FakeCollectorConn {
-    fn accept(listener: &TcpListener) -> Self {
-        let (stream, _) = listener.accept().unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        Self {
-            stream,
-            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_LEN),
-        }
-    }
-
-    fn next(&mut self) -> ProbeMessage {
-        let mut buf = [0u8; 8192];
-        loop {
-            if let Some(msg) = self.decoder.next_message::<ProbeMessage>().unwrap() {
-                return msg;
-            }
-            let n = self.stream.read(&mut buf).unwrap();
-            assert!(n > 0, "probe closed the connection");
-            self.decoder.extend(&buf[..n]);
-        }
-    }
-
-    fn welcome(&mut self) {
-        let mut frame = Vec::new();
-        let reply = CollectorMessage {
-            kind: Some(collector_message::Kind::Welcome(Welcome::default())),
-        };
-        encode_frame(&reply, DEFAULT_MAX_FRAME_LEN, &mut frame).unwrap();
-        self.stream.write_all(&frame).unwrap();
-    }
-
-    fn next_snapshot(&mut self) -> Snapshot {
-        match self.next().kind {
-            Some(probe_message::Kind::Snapshot(s)) => s,
-            other => panic!("expected a snapshot, got {other:?}"),
-        }
-    }
-}
+use support::FakeCollectorConn;
 
 fn free_port_addr() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -81,6 +33,23 @@ fn start_without_collector_returns_at_once_and_shuts_down() {
 }
 
 #[test]
+fn shutdown_does_not_wait_for_a_collector_silent_in_the_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let handle = Probe::builder()
+        .service("patient")
+        .collector(listener.local_addr().unwrap().to_string())
+        .start()
+        .unwrap();
+    // The collector takes the Hello and never answers: the probe waits
+    // for its reply, for up to the handshake's 5 s.
+    let (_silent, _) = FakeCollectorConn::accept_hello(&listener);
+    let stopping = Instant::now();
+    handle.shutdown();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+}
+
+#[test]
 fn sends_hello_then_snapshots_of_the_watched_runtime() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -97,11 +66,7 @@ fn sends_hello_then_snapshots_of_the_watched_runtime() {
             .unwrap()
     });
 
-    let mut conn = FakeCollectorConn::accept(&listener);
-    let hello = match conn.next().kind {
-        Some(probe_message::Kind::Hello(h)) => h,
-        other => panic!("expected Hello first, got {other:?}"),
-    };
+    let (mut conn, hello) = FakeCollectorConn::accept_hello(&listener);
     assert_eq!(hello.service, "checkout");
     assert_eq!(hello.token, "s3cret");
     assert_eq!(hello.pid, std::process::id());
@@ -134,11 +99,7 @@ fn counts_snapshots_dropped_while_the_collector_was_away() {
     // About 30 snapshots are taken while nobody listens; two fit the buffer.
     std::thread::sleep(Duration::from_millis(300));
     let listener = TcpListener::bind(&addr).unwrap();
-    let mut conn = FakeCollectorConn::accept(&listener);
-    assert!(matches!(
-        conn.next().kind,
-        Some(probe_message::Kind::Hello(_))
-    ));
+    let (mut conn, _) = FakeCollectorConn::accept_hello(&listener);
     conn.welcome();
     let dropped = (0..20)
         .map(|_| conn.next_snapshot().probe.unwrap().snapshots_dropped_total)
@@ -158,22 +119,14 @@ fn survives_a_collector_that_answers_garbage() {
         .start()
         .unwrap();
     {
-        let mut conn = FakeCollectorConn::accept(&listener);
-        assert!(matches!(
-            conn.next().kind,
-            Some(probe_message::Kind::Hello(_))
-        ));
+        let (mut conn, _) = FakeCollectorConn::accept_hello(&listener);
         // An absurd length prefix, then junk.
         conn.stream
             .write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
             .unwrap();
     }
     // The probe drops that connection and, after its backoff, says Hello again.
-    let mut conn = FakeCollectorConn::accept(&listener);
-    assert!(matches!(
-        conn.next().kind,
-        Some(probe_message::Kind::Hello(_))
-    ));
+    let (mut conn, _) = FakeCollectorConn::accept_hello(&listener);
     conn.welcome();
     assert!(conn.next_snapshot().seq > 0);
     handle.shutdown();

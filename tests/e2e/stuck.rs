@@ -183,6 +183,39 @@ fn blocking_call_is_flagged_as_a_blocked_worker_and_resolves() {
             })
         },
     );
+
+    // A worker held by a synchronous socket read with a timeout: the
+    // watchdog reads its stack where it waits, again and again, and the
+    // read still ends with its own result (no signal cut it short).
+    service.get("/fault/block-read?secs=4");
+    let reading = wait_for("a second blocked_worker", Duration::from_secs(10), || {
+        find(&collector, &instance, |i| {
+            i["kind"] == "blocked_worker" && i["id"] != opened["id"]
+        })
+    });
+    let resolved = wait_for(
+        "the read's blocked worker resolved",
+        Duration::from_secs(20),
+        || {
+            find(&collector, &instance, |i| {
+                i["id"] == reading["id"] && !i["resolved_at_ms"].is_null()
+            })
+        },
+    );
+    if cfg!(target_arch = "x86_64") {
+        let samples = resolved["evidence"]["stack_samples"].as_u64().unwrap();
+        assert!(samples >= 2, "sampled while it waits: {resolved:#}");
+        assert!(
+            functions(&resolved)
+                .iter()
+                .any(|f| f.contains("ask_upstream_blocking")),
+            "{resolved:#}"
+        );
+    }
+    let outcome = wait_for("the read's outcome", Duration::from_secs(10), || {
+        Some(service.get("/fault/block-read/outcome")).filter(|o| !o.starts_with("pending"))
+    });
+    assert!(outcome.starts_with("timed out after 4."), "{outcome}");
 }
 
 #[test]

@@ -24,7 +24,9 @@ pub enum Fault {
     /// malformed input spins a worker (forever, or for N seconds).
     Loop,
     /// `/fault/block[?secs=N]`: a blocking sleep inside async code holds
-    /// a worker for N seconds (default 5).
+    /// a worker for N seconds (default 5); `/fault/block-read[?secs=N]`: a
+    /// synchronous socket read with an N-second timeout does, and
+    /// `/fault/block-read/outcome` says how it ended.
     Block,
     /// `/fault/leak`: the proxy's session cache stops evicting closed
     /// sessions, so memory climbs at `--sessions-per-sec` ×

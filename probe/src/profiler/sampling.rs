@@ -189,9 +189,9 @@ impl Sampler {
                 continue;
             }
             match self.stacks.sample(tid) {
-                Ok(addrs) => {
+                Ok(sample) => {
                     let cpu_ns = std::mem::take(&mut seen.unattributed_ns);
-                    self.profile.record(&stat.comm, addrs, cpu_ns);
+                    self.profile.record(&stat.comm, sample.addrs, cpu_ns);
                 }
                 Err(err) => {
                     seen.deaf = true;

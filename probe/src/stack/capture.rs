@@ -253,8 +253,10 @@ extern "C" fn on_signal(_sig: c_int, _info: *mut libc::siginfo_t, context: *mut 
 ///
 /// # Safety
 ///
-/// Only system calls; safe to call from a signal handler.
-unsafe fn copy_stack(sp: u64, buf: &mut [u8; STACK_COPY]) -> usize {
+/// Only system calls; safe to call from a signal handler. The copy is a
+/// snapshot only if the stack does not change meanwhile: this thread's own
+/// (in the handler), or a thread known to wait in the kernel.
+pub(super) unsafe fn copy_stack(sp: u64, buf: &mut [u8; STACK_COPY]) -> usize {
     const MAX_IOV: usize = STACK_COPY / CHUNK + 1;
     let empty = libc::iovec {
         iov_base: std::ptr::null_mut(),

@@ -28,6 +28,8 @@ mod rule_caches;
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 mod unwind;
+#[cfg(all(feature = "stacks", target_arch = "x86_64"))]
+mod waiting;
 
 pub(crate) use objects::ModuleMap;
 
@@ -58,7 +60,20 @@ pub(crate) enum StackError {
     Unsupported(&'static str),
 }
 
-/// Samples another thread's stack: capture by signal, then unwind.
+/// One sample of a thread's stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Sample {
+    /// The code addresses, leaf first: the leaf is the exact instruction,
+    /// every other one a return address.
+    pub addrs: Vec<u64>,
+    /// It took a signal: the thread was running (or could not be read
+    /// while it waited), and a system call it was entering may end early.
+    pub signalled: bool,
+}
+
+/// Samples another thread's stack: read from where it waits in the kernel
+/// when it waits ([`waiting`], x86_64), else captured by signal; then
+/// unwound.
 #[derive(Debug)]
 pub(crate) struct StackSampler {
     #[cfg(all(
@@ -92,18 +107,26 @@ impl StackSampler {
         }
     }
 
-    /// The code addresses on thread `tid`'s stack now, leaf first: the leaf
-    /// is the exact instruction ([`AddressKind::Exact`]), every other one a
-    /// return address.
+    /// Thread `tid`'s stack now. A thread waiting in the kernel is not
+    /// signalled where its stack can be read without (x86_64).
     #[cfg(all(
         feature = "stacks",
         any(target_arch = "x86_64", target_arch = "aarch64")
     ))]
-    pub fn sample(&mut self, tid: u32) -> Result<Vec<u64>, StackError> {
+    pub fn sample(&mut self, tid: u32) -> Result<Sample, StackError> {
         let tid =
             i32::try_from(tid).map_err(|_| StackError::Unsupported("thread id out of range"))?;
-        capture::capture(tid, &mut self.raw)?;
-        Ok(self.unwinder.unwind(&self.raw))
+        #[cfg(target_arch = "x86_64")]
+        let signalled = !waiting::capture_if_waiting(tid, &mut self.raw);
+        #[cfg(not(target_arch = "x86_64"))]
+        let signalled = true;
+        if signalled {
+            capture::capture(tid, &mut self.raw)?;
+        }
+        Ok(Sample {
+            addrs: self.unwinder.unwind(&self.raw),
+            signalled,
+        })
     }
 
     /// Without the `stacks` feature, or on another architecture, there is
@@ -112,7 +135,7 @@ impl StackSampler {
         feature = "stacks",
         any(target_arch = "x86_64", target_arch = "aarch64")
     )))]
-    pub fn sample(&mut self, _tid: u32) -> Result<Vec<u64>, StackError> {
+    pub fn sample(&mut self, _tid: u32) -> Result<Sample, StackError> {
         Err(StackError::Unsupported(if cfg!(feature = "stacks") {
             "stack capture is not supported on this architecture"
         } else {
@@ -160,9 +183,11 @@ mod tests {
             std::thread::yield_now();
         }
         let mut sampler = StackSampler::new();
-        let addrs = sampler.sample(tid).unwrap();
+        let sample = sampler.sample(tid).unwrap();
         stop.store(true, Ordering::Relaxed);
         spinner.join().unwrap();
+        assert!(sample.signalled, "a running thread takes a signal");
+        let addrs = sample.addrs;
         assert!(addrs.len() >= 3, "{addrs:x?}");
         // The spinning function is at the leaf or, in a debug build where
         // the atomic load it calls is not inlined, up to two frames above it.
@@ -193,5 +218,56 @@ mod tests {
         // The unwinder walked past the leaf, through std's thread entry, into
         // the C library that started the thread.
         assert!(modules.len() >= 2, "{modules:?}");
+    }
+
+    /// Waits for a datagram on `socket`, which has a read timeout.
+    #[inline(never)]
+    fn wait_in_a_distinctively_named_read(socket: &std::net::UdpSocket) -> std::io::Result<usize> {
+        let mut buf = [0u8; 64];
+        std::hint::black_box(socket.recv(&mut buf))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_thread_waiting_in_a_read_with_a_timeout_is_sampled_without_a_signal() {
+        use std::net::UdpSocket;
+        use std::time::Duration;
+
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let address = socket.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            tx.send(crate::identity::current_tid()).unwrap();
+            wait_in_a_distinctively_named_read(&socket)
+        });
+        let tid = rx.recv().unwrap();
+        // Until it waits in recvfrom (45).
+        let path = format!("/proc/self/task/{tid}/syscall");
+        while !std::fs::read_to_string(&path).unwrap().starts_with("45 ") {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut sampler = StackSampler::new();
+        let entry = wait_in_a_distinctively_named_read as *const () as u64;
+        for _ in 0..20 {
+            let sample = sampler.sample(tid).unwrap();
+            assert!(!sample.signalled, "{sample:x?}");
+            assert!(
+                sample
+                    .addrs
+                    .iter()
+                    .any(|a| (entry..entry + 4096).contains(a)),
+                "the waiting function is on the stack: {:x?}, function at {entry:#x}",
+                sample.addrs
+            );
+        }
+        // The read returns what it was waiting for, not `Interrupted`.
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(b"its own result", address)
+            .unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), b"its own result".len());
     }
 }

@@ -18,6 +18,9 @@ pub(super) enum WorkerThread {
     /// are watched from `since`, to find the one that spins.
     Unknown {
         watching: Option<(Instant, Vec<Candidate>)>,
+        /// The threads were watched once and none spun (or they cannot be
+        /// read): the worker is reported as it is, without its thread.
+        looked: bool,
     },
     /// Known: from the census, or inferred as the unmapped thread that
     /// spins.
@@ -42,6 +45,8 @@ pub(super) struct Sampling {
     pub last: Option<Instant>,
     /// The thread did not answer a capture: no more signals are queued.
     pub abandoned: bool,
+    /// A sample took a signal.
+    pub signalled: bool,
 }
 
 /// One worker that has been frozen for at least half the threshold.
@@ -82,15 +87,19 @@ impl Period {
         }
     }
 
-    /// How long the thread's CPU has been measured at `now`, while the
-    /// period is still to be classified from it; `None` once classified, or
-    /// while the thread or its figures are unknown (nothing to wait for).
-    pub fn measured_for(&self, now: Instant) -> Option<Duration> {
+    /// Whether the first report can go at `now`: once the thread's CPU has
+    /// been measured for `over`, or, while the thread is unknown, once the
+    /// search for it has looked once. The class is fixed by the first
+    /// report that measured the thread, so a report sent earlier would fix
+    /// it on too little (or on nothing: a spinning worker whose thread was
+    /// still being searched for would go out as blocked).
+    pub fn ready_to_classify(&self, now: Instant, over: Duration) -> bool {
         match (&self.class, &self.thread) {
-            (None, WorkerThread::Known(known)) => {
-                known.start.map(|(_, from)| now.duration_since(from))
-            }
-            _ => None,
+            (None, WorkerThread::Known(known)) => known
+                .start
+                .is_none_or(|(_, from)| now.duration_since(from) >= over),
+            (None, WorkerThread::Unknown { looked, .. }) => *looked,
+            _ => true,
         }
     }
 
@@ -187,5 +196,54 @@ impl Period {
             stack_samples: samples.taken,
             ..last.clone()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_report_waits_for_the_thread_to_be_measured_or_searched_for() {
+        let start = Instant::now();
+        let over = Duration::from_millis(250);
+        let unknown = |looked| {
+            Period::new(
+                "k".to_owned(),
+                WorkerThread::Unknown {
+                    watching: None,
+                    looked,
+                },
+                None,
+            )
+        };
+        assert!(!unknown(false).ready_to_classify(start, over));
+        assert!(unknown(true).ready_to_classify(start, over));
+
+        let known = |start: Option<(ThreadTimes, Instant)>| {
+            Period::new(
+                "k".to_owned(),
+                WorkerThread::Known(KnownThread {
+                    tid: 1,
+                    name: String::new(),
+                    start,
+                    inferred: false,
+                }),
+                None,
+            )
+        };
+        let times = ThreadTimes {
+            exec_ns: 0,
+            wait_ns: 0,
+        };
+        let measured = known(Some((times, start)));
+        assert!(!measured.ready_to_classify(start + over / 2, over));
+        assert!(measured.ready_to_classify(start + over, over));
+        // Its figures cannot be read: nothing to wait for.
+        assert!(known(None).ready_to_classify(start, over));
+        // Classified: later reports go when due.
+        let mut classified = unknown(false);
+        classified.class = Some(Class::RunawayLoop);
+        assert!(classified.ready_to_classify(start, over));
     }
 }
