@@ -34,6 +34,8 @@ const MAX_FRAMES: usize = 256;
 const MAX_SAMPLES: usize = 16;
 /// Bytes of a build ID (GNU build IDs are 20; some linkers write 32).
 const MAX_BUILD_ID: usize = 64;
+/// Bytes of a Hello's session key kept (probes send 16).
+const MAX_SESSION_KEY: usize = 64;
 /// Spans of a stuck thread: the probe keeps 16 and a line saying how many
 /// more.
 const MAX_SPANS: usize = 32;
@@ -102,6 +104,7 @@ pub(crate) fn bound_hello(hello: &mut Hello) -> u64 {
     cuts.text(&mut hello.host);
     cuts.text(&mut hello.runtime);
     cuts.text(&mut hello.probe_version);
+    cuts.list(&mut hello.session_key, MAX_SESSION_KEY);
     cuts.0
 }
 

@@ -189,7 +189,7 @@ pub(crate) fn render(state: &State, stats: &CollectorStats) -> Result<String, st
     );
     registry.register(
         "collector_snapshot_times_clamped",
-        "Snapshots dated ahead of the collector's clock, stored at its current time instead",
+        "Snapshots dated ahead of the collector's clock or more than 15 minutes behind it, stored at its current time instead",
         stats.snapshot_times_clamped.clone(),
     );
     registry.register(

@@ -76,6 +76,9 @@ pub struct Instance {
     pub watched_from_outside: bool,
     /// When the process started (ms since the epoch), as the probe reported.
     pub start_time_ms: i64,
+    /// The probe's secret from its Hello: only that probe may take this
+    /// instance back while it is connected. Never shown.
+    pub(crate) session_key: Vec<u8>,
     /// When the collector first heard of this instance.
     pub first_seen_ms: i64,
     /// When the collector last heard from it (Hello, Snapshot or Event).
@@ -107,6 +110,20 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Whether `hello` is from the probe that registered this instance:
+    /// the same session key, a secret the API never shows. Between probes
+    /// older than the key (both empty), the same pid, host and start time,
+    /// which is weaker: the API shows those.
+    pub(crate) fn is_same_probe(&self, hello: &Hello) -> bool {
+        if self.session_key.is_empty() && hello.session_key.is_empty() {
+            self.pid == hello.pid
+                && self.host == hello.host
+                && self.start_time_ms == hello.start_time_unix_ms
+        } else {
+            self.session_key == hello.session_key
+        }
+    }
+
     /// The snapshot interval to expect, with a default for probes that
     /// announce none.
     pub fn effective_interval_ms(&self) -> u32 {
@@ -166,16 +183,13 @@ impl Registry {
     }
 
     /// The live instance `hello` would take over though it is another
-    /// process: its id is on an open connection from a different pid, host
-    /// or start time. A probe reconnecting after its old connection died is
-    /// the same process, and is let in.
+    /// probe: its id is on an open connection, and the Hello is not from
+    /// the same probe ([`Instance::is_same_probe`]). A probe reconnecting
+    /// before its old connection was found dead is let in.
     pub fn held_by_another(&self, hello: &Hello) -> Option<&Instance> {
-        self.instances.get(&hello.instance_id).filter(|i| {
-            i.connected
-                && (i.pid != hello.pid
-                    || i.host != hello.host
-                    || i.start_time_ms != hello.start_time_unix_ms)
-        })
+        self.instances
+            .get(&hello.instance_id)
+            .filter(|i| i.connected && !i.is_same_probe(hello))
     }
 
     /// Records an accepted Hello and returns the id of this connection.
@@ -188,6 +202,7 @@ impl Registry {
         if let Some(instance) = self.instances.get_mut(&hello.instance_id) {
             instance.service.clone_from(&hello.service);
             instance.pid = hello.pid;
+            instance.session_key.clone_from(&hello.session_key);
             instance.interval_ms = hello.interval_ms;
             instance.last_seen_ms = now_ms;
             instance.connected = true;
@@ -224,6 +239,7 @@ impl Registry {
                 probe_version: hello.probe_version.clone(),
                 watched_from_outside: hello.watched_from_outside,
                 start_time_ms: hello.start_time_unix_ms,
+                session_key: hello.session_key.clone(),
                 first_seen_ms: now_ms,
                 last_seen_ms: now_ms,
                 interval_ms: hello.interval_ms,
@@ -500,6 +516,47 @@ mod tests {
 
     fn state(reg: &Registry, id: &str) -> InstanceState {
         reg.get(id).unwrap().state
+    }
+
+    #[test]
+    fn only_the_probe_holding_the_session_key_takes_a_live_instance_back() {
+        let mut registry = Registry::new(LIMITS);
+        let owner = Hello {
+            pid: 7,
+            host: "h".to_owned(),
+            session_key: vec![1; 16],
+            ..hello("svc", "i1")
+        };
+        registry.hello(&owner, 1_000);
+        // Everything the API shows, copied: still another probe.
+        let copycat = Hello {
+            session_key: vec![2; 16],
+            ..owner.clone()
+        };
+        assert!(registry.held_by_another(&copycat).is_some());
+        let keyless = Hello {
+            session_key: Vec::new(),
+            ..owner.clone()
+        };
+        assert!(registry.held_by_another(&keyless).is_some());
+        // The owner reconnecting before its old connection was found dead.
+        assert!(registry.held_by_another(&owner).is_none());
+
+        // Probes older than the key: the same pid, host and start time.
+        let old = Hello {
+            session_key: Vec::new(),
+            ..hello("svc", "i2")
+        };
+        registry.hello(&old, 1_000);
+        assert!(registry.held_by_another(&old).is_none());
+        assert!(
+            registry
+                .held_by_another(&Hello {
+                    pid: 8,
+                    ..old.clone()
+                })
+                .is_some()
+        );
     }
 
     #[test]

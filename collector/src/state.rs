@@ -43,14 +43,23 @@ fn drop_beyond_bound(pending: &mut VecDeque<HistoryRow>) -> u64 {
     excess as u64
 }
 
-/// The time to store a snapshot at: the probe's, unless it is missing or
+/// How far behind the collector's clock a snapshot may be dated and keep
+/// its time. A probe keeps up to 64 snapshots while the collector is away
+/// (a minute at the default interval, longer at longer ones), and those
+/// are late, not wrong; a snapshot older than this is from a clock that is
+/// wrong, or from a buffer older than any detector's short windows.
+const MAX_LAG_MS: i64 = 15 * 60 * 1000;
+
+/// The time to store a snapshot at: the probe's, unless it is missing,
 /// ahead of the collector's `now_ms` (a skewed or hostile clock would key
 /// history in the future, where it is never pruned, and freeze the series
-/// behind it); then `now_ms`, and whether it was clamped.
+/// behind it), or more than [`MAX_LAG_MS`] behind it (history keyed in the
+/// past, where the detectors' windows never see it); then `now_ms`, and
+/// whether it was clamped.
 fn sample_time(probe_ms: i64, now_ms: i64) -> (i64, bool) {
     match probe_ms {
         t if t <= 0 => (now_ms, false),
-        t if t > now_ms => (now_ms, true),
+        t if t > now_ms || t < now_ms.saturating_sub(MAX_LAG_MS) => (now_ms, true),
         t => (t, false),
     }
 }
@@ -113,7 +122,8 @@ impl State {
 
     /// Updates the instance and appends to its history, at the probe's
     /// sampling time (the receive time when the probe sent none, or dated
-    /// it ahead of `now_ms`). Returns whether its time was clamped.
+    /// it ahead of `now_ms` or far behind). Returns whether its time was
+    /// clamped.
     pub(crate) fn snapshot(
         &mut self,
         instance_id: &str,
@@ -292,7 +302,8 @@ pub(crate) struct CollectorStats {
     /// 1 while the store takes writes, 0 from a failed write until it
     /// reopens and takes one again.
     pub(crate) history_store_up: Gauge,
-    /// Snapshots dated ahead of the collector's clock, stored at its now.
+    /// Snapshots dated ahead of the collector's clock or more than 15
+    /// minutes behind it, stored at its now.
     pub(crate) snapshot_times_clamped: Counter,
     /// Texts and lists of probes' messages cut to the collector's bounds.
     pub(crate) fields_cut: Counter,
@@ -356,10 +367,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_probes_time_ahead_of_the_collector_is_clamped_to_now() {
+    fn a_probes_time_ahead_of_the_collector_or_far_behind_is_clamped_to_now() {
         assert_eq!(sample_time(1_000, 2_000), (1_000, false));
         assert_eq!(sample_time(0, 2_000), (2_000, false), "no time sent");
         let year = 365 * 24 * 3600 * 1000;
         assert_eq!(sample_time(2_000 + year, 2_000), (2_000, true));
+        // Late from a buffer: kept; an hour behind: a wrong clock.
+        let now = 10 * year;
+        let minute = 60_000;
+        assert_eq!(sample_time(now - minute, now), (now - minute, false));
+        assert_eq!(
+            sample_time(now - 15 * minute, now),
+            (now - 15 * minute, false)
+        );
+        assert_eq!(sample_time(now - 60 * minute, now), (now, true));
     }
 }

@@ -40,6 +40,7 @@ fn hello(instance_id: &str) -> Hello {
         runtime: "rust".to_owned(),
         interval_ms: 1000,
         watched_from_outside: false,
+        session_key: vec![7; 16],
     }
 }
 
@@ -432,8 +433,10 @@ async fn a_live_instance_id_cannot_be_taken_over_by_another_process() {
     let ingest = collector.ingest_addr();
     let _owner = welcomed(ingest, "taken-1").await;
     wait_for_instance(&collector, "taken-1", |i| i["state"] == "up").await;
+    // Another probe copying all the API shows of the owner (its pid, host
+    // and start time), without its secret key.
     let hijack = Hello {
-        pid: 6666,
+        session_key: vec![8; 16],
         ..hello("taken-1")
     };
     assert_eq!(

@@ -186,6 +186,7 @@ impl Exporter {
             runtime: self.identity.runtime.clone(),
             watched_from_outside: self.identity.outside,
             interval_ms: u32::try_from(self.config.interval.as_millis()).unwrap_or(u32::MAX),
+            session_key: self.identity.session_key.to_vec(),
         }
     }
 

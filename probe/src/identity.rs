@@ -14,6 +14,9 @@ pub(crate) struct Identity {
     pub runtime: String,
     /// Watched from outside rather than by a probe inside it.
     pub outside: bool,
+    /// The secret that lets this probe, and no one else, take its instance
+    /// back while the collector still holds its old connection.
+    pub session_key: [u8; 16],
 }
 
 impl Identity {
@@ -26,6 +29,7 @@ impl Identity {
                 .unwrap_or_else(now_unix_ms),
             runtime: "rust".to_owned(),
             outside: false,
+            session_key: random_key(),
         }
     }
 
@@ -53,14 +57,21 @@ impl Identity {
             start_time_unix_ms: start,
             runtime: runtime.to_owned(),
             outside: true,
+            session_key: random_key(),
         })
     }
 }
 
-/// 128 random bits as hex. Each `RandomState` is keyed from the OS's random
-/// source, so two processes (or two starts of one) get different ids without
-/// a dependency on a random-number crate.
+/// 128 random bits as hex.
 fn random_instance_id() -> String {
+    let [high, low] = random_words();
+    format!("{high:016x}{low:016x}")
+}
+
+/// 128 random bits. Each `RandomState` is keyed from the OS's random
+/// source, so two processes (or two starts of one) get different bits
+/// without a dependency on a random-number crate.
+fn random_words() -> [u64; 2] {
     let word = |salt: u64| {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u64(salt);
@@ -73,7 +84,21 @@ fn random_instance_id() -> String {
         hasher.write_u32(std::process::id());
         hasher.finish()
     };
-    format!("{:016x}{:016x}", word(1), word(2))
+    [word(1), word(2)]
+}
+
+/// 16 bytes from the kernel's random source (`getrandom`), or, where that
+/// fails, [`random_words`]: a secret no other process can read or guess.
+fn random_key() -> [u8; 16] {
+    let mut key = [0u8; 16];
+    // SAFETY: the kernel writes at most `key.len()` bytes into `key`.
+    let filled = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
+    if usize::try_from(filled).ok() != Some(key.len()) {
+        let [high, low] = random_words();
+        key[..8].copy_from_slice(&high.to_le_bytes());
+        key[8..].copy_from_slice(&low.to_le_bytes());
+    }
+    key
 }
 
 fn host_name() -> String {
@@ -127,6 +152,19 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn session_keys_are_random_and_per_identity() {
+        let (a, b) = (random_key(), random_key());
+        assert_ne!(a, b);
+        assert_ne!(a, [0; 16]);
+        let identity = Identity::of_this_process();
+        assert_ne!(
+            identity.session_key,
+            Identity::of_this_process().session_key
+        );
+        assert_eq!(identity.clone().session_key, identity.session_key);
     }
 
     #[test]

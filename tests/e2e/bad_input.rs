@@ -290,3 +290,34 @@ fn a_hello_with_a_live_instance_id_from_another_process_is_refused() {
     assert_eq!(owned["pid"], 100, "not taken over: {owned:#}");
     drop(owner);
 }
+
+#[test]
+fn a_hello_copying_everything_the_api_shows_of_a_live_probe_is_refused() {
+    let collector = Collector::start();
+    let service = Service::start(&collector, "victim", 1);
+    let shown = collector.wait_for_instance("the real probe", |i| i["service"] == "victim");
+    // What anyone on the host can read from the API.
+    let copied = Hello {
+        service: "victim".to_owned(),
+        instance_id: shown["instance_id"].as_str().unwrap().to_owned(),
+        pid: u32::try_from(shown["pid"].as_u64().unwrap()).unwrap(),
+        host: shown["host"].as_str().unwrap().to_owned(),
+        start_time_unix_ms: shown["started_at_ms"].as_i64().unwrap(),
+        runtime: "rust".to_owned(),
+        ..hello_fields("victim", "", 0)
+    };
+    let mut thief = connect(&collector);
+    thief
+        .write_all(&frame(probe_message::Kind::Hello(copied)))
+        .unwrap();
+    let (code, reason) = rejection(&replies_until_closed(thief));
+    assert_eq!(code, RejectCode::InstanceInUse, "{reason}");
+    // The real probe still reports on its own connection.
+    let before = shown["last_seen_ms"].as_i64().unwrap();
+    collector.wait_for_instance("the real probe still reporting", |i| {
+        i["instance_id"] == shown["instance_id"]
+            && i["state"] == "up"
+            && i["last_seen_ms"].as_i64().is_some_and(|t| t > before)
+    });
+    drop(service);
+}

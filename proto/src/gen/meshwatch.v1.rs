@@ -103,6 +103,15 @@ pub struct Hello {
     /// --watch) rather than by a probe linked into it.
     #[prost(bool, tag = "11")]
     pub watched_from_outside: bool,
+    /// A secret the probe draws at random when it starts and the collector
+    /// never shows (16 bytes; at most 64 are kept). A Hello that reuses the
+    /// instance_id of a live instance is let in only with the same key: the
+    /// same probe reconnecting before its old connection was found dead.
+    /// The pid, host and start time cannot serve, since the collector's API
+    /// shows them. Empty from probes older than this field; then those three
+    /// must match, and a key on either side must match the other.
+    #[prost(bytes = "vec", tag = "12")]
+    pub session_key: ::prost::alloc::vec::Vec<u8>,
 }
 /// Accepts a probe's Hello. After it, the probe starts sending snapshots.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -630,8 +639,9 @@ pub enum RejectCode {
     Malformed = 3,
     /// The first frame was not a Hello.
     ExpectedHello = 4,
-    /// The instance id is held by another live process (a different pid, host
-    /// or start time) on an open connection.
+    /// The instance id is held by another live probe (a different session
+    /// key, or, without keys, a different pid, host or start time) on an open
+    /// connection.
     InstanceInUse = 5,
 }
 impl RejectCode {
