@@ -74,6 +74,56 @@ fn eleven_hundred_connections_under_a_1024_fd_limit_leave_the_api_answering() {
 }
 
 #[test]
+fn the_collector_raises_its_open_file_limit_to_the_hard_one() {
+    raise_own_fd_limit(2048);
+    let collector = Collector::start_with_fd_limits(512, 2048, &[]);
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", collector.process.pid())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let figures: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(figures, ["2048", "2048"], "{open_files}");
+    assert!(
+        collector
+            .process
+            .stderr()
+            .contains("raised the open-file limit"),
+        "said in the log"
+    );
+}
+
+#[test]
+fn an_otlp_export_over_4_mib_is_refused_and_the_api_answers() {
+    let collector = Collector::start();
+    // The OTLP receiver reads at most 4 MiB.
+    let body = vec![0u8; 4 * 1024 * 1024 + 1];
+    let sent = ureq::post(format!("{}/v1/metrics", collector.http))
+        .header("Content-Type", "application/x-protobuf")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(&body[..]);
+    match sent {
+        Ok(response) => assert_eq!(response.status().as_u16(), 413),
+        // Or closed on the client while it was still sending.
+        Err(ureq::Error::Io(err)) => assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
+            "{err}"
+        ),
+        Err(err) => panic!("POST /v1/metrics: {err}"),
+    }
+    let health = ureq::get(&format!("{}/healthz", collector.http))
+        .call()
+        .expect("/healthz answers");
+    assert_eq!(health.status(), 200);
+}
+
+#[test]
 fn a_silent_http_client_is_closed_after_the_read_timeout() {
     let collector = Collector::start();
     let address = collector.http.trim_start_matches("http://");

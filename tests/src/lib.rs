@@ -89,23 +89,23 @@ impl Process {
     }
 
     /// [`Process::start`], with the open-file limit (soft and hard) set to
-    /// `fd_limit` in the child when given.
+    /// `fd_limit` (soft, hard) in the child when given.
     fn spawn(
         bin: &str,
         args: &[&str],
         envs: &[(&str, &str)],
         announce_prefix: &str,
-        fd_limit: Option<u64>,
+        fd_limit: Option<(u64, u64)>,
     ) -> (Self, String) {
         let dir = tempfile::tempdir().expect("temp dir");
         let stderr_path = dir.path().join("stderr.log");
         let stderr = std::fs::File::create(&stderr_path).expect("stderr log");
         let mut command = Command::new(bin_dir().join(bin));
-        if let Some(limit) = fd_limit {
+        if let Some((soft, hard)) = fd_limit {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
+                rlim_cur: soft,
+                rlim_max: hard,
             };
             // SAFETY: setrlimit is async-signal-safe, and the closure
             // touches nothing but its own copy of `limit`.
@@ -232,11 +232,17 @@ impl Collector {
     /// Starts a collector whose open-file limit (soft and hard) is
     /// `fd_limit`, as `ulimit -n` in its shell would set it.
     pub fn start_with_fd_limit(fd_limit: u64, extra: &[&str]) -> Self {
+        Self::start_with_fd_limits(fd_limit, fd_limit, extra)
+    }
+
+    /// Starts a collector whose open-file limit is `soft`, and may be
+    /// raised up to `hard`.
+    pub fn start_with_fd_limits(soft: u64, hard: u64, extra: &[&str]) -> Self {
         Self::launch_limited(
             tempfile::tempdir().expect("data dir"),
             None,
             extra,
-            Some(fd_limit),
+            Some((soft, hard)),
         )
     }
 
@@ -273,7 +279,7 @@ impl Collector {
         data_dir: tempfile::TempDir,
         token: Option<&str>,
         extra: &[&str],
-        fd_limit: Option<u64>,
+        fd_limit: Option<(u64, u64)>,
     ) -> Self {
         let data = data_dir.path().join("store");
         let token_file = data_dir.path().join("token");
