@@ -123,6 +123,37 @@ fn probes_and_the_cli_speak_tls_and_plain_clients_are_refused() {
         "{instance}"
     );
 
+    // A probe that trusts another CA refuses this collector: it says why,
+    // and never reports.
+    let other = Pki::new();
+    let other_ca = other.file("ca.pem");
+    let doubter = Service::start_with(
+        &collector,
+        "doubter",
+        1,
+        &[],
+        &[("MESHWATCH_TLS_CA", &other_ca)],
+    );
+    wait_for(
+        "the probe's refusal in its log",
+        Duration::from_secs(20),
+        || {
+            let log = doubter.process.stderr();
+            log.contains("cannot reach the collector: invalid peer certificate")
+                .then_some(())
+        },
+    );
+    let listed = status(&base, &["--tls-ca", &ca]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(
+        listed["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["service"] != "doubter"),
+        "{listed:#}"
+    );
+
     // The CLI checks the collector's certificate: without the CA it refuses.
     let unverified = status(&base, &[]);
     assert!(!unverified.status.success());
