@@ -15,7 +15,7 @@ seconds="${1:-120}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(frame_decoder hello snapshot_to_registry http_query)
+    targets=(frame_decoder hello snapshot_to_registry http_query otlp_metrics)
 fi
 
 cd "$(dirname "$0")/../fuzz"

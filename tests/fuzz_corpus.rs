@@ -47,3 +47,11 @@ fn the_http_query_corpus_gets_documented_statuses() {
         }
     }
 }
+
+#[test]
+fn the_otlp_metrics_corpus_gets_documented_statuses() {
+    let mut harness = Harness::for_target("replay-otlp");
+    for input in corpus("otlp_metrics") {
+        harness.otlp_metrics(&input);
+    }
+}

@@ -38,6 +38,13 @@ pub struct Harness {
 
 /// The statuses the API documents; anything else from bad input is a bug.
 const DOCUMENTED_STATUSES: [u16; 5] = [200, 400, 401, 404, 405];
+/// What `POST /api/v1/profile` and `GET /api/v1/profile/ID` answer: a
+/// ticket (202), a profile (200), or what stood in the way (the instance is
+/// not connected, busy, gone, silent, or too many profiles run).
+const PROFILE_STATUSES: [u16; 10] = [200, 202, 400, 401, 404, 405, 409, 429, 502, 504];
+/// What the OTLP receiver answers: taken (in part), refused (bad
+/// payload, token, size or media type).
+const OTLP_STATUSES: [u16; 5] = [200, 400, 401, 413, 415];
 
 impl Harness {
     /// A collector whose store lives in `data_dir` (created when missing).
@@ -110,20 +117,48 @@ impl Harness {
     ///
     /// On any other status: what the fuzzer is looking for.
     pub fn http_queries(&self, text: &str) {
-        for uri in [
+        let gets = [
             format!("/api/v1/series?{text}"),
             format!("/api/v1/incidents?{text}"),
             format!("/api/v1/services?{text}"),
             format!("/api/v1/incidents/{text}"),
             format!("/{text}"),
-        ] {
-            if let Some(status) = self.get(&uri) {
+        ]
+        .map(|uri| ("GET", uri, &DOCUMENTED_STATUSES[..]));
+        let profiles = [
+            ("POST", format!("/api/v1/profile?{text}")),
+            ("GET", format!("/api/v1/profile/{text}")),
+        ]
+        .map(|(method, uri)| (method, uri, &PROFILE_STATUSES[..]));
+        for (method, uri, statuses) in gets.into_iter().chain(profiles) {
+            if let Some(status) = self.request(method, &uri, "", Vec::new()) {
                 assert!(
-                    DOCUMENTED_STATUSES.contains(&status),
-                    "GET {uri:?} answered {status}"
+                    statuses.contains(&status),
+                    "{method} {uri:?} answered {status}"
                 );
             }
         }
+    }
+
+    /// The `otlp_metrics` property: `bytes` as an OTLP metrics export, in
+    /// protobuf and in JSON, each answered with a status the receiver
+    /// documents, then a detection pass over what was taken and the views
+    /// rendered.
+    ///
+    /// # Panics
+    ///
+    /// On any other status: what the fuzzer is looking for.
+    pub fn otlp_metrics(&mut self, bytes: &[u8]) {
+        for content_type in ["application/x-protobuf", "application/json"] {
+            if let Some(status) = self.request("POST", "/v1/metrics", content_type, bytes.to_vec())
+            {
+                assert!(
+                    OTLP_STATUSES.contains(&status),
+                    "POST /v1/metrics ({content_type}) answered {status}"
+                );
+            }
+        }
+        self.tick();
     }
 
     /// Serves `bytes` as everything one probe connection sends, then its
@@ -165,7 +200,18 @@ impl Harness {
     /// Routes `GET uri` through the HTTP API and returns the status code.
     /// A URI that is not one (bytes a request line cannot hold) is `None`.
     pub fn get(&self, uri: &str) -> Option<u16> {
-        let request = Request::get(uri).body(Body::empty()).ok()?;
+        self.request("GET", uri, "", Vec::new())
+    }
+
+    /// Routes `method uri` with `body` (of `content_type`, when given)
+    /// through the HTTP API and returns the status code; `None` for a URI
+    /// that is not one.
+    fn request(&self, method: &str, uri: &str, content_type: &str, body: Vec<u8>) -> Option<u16> {
+        let mut request = Request::builder().method(method).uri(uri);
+        if !content_type.is_empty() {
+            request = request.header("Content-Type", content_type);
+        }
+        let request = request.body(Body::from(body)).ok()?;
         let router = crate::api::router(Arc::clone(&self.shared));
         self.runtime.block_on(async move {
             let response = router.oneshot(request).await.ok()?;

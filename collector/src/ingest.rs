@@ -541,6 +541,20 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_name_is_quoted_cut_to_64_characters_with_its_length() {
+        let mut h = hello();
+        h.instance_id = "é".repeat(MAX_NAME_LEN);
+        let reason = check_hello(&h, None).err().map(|r| r.reason).unwrap();
+        let quoted = format!("{:?}", "é".repeat(64));
+        assert!(reason.contains(&quoted), "{reason}");
+        assert!(!reason.contains(&"é".repeat(65)), "{reason}");
+        assert!(
+            reason.contains(&format!("({} bytes)", 2 * MAX_NAME_LEN)),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn checks_the_token_before_the_content() {
         let mut h = hello();
         h.service.clear();

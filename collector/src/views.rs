@@ -196,3 +196,29 @@ fn headline(snapshot: &Snapshot, cpu_percent: Option<f64>) -> Headline {
         tcp_close_wait: snapshot.sockets.as_ref().map(|t| t.close_wait),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwatch_proto::v1::RuntimeStats;
+
+    #[test]
+    fn sums_of_a_probes_figures_saturate_rather_than_overflow() {
+        let huge = RuntimeStats {
+            tasks_alive: u64::MAX - 1,
+            global_queue_depth: u64::MAX,
+            workers: u32::MAX,
+            ..RuntimeStats::default()
+        };
+        let snapshot = Snapshot {
+            runtimes: vec![huge.clone(), huge],
+            ..Snapshot::default()
+        };
+        let figures = headline(&snapshot, None);
+        assert_eq!(figures.tasks_alive, Some(u64::MAX));
+        assert_eq!(figures.global_queue_depth, Some(u64::MAX));
+        assert_eq!(figures.workers, Some(u32::MAX));
+        // No runtime is "unknown", not 0.
+        assert_eq!(headline(&Snapshot::default(), None).tasks_alive, None);
+    }
+}

@@ -5,22 +5,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshwatch_proto::v1::{CollectorMessage, ProbeMessage};
 
+/// The limit the collector runs with (`FRAME_CORPUS_MAX` in
+/// `proto/tests/decoder_properties.rs`, which replays this target's corpus).
 const MAX: usize = 64 * 1024;
 
 #[path = "../../proto/tests/support/split.rs"]
 mod split;
-use split::decode_chunks;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&split, bytes)) = data.split_first() else {
-        return;
-    };
-    let split = usize::from(split).min(bytes.len());
-    let (whole, whole_failed) = decode_chunks::<ProbeMessage>(&[bytes], MAX);
-    let (parts, parts_failed) = decode_chunks::<ProbeMessage>(&[&bytes[..split], &bytes[split..]], MAX);
-    assert_eq!(whole_failed, parts_failed);
-    assert_eq!(whole, parts);
-    let _ = decode_chunks::<CollectorMessage>(&[bytes], MAX);
-});
+fuzz_target!(|data: &[u8]| split::assert_split_invariant(data, MAX));

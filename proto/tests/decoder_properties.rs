@@ -1,7 +1,8 @@
 //! The fuzz target's property (`fuzz/fuzz_targets/frame_decoder.rs`), run on
-//! stable in every test run over deterministic pseudo-random input: the
-//! decoder never panics, never buffers past its limit, and decodes the same
-//! messages however the bytes are split.
+//! stable in every test run over deterministic pseudo-random input and over
+//! the fuzzer's kept corpus (`fuzz/corpus/frame_decoder`): the decoder never
+//! panics, never buffers past its limit, and decodes the same messages
+//! however the bytes are split.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +12,7 @@ use meshwatch_proto::v1::{Hello, ProbeMessage, Snapshot, probe_message::Kind};
 mod support {
     pub mod split;
 }
-use support::split::decode_chunks;
+use support::split::{assert_split_invariant, decode_chunks};
 
 const MAX: usize = 4096;
 
@@ -74,5 +75,27 @@ fn decoding_is_independent_of_how_bytes_are_split() {
         let whole = decode_chunks::<ProbeMessage>(&[&bytes], MAX);
         let parts = decode_chunks::<ProbeMessage>(&[&bytes[..split], &bytes[split..]], MAX);
         assert_eq!(whole, parts, "input {bytes:?} split at {split}");
+    }
+}
+
+/// The fuzz target's limit (`fuzz/fuzz_targets/frame_decoder.rs`).
+const FRAME_CORPUS_MAX: usize = 64 * 1024;
+
+#[test]
+fn the_fuzzers_kept_inputs_decode_the_same_however_split() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/frame_decoder");
+    let mut inputs: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() > 100,
+        "{} inputs in {}",
+        inputs.len(),
+        dir.display()
+    );
+    for input in inputs {
+        assert_split_invariant(&std::fs::read(&input).unwrap(), FRAME_CORPUS_MAX);
     }
 }

@@ -105,4 +105,22 @@ fn a_collector_killed_under_load_loses_at_most_its_last_second_and_its_probes_co
         "the stored history stops {} ms before the kill",
         killed_at_ms - last_before_kill
     );
+    // The snapshots the probe took while no collector was up (it retries
+    // after 500 ms at the soonest, and a new collector takes longer to
+    // start) were kept and sent once it was back: no hole after the kill.
+    let during_outage: Vec<i64> = points
+        .iter()
+        .filter_map(|p| p[0].as_i64())
+        .filter(|&t| t > killed_at_ms && t < killed_at_ms + 500)
+        .collect();
+    assert!(
+        !during_outage.is_empty(),
+        "nothing from the first 500 ms of the outage: {:?}",
+        points
+            .iter()
+            .filter_map(|p| p[0].as_i64())
+            .filter(|&t| t > killed_at_ms - 2_000 && t < killed_at_ms + 3_000)
+            .map(|t| t - killed_at_ms)
+            .collect::<Vec<_>>()
+    );
 }
