@@ -200,6 +200,35 @@ pub fn merged(series: &[InstanceSeries]) -> Vec<Point> {
     points
 }
 
+/// The narrowest time range a chart zooms to: a minute.
+const MIN_SHOWN_MS: i64 = 60_000;
+
+/// The part of `[from_ms, to_ms]` a chart shows: from just before
+/// `first_point_ms`, so an instance that has existed for one minute fills
+/// the chart rather than sitting against the right edge of a ten-minute
+/// window (a mark before the data, such as a detector's window that began
+/// before the instance, is left out: all the data is after it); without
+/// data, from just before the earliest of the `marks` inside the range.
+/// Never less than a minute, never beyond the range.
+pub fn shown_range(
+    (from_ms, to_ms): (i64, i64),
+    first_point_ms: Option<i64>,
+    marks: impl IntoIterator<Item = i64>,
+) -> (i64, i64) {
+    let earliest = first_point_ms.or_else(|| {
+        marks
+            .into_iter()
+            .filter(|at| (from_ms..=to_ms).contains(at))
+            .min()
+    });
+    let Some(earliest) = earliest else {
+        return (from_ms, to_ms);
+    };
+    let pad = (to_ms - earliest) / 20;
+    let from = (earliest - pad).min(to_ms - MIN_SHOWN_MS);
+    (from.max(from_ms), to_ms)
+}
+
 /// The least-squares line through `points`, as its two end points; with
 /// `slope_per_ms` given (a detector's slope), only the intercept is fitted.
 pub fn fitted(points: &[Point], slope_per_ms: Option<f64>) -> Option<Vec<Point>> {
@@ -228,6 +257,31 @@ pub fn fitted(points: &[Point], slope_per_ms: Option<f64>) -> Option<Vec<Point>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chart_zooms_to_the_data_it_has() {
+        let minute = 60_000;
+        let window = (0, 10 * minute);
+        // An instance one minute old: from just before its first point.
+        let (from, to) = shown_range(window, Some(9 * minute), []);
+        assert_eq!(to, 10 * minute);
+        assert!(from < 9 * minute && from > 8 * minute, "{from}");
+        // A mark before the data does not widen it; without data, marks
+        // inside the window place it.
+        assert_eq!(
+            shown_range(window, Some(9 * minute), [2 * minute]),
+            (from, to)
+        );
+        assert_eq!(
+            shown_range(window, None, [2 * minute]).0,
+            2 * minute - 24_000
+        );
+        assert_eq!(shown_range(window, None, [-5 * minute]), window);
+        // Never under a minute, never beyond the window, whole when empty.
+        assert_eq!(shown_range(window, Some(10 * minute), []).0, 9 * minute);
+        assert_eq!(shown_range(window, Some(0), []), window);
+        assert_eq!(shown_range(window, None, []), window);
+    }
     use crate::fixtures;
 
     #[test]

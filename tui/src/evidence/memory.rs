@@ -84,6 +84,11 @@ impl From<&MemoryGrowthEvidence> for MemoryEvidence {
 }
 
 impl MemoryEvidence {
+    /// How much history the detector judged when it opened the incident.
+    pub fn window_ms(&self) -> i64 {
+        self.evidence.window_seconds.saturating_mul(1000)
+    }
+
     /// The trend's figures and the service's instances: what the sites
     /// leave out.
     pub(super) fn rest(&self, now_ms: i64) -> Vec<Section> {

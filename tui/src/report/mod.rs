@@ -116,21 +116,29 @@ fn write_charts(
     let end = incident
         .resolved_at_ms
         .map_or(now_ms, |end| (end + MARGIN_MS).min(now_ms));
-    let range = Range {
-        from_ms: incident.opened_at_ms - MARGIN_MS,
-        to_ms: end,
+    let (slope, window_ms) = match Evidence::of(incident) {
+        Evidence::Memory(memory) => (memory.slope_bytes_per_ms, Some(memory.window_ms())),
+        _ => (None, None),
     };
-    let mut markers = vec![svg::Marker {
+    let mut markers = Vec::new();
+    // A memory incident's charts reach back to the detector's window.
+    let window_start = window_ms.map(|window| incident.opened_at_ms - window);
+    markers.extend(window_start.map(|at_ms| svg::Marker {
+        label: "detector's window".into(),
+        at_ms,
+    }));
+    markers.push(svg::Marker {
         label: "opened".into(),
         at_ms: incident.opened_at_ms,
-    }];
+    });
     markers.extend(incident.resolved_at_ms.map(|at_ms| svg::Marker {
         label: "resolved".into(),
         at_ms,
     }));
-    let slope = match Evidence::of(incident) {
-        Evidence::Memory(memory) => memory.slope_bytes_per_ms,
-        _ => None,
+    let range = Range {
+        from_ms: (incident.opened_at_ms - MARGIN_MS)
+            .min(window_start.map_or(i64::MAX, |at| at - 60_000)),
+        to_ms: end,
     };
     let mut pictures = Vec::new();
     for spec in report_charts(incident) {
@@ -160,16 +168,20 @@ fn write_charts(
         }
         let file = format!("{}.svg", spec.title.replace(' ', "_"));
         let title = format!("{} of {}", spec.title, incident.service);
+        // From just before the data (a young instance fills the chart).
+        let first_point = series
+            .iter()
+            .filter_map(|s| s.points.first())
+            .map(|p| p.0)
+            .min();
+        let (from_ms, to_ms) = model::shown_range(
+            (range.from_ms, range.to_ms),
+            first_point,
+            markers.iter().map(|m| m.at_ms),
+        );
         write(
             &dir.join(&file),
-            &svg::line_chart(
-                &title,
-                spec.unit,
-                &series,
-                &markers,
-                range.from_ms,
-                range.to_ms,
-            ),
+            &svg::line_chart(&title, spec.unit, &series, &markers, from_ms, to_ms),
         )?;
         pictures.push(markdown::Picture { title, file });
     }

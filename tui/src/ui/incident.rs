@@ -14,7 +14,7 @@ use super::cursor;
 use super::fetch::{Data, SeriesReq};
 use super::input::Intent;
 use super::theme::Theme;
-use super::widgets::{self, ChartLine, History};
+use super::widgets::{self, ChartLine, History, Mark};
 use super::window::{DETAIL_KEYS, Window};
 use crate::evidence::{Evidence, HotFrame, LoopEvidence, MemoryEvidence};
 use crate::format;
@@ -89,8 +89,19 @@ impl IncidentDetail {
             .iter()
             .map(|spec| {
                 let mut history = History::of(data, &incident.service, *spec, self.window, now_ms);
+                history.marks.push(Mark {
+                    at_ms: incident.opened_at_ms,
+                    label: "opened",
+                });
                 if let Evidence::Memory(memory) = &evidence {
                     history.fit = trend(&history, memory);
+                    history.marks.insert(
+                        0,
+                        Mark {
+                            at_ms: incident.opened_at_ms - memory.window_ms(),
+                            label: "detector's window",
+                        },
+                    );
                 }
                 history
             })

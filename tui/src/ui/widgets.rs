@@ -93,8 +93,21 @@ pub struct History {
     pub lines: Vec<ChartLine>,
     /// A fitted straight line (its two end points), drawn over the others.
     pub fit: Option<ChartLine>,
-    /// The time range on the x axis.
+    /// The window's time range; the x axis shows the part of it that has
+    /// data or marks ([`crate::model::shown_range`]).
     pub range: Range,
+    /// Moments drawn as vertical lines: when the incident opened, where
+    /// the detector's window began.
+    pub marks: Vec<Mark>,
+}
+
+/// A moment marked on a chart's time axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mark {
+    /// When, in ms since the epoch.
+    pub at_ms: i64,
+    /// What happened then, for the legend.
+    pub label: &'static str,
 }
 
 impl History {
@@ -119,6 +132,7 @@ impl History {
             lines,
             fit: None,
             range: window.range(now_ms),
+            marks: Vec::new(),
         }
     }
 
@@ -136,9 +150,24 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
         lines,
         fit,
         range,
+        marks,
     } = history;
-    let (spec, range, fit) = (*spec, *range, fit.as_ref());
-    let to_x = |t: i64| (t - range.to_ms) as f64 / 1000.0;
+    let (spec, fit) = (*spec, fit.as_ref());
+    let first_point = lines
+        .iter()
+        .filter_map(|l| l.points.first())
+        .map(|p| p.0)
+        .min();
+    let (from_ms, to_ms) = crate::model::shown_range(
+        (range.from_ms, range.to_ms),
+        first_point,
+        marks.iter().map(|m| m.at_ms),
+    );
+    let marks: Vec<&Mark> = marks
+        .iter()
+        .filter(|m| (from_ms..=to_ms).contains(&m.at_ms))
+        .collect();
+    let to_x = |t: i64| (t - to_ms) as f64 / 1000.0;
     let series: Vec<Vec<(f64, f64)>> = lines
         .iter()
         .chain(fit)
@@ -157,6 +186,10 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
     } else {
         ((lo - pad).max(0.0), hi + pad)
     };
+    let mark_lines: Vec<Vec<(f64, f64)>> = marks
+        .iter()
+        .map(|m| vec![(to_x(m.at_ms), lo), (to_x(m.at_ms), hi)])
+        .collect();
     let datasets: Vec<Dataset<'_>> = lines
         .iter()
         .enumerate()
@@ -177,19 +210,23 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
                 .style(theme.fit())
                 .data(data)
         }))
+        .chain(mark_lines.iter().map(|data| {
+            Dataset::default()
+                .marker(ratatui::symbols::Marker::Braille)
+                .graph_type(GraphType::Line)
+                .style(theme.dim())
+                .data(data)
+        }))
         .collect();
     let x_labels = vec![
         Span::raw(format!(
             "-{}",
-            format::uptime(((now_ms - range.from_ms) / 1000) as u64)
+            format::uptime(((now_ms - from_ms) / 1000) as u64)
         )),
-        Span::raw(if range.to_ms >= now_ms {
+        Span::raw(if to_ms >= now_ms {
             "now".to_owned()
         } else {
-            format!(
-                "-{}",
-                format::uptime(((now_ms - range.to_ms) / 1000) as u64)
-            )
+            format!("-{}", format::uptime(((now_ms - to_ms) / 1000) as u64))
         }),
     ];
     // The legend is the title line: it never covers the data.
@@ -208,11 +245,14 @@ pub fn chart(frame: &mut Frame, area: Rect, history: &History, now_ms: i64, them
     if let Some(line) = fit {
         title.push(Span::styled(format!(" ━ {}", line.label), theme.fit()));
     }
+    for mark in &marks {
+        title.push(Span::styled(format!(" ┆ {}", mark.label), theme.dim()));
+    }
     let title = Line::from(title);
     let widget = Chart::new(datasets)
         .x_axis(
             Axis::default()
-                .bounds([to_x(range.from_ms), 0.0])
+                .bounds([to_x(from_ms), 0.0])
                 .labels(x_labels)
                 .style(theme.dim()),
         )
