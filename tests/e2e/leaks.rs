@@ -56,7 +56,8 @@ fn unclosed_sockets_open_socket_leak_and_fd_leak() {
 
     let report = meshwatch_e2e::report(&collector, &sockets);
     assert!(
-        report.markdown.contains("| `tcp_close_wait` |"),
+        report.markdown.contains("| `sockets in CLOSE_WAIT` |")
+            && report.markdown.contains(" sockets/min |"),
         "{}",
         report.markdown
     );
@@ -65,14 +66,12 @@ fn unclosed_sockets_open_socket_leak_and_fd_leak() {
     let fds = wait_for_incident(&collector, "fd_leak", "lines");
     let report = meshwatch_e2e::report(&collector, &fds);
     assert!(
-        report.markdown.contains("| `fds_open` |"),
+        report.markdown.contains("| `open fds` |") && report.markdown.contains(" fds/min |"),
         "{}",
         report.markdown
     );
     assert!(
-        report
-            .markdown
-            .contains("| `projected_time_to_limit_seconds` |"),
+        report.markdown.contains("| `limit reached in` |"),
         "{}",
         report.markdown
     );
@@ -153,7 +152,7 @@ fn tasks_waiting_forever_open_task_leak() {
     );
     let report = meshwatch_e2e::report(&collector, &tasks);
     assert!(
-        report.markdown.contains("| `tasks_alive` |"),
+        report.markdown.contains("| `tasks alive` |") && report.markdown.contains(" tasks/min |"),
         "{}",
         report.markdown
     );

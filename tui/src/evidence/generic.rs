@@ -8,10 +8,21 @@ use crate::format;
 /// One figure of the evidence, formatted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
-    /// The JSON key, dotted for nested objects.
+    /// The JSON key, dotted for nested objects; or, from a typed view, a
+    /// label a person reads.
     pub name: String,
-    /// The value, formatted by the suffix of its name.
+    /// The value, formatted by the suffix of its name, or with its unit.
     pub value: String,
+}
+
+impl Field {
+    /// A field labelled `name`.
+    pub fn new(name: &str, value: String) -> Self {
+        Self {
+            name: name.to_owned(),
+            value,
+        }
+    }
 }
 
 /// A piece of generically shown evidence.

@@ -54,10 +54,7 @@ impl From<&SuspectSite> for Site {
 }
 
 fn field(name: &str, value: String) -> Field {
-    Field {
-        name: name.to_owned(),
-        value,
-    }
+    Field::new(name, value)
 }
 
 /// The evidence of `memory_growth`, as shown.

@@ -4,7 +4,9 @@
 //! (`meshwatch_api::Evidence`). The kinds whose evidence has a view of its
 //! own are turned here into what the views show: [`LoopEvidence`] for
 //! `runaway_loop` and `blocked_worker` (the stack first), [`MemoryEvidence`]
-//! for `memory_growth` (the growing sites and the trend). Every other kind,
+//! for `memory_growth` (the growing sites and the trend); the leaks of
+//! sockets, fds and tasks read in order with labels and units ([`leaks`]).
+//! Every other kind,
 //! and a kind from a newer collector, goes through [`generic`], which shows
 //! any JSON as fields and tables formatted by the suffix of their names: a
 //! new detector is readable on screen and in reports before anyone writes a
@@ -13,6 +15,7 @@
 //! Both the TUI and `meshwatch report` render from these structures.
 
 mod generic;
+mod leaks;
 mod memory;
 mod stuck;
 
@@ -181,7 +184,8 @@ impl Evidence {
         match self {
             Evidence::Loop(stuck) => stuck.rest(),
             Evidence::Memory(memory) => memory.rest(now_ms),
-            Evidence::Other => generic(&incident.evidence.to_value(), now_ms),
+            Evidence::Other => leaks::sections(&incident.evidence)
+                .unwrap_or_else(|| generic(&incident.evidence.to_value(), now_ms)),
         }
     }
 
@@ -374,7 +378,9 @@ mod tests {
 
     #[test]
     fn a_kind_without_a_view_is_shown_from_its_serialized_type() {
-        let incident = fixtures::socket_leak();
+        // As a collector newer than this build would send it.
+        let mut incident = fixtures::socket_leak();
+        incident.evidence = meshwatch_api::Evidence::Other(incident.evidence.to_value());
         assert_eq!(Evidence::of(&incident), Evidence::Other);
         let Section::Fields(fields) = &Evidence::Other.rest(&incident, fixtures::NOW_MS)[0] else {
             panic!("fields first");

@@ -372,11 +372,8 @@ mod tests {
         assert!(md.contains("| `limit reached in` | 2h00m |"), "{md}");
         assert!(md.contains("### instances\n\n| instance | state | started | lived | ending |"));
         let md = render(&fixtures::socket_leak(), &[], None, NOW_MS);
-        assert!(md.contains("| `tcp_close_wait` | 120 |"), "{md}");
-        assert!(
-            md.contains("| `close_wait_trend.per_minute` | 24.0/min |"),
-            "{md}"
-        );
+        assert!(md.contains("| `sockets in CLOSE_WAIT` | 120 |"), "{md}");
+        assert!(md.contains("| `growth` | +24.0 sockets/min |"), "{md}");
         assert!(md.contains("| lasted | 4m58s |"));
     }
 }

@@ -194,7 +194,7 @@ fn runaway_loop_detail_highlights_the_hot_frame() {
 }
 
 #[test]
-fn memory_growth_and_unknown_kind_details() {
+fn memory_growth_and_socket_leak_details() {
     let cases = [
         (
             "memory_growth_detail_shows_the_chart_trend_and_sites",
@@ -204,7 +204,7 @@ fn memory_growth_and_unknown_kind_details() {
             34,
         ),
         (
-            "unknown_kind_detail_is_generic",
+            "socket_leak_detail_reads_what_how_fast_and_how_sure",
             Intent::Bottom,
             "9",
             80,
