@@ -124,19 +124,7 @@ mod tests {
 
     #[test]
     fn a_socket_leak_reads_what_how_fast_over_how_long_then_scale_and_certainty() {
-        let evidence = meshwatch_api::Evidence::SocketLeak(SocketLeakEvidence {
-            instance: "fedcba98".to_owned(),
-            window_seconds: 300,
-            tcp_close_wait: 120,
-            close_wait_trend: CountTrend {
-                per_minute: 24.0,
-                recent_per_minute: 24.0,
-                growth_over_window: 120.0,
-                ..CountTrend::default()
-            },
-            tcp_established: Some(12),
-            fds_open: None,
-        });
+        let evidence = crate::fixtures::socket_leak().evidence;
         let found = sections(&evidence).unwrap();
         let [Section::Fields(fields)] = found.as_slice() else {
             panic!("one section of fields: {found:?}");
@@ -151,6 +139,7 @@ mod tests {
                 "gained over the window",
                 "window",
                 "established connections",
+                "open fds",
                 "rising pairs",
                 "instance"
             ]
