@@ -1,7 +1,8 @@
 //! The view of `memory_growth`: the growing sites and the trend.
 
-use meshwatch_api::evidence::{InstanceLife, MemoryGrowthEvidence, SuspectSite};
+use meshwatch_api::evidence::{MemoryGrowthEvidence, SuspectSite};
 
+use super::lifecycle::lives_table;
 use super::{Field, Frame, Section, frames};
 use crate::format;
 
@@ -139,28 +140,5 @@ impl MemoryEvidence {
             sections.push(lives_table("instances", &e.instances, now_ms));
         }
         sections
-    }
-}
-
-/// The instances of a service as a table: id, state, started, lived, how
-/// it ended.
-fn lives_table(title: &str, lives: &[InstanceLife], now_ms: i64) -> Section {
-    Section::Table {
-        title: title.to_owned(),
-        columns: ["instance", "state", "started", "lived", "ending"]
-            .map(str::to_owned)
-            .to_vec(),
-        rows: lives
-            .iter()
-            .map(|life| {
-                vec![
-                    life.instance_id.chars().take(8).collect(),
-                    life.state.as_str().to_owned(),
-                    format::relative(now_ms, life.started_at_ms),
-                    format::duration_ms(life.lived_seconds as f64 * 1000.0),
-                    life.ending.map_or("-", |e| e.describe()).to_owned(),
-                ]
-            })
-            .collect(),
     }
 }

@@ -5,7 +5,8 @@
 //! own are turned here into what the views show: [`LoopEvidence`] for
 //! `runaway_loop` and `blocked_worker` (the stack first), [`MemoryEvidence`]
 //! for `memory_growth` (the growing sites and the trend); the leaks of
-//! sockets, fds and tasks read in order with labels and units ([`leaks`]).
+//! sockets, fds and tasks read in order with labels and units ([`leaks`]),
+//! and so do crash loops and outages ([`lifecycle`]).
 //! Every other kind,
 //! and a kind from a newer collector, goes through [`generic`], which shows
 //! any JSON as fields and tables formatted by the suffix of their names: a
@@ -16,6 +17,7 @@
 
 mod generic;
 mod leaks;
+mod lifecycle;
 mod memory;
 mod stuck;
 
@@ -185,6 +187,7 @@ impl Evidence {
             Evidence::Loop(stuck) => stuck.rest(),
             Evidence::Memory(memory) => memory.rest(now_ms),
             Evidence::Other => leaks::sections(&incident.evidence)
+                .or_else(|| lifecycle::sections(&incident.evidence, now_ms))
                 .unwrap_or_else(|| generic(&incident.evidence.to_value(), now_ms)),
         }
     }
