@@ -552,7 +552,7 @@ mod tests {
             );
             for (t, cpu) in [(10_000, 1.0), (11_000, 1.5)] {
                 let snapshot = Snapshot {
-                    time_unix_ms: t,
+                    time_unix_ms: at(t),
                     process: Some(ProcessStats {
                         rss_bytes: 4096,
                         cpu_seconds_total: cpu,
@@ -581,6 +581,14 @@ mod tests {
             state.incidents.upsert(incident("i-2", "c1", Some(3)));
         }
         shared
+    }
+
+    /// `offset_ms` after a base a minute before the tests started: the
+    /// collector keeps a snapshot's time only within 15 minutes of its own
+    /// clock.
+    fn at(offset_ms: i64) -> i64 {
+        static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+        *BASE.get_or_init(|| now_ms() / 1000 * 1000 - 60_000) + offset_ms
     }
 
     async fn get(shared: &Arc<Shared>, uri: &str) -> (StatusCode, String) {
@@ -766,16 +774,17 @@ mod tests {
         assert_eq!(body["series"][0]["instance_id"], "c1");
         assert_eq!(
             body["series"][0]["points"],
-            serde_json::json!([[10_000, 4096.0], [11_000, 4096.0]])
+            serde_json::json!([[at(10_000), 4096.0], [at(11_000), 4096.0]])
         );
-        let (_, body) = get_json(
-            &shared,
-            "/api/v1/series?service=checkout&metric=cpu_percent&instance=c1&from=10500&to=20000",
-        )
-        .await;
+        let uri = format!(
+            "/api/v1/series?service=checkout&metric=cpu_percent&instance=c1&from={}&to={}",
+            at(10_500),
+            at(20_000)
+        );
+        let (_, body) = get_json(&shared, &uri).await;
         assert_eq!(
             body["series"][0]["points"],
-            serde_json::json!([[11_000, 50.0]])
+            serde_json::json!([[at(11_000), 50.0]])
         );
     }
 
