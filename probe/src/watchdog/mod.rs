@@ -227,7 +227,7 @@ impl Watchdog {
             }),
             None => WorkerThread::Unknown {
                 watching: None,
-                looked: false,
+                misses: 0,
             },
         };
         Period::new(key, thread, spawned_at)
@@ -283,11 +283,11 @@ impl Watchdog {
         let Some(period) = self.periods.get_mut(&id) else {
             return;
         };
-        let WorkerThread::Unknown { watching, looked } = &mut period.thread else {
+        let WorkerThread::Unknown { watching, misses } = &mut period.thread else {
             return;
         };
         let Some(candidates) = candidates else {
-            *looked = true;
+            *misses = period::SEARCH_LOOKS;
             return;
         };
         let Some((since, before)) = watching.as_ref() else {
@@ -310,7 +310,7 @@ impl Watchdog {
             // Nothing spins: watch afresh, in case the loop is yet to heat up.
             None => {
                 *watching = Some((now, candidates));
-                *looked = true;
+                *misses = misses.saturating_add(1);
             }
         }
     }

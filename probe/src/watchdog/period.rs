@@ -18,14 +18,20 @@ pub(super) enum WorkerThread {
     /// are watched from `since`, to find the one that spins.
     Unknown {
         watching: Option<(Instant, Vec<Candidate>)>,
-        /// The threads were watched once and none spun (or they cannot be
-        /// read): the worker is reported as it is, without its thread.
-        looked: bool,
+        /// Looks at the threads that found none spinning. After
+        /// [`SEARCH_LOOKS`] of them (or when the threads cannot be read) the
+        /// worker is reported as it is, without its thread.
+        misses: u8,
     },
     /// Known: from the census, or inferred as the unmapped thread that
     /// spins.
     Known(KnownThread),
 }
+
+/// Looks without a spinning thread before a worker whose thread is unknown
+/// is reported without it: one look can miss a loop that had not started
+/// spinning, or a thread that was not yet a candidate when it began.
+pub(super) const SEARCH_LOOKS: u8 = 2;
 
 /// A stuck worker's thread.
 #[derive(Debug)]
@@ -89,7 +95,7 @@ impl Period {
 
     /// Whether the first report can go at `now`: once the thread's CPU has
     /// been measured for `over`, or, while the thread is unknown, once the
-    /// search for it has looked once. The class is fixed by the first
+    /// search for it has looked [`SEARCH_LOOKS`] times. The class is fixed by the first
     /// report that measured the thread, so a report sent earlier would fix
     /// it on too little (or on nothing: a spinning worker whose thread was
     /// still being searched for would go out as blocked).
@@ -98,7 +104,7 @@ impl Period {
             (None, WorkerThread::Known(known)) => known
                 .start
                 .is_none_or(|(_, from)| now.duration_since(from) >= over),
-            (None, WorkerThread::Unknown { looked, .. }) => *looked,
+            (None, WorkerThread::Unknown { misses, .. }) => *misses >= SEARCH_LOOKS,
             _ => true,
         }
     }
@@ -207,18 +213,19 @@ mod tests {
     fn the_first_report_waits_for_the_thread_to_be_measured_or_searched_for() {
         let start = Instant::now();
         let over = Duration::from_millis(250);
-        let unknown = |looked| {
+        let unknown = |misses| {
             Period::new(
                 "k".to_owned(),
                 WorkerThread::Unknown {
                     watching: None,
-                    looked,
+                    misses,
                 },
                 None,
             )
         };
-        assert!(!unknown(false).ready_to_classify(start, over));
-        assert!(unknown(true).ready_to_classify(start, over));
+        assert!(!unknown(0).ready_to_classify(start, over));
+        assert!(!unknown(1).ready_to_classify(start, over));
+        assert!(unknown(SEARCH_LOOKS).ready_to_classify(start, over));
 
         let known = |start: Option<(ThreadTimes, Instant)>| {
             Period::new(
@@ -242,7 +249,7 @@ mod tests {
         // Its figures cannot be read: nothing to wait for.
         assert!(known(None).ready_to_classify(start, over));
         // Classified: later reports go when due.
-        let mut classified = unknown(false);
+        let mut classified = unknown(0);
         classified.class = Some(Class::RunawayLoop);
         assert!(classified.ready_to_classify(start, over));
     }
