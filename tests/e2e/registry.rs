@@ -97,7 +97,7 @@ fn a_service_with_no_instance_up_past_the_grace_is_down_until_one_returns() {
     assert!(
         report
             .markdown
-            .contains("| `last_instance.ending` | disconnected |"),
+            .contains("| `it ended` | connection lost without a goodbye |"),
         "{}",
         report.markdown
     );
