@@ -35,6 +35,12 @@ struct Shared {
     failed: Option<String>,
 }
 
+/// `shared`, locked; a panic elsewhere while it was held leaves plain
+/// data, still good to read.
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One loop's stacks, as the judge sees them.
 #[derive(Debug)]
 pub(crate) struct LoopStacks {
@@ -43,7 +49,7 @@ pub(crate) struct LoopStacks {
 
 impl LoopStacks {
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared)
     }
 
     /// Starts or stops taking this loop's stacks. Stopping forgets the
@@ -113,7 +119,7 @@ impl StackSampler {
             .as_ref()
             .is_some_and(|thread| thread.send(followed))
         {
-            shared.lock().unwrap_or_else(|e| e.into_inner()).failed =
+            lock(&shared).failed =
                 Some("the collector's stack sampling thread is not running".to_owned());
         }
         LoopStacks { shared }
@@ -154,7 +160,7 @@ impl Rounds for Sampling {
 
 impl Followed {
     fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.shared)
     }
 
     /// Takes the stacks since the last turn if they are wanted; the lock
