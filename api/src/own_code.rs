@@ -44,10 +44,17 @@ const FOREIGN_PREFIXES: &[&str] = &[
     "<std::",
     "__",
     "Builtins_",
+    // V8's perf map names its own code by kind.
+    "Builtin:",
+    "BytecodeHandler:",
+    "Stub:",
+    "RegExp:",
+    "Handler:",
     "v8::",
     "node::",
     "uv_",
     "uv__",
+    "llhttp_",
 ];
 /// Thread and process entry points of the C library.
 const ENTRIES: &[&str] = &["start_thread", "clone", "clone3", "_start", "main"];
@@ -68,6 +75,12 @@ pub fn is_own_code(function: &str, file: &str) -> bool {
     if is_unnamed(function) {
         return false;
     }
+    // A C++ thunk, `{virtual override thunk({offset(-56)}, node::X::f(long))}`,
+    // belongs where the function it forwards to does.
+    let function = match function.strip_prefix('{') {
+        Some(thunk) => thunk.split_once(", ").map_or(thunk, |(_, target)| target),
+        None => function,
+    };
     let foreign_file = FOREIGN_FILE_PREFIXES.iter().any(|p| file.starts_with(p))
         || FOREIGN_FILES.iter().any(|dir| file.contains(dir));
     let foreign_name =
@@ -109,7 +122,14 @@ mod tests {
             ),
             ("listOnTimeout", "node:internal/timers"),
             ("Builtins_InterpreterEntryTrampoline", ""),
+            ("Builtin:InterpreterEntryTrampoline", ""),
+            ("BytecodeHandler:LdaZero", ""),
             ("uv__io_poll", ""),
+            ("llhttp__internal_execute", ""),
+            (
+                "{virtual override thunk({offset(-56)}, node::Parser::OnStreamRead(long, uv_buf_t const&))}",
+                "",
+            ),
             ("send", "/srv/app/node_modules/ws/lib/websocket.js"),
             (
                 "WSGIHandler.handle",

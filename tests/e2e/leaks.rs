@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use meshwatch_e2e::{Collector, Service, status, wait_for};
+use meshwatch_e2e::{Collector, Service, recorded, status, wait_for};
 use serde_json::Value;
 
 /// A short window so the tests are quick; the defaults (10 min) are covered
@@ -44,6 +44,7 @@ fn unclosed_sockets_open_socket_leak_and_fd_leak() {
     service.get("/fault/close-wait?per_sec=5");
 
     let sockets = wait_for_incident(&collector, "socket_leak", "lines");
+    recorded::keep(&collector, "socket_leak", &sockets);
     assert_eq!(sockets["instance"], instance["instance_id"]);
     assert!(
         sockets["summary"].as_str().unwrap().contains("CLOSE_WAIT"),
@@ -64,6 +65,7 @@ fn unclosed_sockets_open_socket_leak_and_fd_leak() {
     assert!(report.svg("sockets.svg").is_some(), "the sockets chart");
 
     let fds = wait_for_incident(&collector, "fd_leak", "lines");
+    recorded::keep(&collector, "fd_leak", &fds);
     let report = meshwatch_e2e::report(&collector, &fds);
     assert!(
         report.markdown.contains("| `open fds` |") && report.markdown.contains(" fds/min |"),
@@ -142,6 +144,7 @@ fn tasks_waiting_forever_open_task_leak() {
     service.get("/fault/task-leak?per_sec=20");
 
     let tasks = wait_for_incident(&collector, "task_leak", "waiter");
+    recorded::keep(&collector, "task_leak", &tasks);
     assert!(
         tasks["evidence"]["tasks_alive"].as_f64().unwrap() >= 100.0,
         "{tasks:#}"
@@ -180,6 +183,7 @@ fn a_service_dying_every_few_seconds_is_a_crash_loop() {
     assert_eq!(live["restarts"], 4, "{live:#}");
 
     let crash_loop = wait_for_incident(&collector, "crash_loop", "phoenix");
+    recorded::keep(&collector, "crash_loop", &crash_loop);
     assert!(
         crash_loop["instance"].is_null(),
         "service-wide: {crash_loop:#}"

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use meshwatch_e2e::{Collector, Service, wait_for};
+use meshwatch_e2e::{Collector, Service, recorded, wait_for};
 use serde_json::Value;
 
 /// A short detector window, so the test is quick; the defaults (8 min)
@@ -76,6 +76,7 @@ fn a_leaking_session_cache_opens_memory_growth_naming_the_leaking_function() {
         "{incident}"
     );
     assert!(first["live_bytes"].is_u64(), "whole bytes: {first:#}");
+    recorded::keep(&collector, "memory_growth", &incident);
 
     // What a reader needs, rendered from the collector's real answer: the
     // sites by live bytes and the trend line on the memory chart.

@@ -86,6 +86,7 @@ fn a_service_with_no_instance_up_past_the_grace_is_down_until_one_returns() {
     let last = &down["evidence"]["last_instance"];
     assert_eq!(last["instance_id"], up["instance_id"], "{down:#}");
     assert_eq!(last["ending"], "disconnected", "{down:#}");
+    meshwatch_e2e::recorded::keep(&collector, "service_down", &down);
     assert!(
         down["summary"]
             .as_str()

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshwatch_e2e::load::Load;
-use meshwatch_e2e::{Collector, Service, status, wait_for};
+use meshwatch_e2e::{Collector, Service, recorded, status, wait_for};
 use serde_json::Value;
 
 /// Starts `mesh-service` with both stuck-poll faults and `extra` flags, and
@@ -51,7 +51,13 @@ fn functions(incident: &Value) -> Vec<String> {
 
 /// Triggers the loop fault and checks it is flagged within 3 s, with the
 /// parser among the frames, shown by `meshwatch status`, then resolved.
-fn loop_is_diagnosed(collector: &Collector, service: &Service, instance: &str) {
+/// With `recording`, the named incident is kept under that name while open.
+fn loop_is_diagnosed(
+    collector: &Collector,
+    service: &Service,
+    instance: &str,
+    recording: Option<&str>,
+) {
     let triggered = Instant::now();
     service.get("/fault/loop?secs=6");
     let opened = wait_for("a runaway_loop incident", Duration::from_secs(10), || {
@@ -89,6 +95,9 @@ fn loop_is_diagnosed(collector: &Collector, service: &Service, instance: &str) {
         "{named:#}"
     );
     assert!(named["evidence"]["stack_samples"].as_u64().unwrap() >= 1);
+    if let Some(name) = recording {
+        recorded::keep(collector, name, &named);
+    }
     assert!(!named["evidence"]["caveat"].as_str().unwrap().is_empty());
     // The request behind it, from the service's tracing spans (SpanLayer):
     // the request's span, carried into the task it spawned, and the
@@ -120,7 +129,7 @@ fn loop_is_diagnosed(collector: &Collector, service: &Service, instance: &str) {
 fn runaway_loop_is_flagged_with_the_looping_function_and_resolves() {
     let collector = Collector::start();
     let (service, instance) = faulty(&collector, "looping", &[]);
-    loop_is_diagnosed(&collector, &service, &instance);
+    loop_is_diagnosed(&collector, &service, &instance, Some("runaway_loop"));
     report_names_the_loop(&collector, &instance);
 }
 
@@ -211,6 +220,7 @@ fn blocking_call_is_flagged_as_a_blocked_worker_and_resolves() {
                 .any(|f| f.contains("ask_upstream_blocking")),
             "{resolved:#}"
         );
+        recorded::keep(&collector, "blocked_worker", &resolved);
     }
     let outcome = wait_for("the read's outcome", Duration::from_secs(10), || {
         Some(service.get("/fault/block-read/outcome")).filter(|o| !o.starts_with("pending"))
@@ -258,7 +268,7 @@ fn own_signal_handlers_and_a_sigprof_profiler_keep_working() {
         },
     );
 
-    loop_is_diagnosed(&collector, &service, &instance);
+    loop_is_diagnosed(&collector, &service, &instance, None);
 
     let after = counts(&service);
     assert_eq!(

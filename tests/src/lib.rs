@@ -9,6 +9,7 @@
 pub mod foreign;
 pub mod load;
 pub mod otlp_sink;
+pub mod recorded;
 pub mod synthetic;
 
 pub use foreign::Foreign;

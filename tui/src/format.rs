@@ -16,6 +16,19 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A change in size per some time, signed, for growth figures:
+/// `+571.3 MiB`, `-2.0 KiB`, `0 B`; the caller adds `/h` or `/s`.
+pub fn bytes_change(n: f64) -> String {
+    let sign = if n > 0.0 {
+        "+"
+    } else if n < 0.0 {
+        "-"
+    } else {
+        ""
+    };
+    format!("{sign}{}", bytes(n.abs().round() as u64))
+}
+
 /// A size in at most six characters, for table cells and axes: `512B`,
 /// `1.5K`, `30.0M`, `2.0G`.
 pub fn bytes_short(n: f64) -> String {

@@ -18,6 +18,8 @@ mod format;
 mod logfile;
 mod model;
 mod profile;
+#[cfg(test)]
+mod recorded;
 mod report;
 mod status;
 mod ui;

@@ -130,45 +130,61 @@ pub struct ChartSpec {
     pub title: &'static str,
     /// The unit of every metric in it.
     pub unit: Unit,
-    /// Metric names as in `/api/v1/series`, each one line.
-    pub metrics: &'static [&'static str],
+    /// The metrics drawn, each one line.
+    pub metrics: &'static [ChartMetric],
+}
+
+/// One line of a chart: which metric, and what the legend calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChartMetric {
+    /// The metric's name in `/api/v1/series`.
+    pub name: &'static str,
+    /// The legend's word for it: a person reads "RSS", not `rss_bytes`.
+    pub label: &'static str,
+}
+
+const fn line(name: &'static str, label: &'static str) -> ChartMetric {
+    ChartMetric { name, label }
 }
 
 /// Process CPU.
 pub const CPU: ChartSpec = ChartSpec {
     title: "CPU",
     unit: Unit::Percent,
-    metrics: &["cpu_percent"],
+    metrics: &[line("cpu_percent", "CPU")],
 };
 /// Resident memory and the allocator's live bytes.
 pub const MEMORY: ChartSpec = ChartSpec {
     title: "memory",
     unit: Unit::Bytes,
-    metrics: &["rss_bytes", "heap_live_bytes"],
+    metrics: &[line("rss_bytes", "RSS"), line("heap_live_bytes", "heap")],
 };
 /// Alive tokio tasks.
 pub const TASKS: ChartSpec = ChartSpec {
     title: "tasks",
     unit: Unit::Count,
-    metrics: &["tasks_alive"],
+    metrics: &[line("tasks_alive", "alive")],
 };
 /// Open file descriptors.
 pub const FDS: ChartSpec = ChartSpec {
     title: "file descriptors",
     unit: Unit::Count,
-    metrics: &["fds_open"],
+    metrics: &[line("fds_open", "open")],
 };
 /// TCP sockets by state.
 pub const SOCKETS: ChartSpec = ChartSpec {
     title: "sockets",
     unit: Unit::Count,
-    metrics: &["tcp_established", "tcp_close_wait"],
+    metrics: &[
+        line("tcp_established", "established"),
+        line("tcp_close_wait", "CLOSE_WAIT"),
+    ],
 };
 /// OS threads.
 pub const THREADS: ChartSpec = ChartSpec {
     title: "threads",
     unit: Unit::Count,
-    metrics: &["threads"],
+    metrics: &[line("threads", "threads")],
 };
 
 /// The history charts of a service, most telling first. A chart whose
@@ -200,8 +216,9 @@ pub fn merged(series: &[InstanceSeries]) -> Vec<Point> {
     points
 }
 
-/// The narrowest time range a chart zooms to: a minute.
-const MIN_SHOWN_MS: i64 = 60_000;
+/// The narrowest time range a chart zooms to: two seconds, a few snapshots
+/// at the probe's pace, so a service seconds old still fills its chart.
+pub const MIN_SHOWN_MS: i64 = 2_000;
 
 /// The part of `[from_ms, to_ms]` a chart shows: from just before
 /// `first_point_ms`, so an instance that has existed for one minute fills
@@ -209,7 +226,7 @@ const MIN_SHOWN_MS: i64 = 60_000;
 /// window (a mark before the data, such as a detector's window that began
 /// before the instance, is left out: all the data is after it); without
 /// data, from just before the earliest of the `marks` inside the range.
-/// Never less than a minute, never beyond the range.
+/// Never less than two seconds, never beyond the range.
 pub fn shown_range(
     (from_ms, to_ms): (i64, i64),
     first_point_ms: Option<i64>,
@@ -277,8 +294,11 @@ mod tests {
             2 * minute - 24_000
         );
         assert_eq!(shown_range(window, None, [-5 * minute]), window);
-        // Never under a minute, never beyond the window, whole when empty.
-        assert_eq!(shown_range(window, Some(10 * minute), []).0, 9 * minute);
+        // Never under two seconds, never beyond the window, whole when empty.
+        assert_eq!(
+            shown_range(window, Some(10 * minute), []).0,
+            10 * minute - 2_000
+        );
         assert_eq!(shown_range(window, Some(0), []), window);
         assert_eq!(shown_range(window, None, []), window);
     }

@@ -27,6 +27,15 @@ pub struct InstanceLife {
     pub restarts: u32,
 }
 
+impl InstanceLife {
+    /// From start to last heard of, to the millisecond: `lived_seconds`
+    /// rounds a life of 0.6 s down to none, and a crash loop's lives are
+    /// often that short.
+    pub fn lived_ms(&self) -> i64 {
+        (self.last_seen_at_ms - self.started_at_ms).max(0)
+    }
+}
+
 impl Default for InstanceLife {
     fn default() -> Self {
         Self {

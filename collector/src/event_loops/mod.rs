@@ -22,6 +22,7 @@
 //! probe's.
 
 mod beacon;
+mod perf_map;
 mod profile;
 mod rule;
 mod sampler;

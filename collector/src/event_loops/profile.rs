@@ -18,6 +18,7 @@ use blazesym::symbolize::Symbolizer;
 use meshwatch_proto::v1::{Frame, Hello};
 use perf_event::Sampler;
 
+use super::perf_map::PerfMap;
 use super::stacks::{cpu_clock_sampler, name_chain, python_frames, python_spy, user_addresses};
 use crate::profiles::{ProfileError, Sampled};
 
@@ -92,18 +93,21 @@ fn native(pid: u32, duration: Duration, hz: u32) -> Result<Counts, ProfileError>
         std::thread::sleep(DRAIN_EVERY.min(end.saturating_duration_since(Instant::now())));
     }
     let symbolizer = crate::naming::symbolizer(&[]);
-    Ok(name_chains(&symbolizer, pid, chains))
+    let mut perf_map = PerfMap::of(pid);
+    perf_map.refresh();
+    Ok(name_chains(&symbolizer, &perf_map, pid, chains))
 }
 
 /// Each distinct chain named once; chains that name alike are merged.
 fn name_chains(
     symbolizer: &Symbolizer,
+    perf_map: &PerfMap,
     pid: u32,
     chains: HashMap<(String, Vec<u64>), u64>,
 ) -> Counts {
     let mut counts = Counts::new();
     for ((thread, chain), count) in chains {
-        let frames = name_chain(symbolizer, pid, &chain);
+        let frames = name_chain(symbolizer, perf_map, pid, &chain);
         *counts.entry((thread, frames)).or_default() += count;
     }
     counts

@@ -3,8 +3,8 @@
 //! - A Node.js or native process: `perf_event_open` CPU-clock sampling of
 //!   the thread with user call chains (the kernel walks frame pointers, which
 //!   V8 keeps for JavaScript frames), named by blazesym from the process's
-//!   own files and, for JIT code, from the perf map (`/tmp/perf-PID.map`)
-//!   that `node --perf-basic-prof` writes (with
+//!   own files and, for JIT code, from the perf map (`/tmp/perf-PID.map`,
+//!   read by [`PerfMap`]) that `node --perf-basic-prof` writes (with
 //!   `--interpreted-frames-native-stack`, functions V8 has not compiled
 //!   yet are in it too). Without the flag JavaScript frames stay
 //!   addresses, and the caveat says which flags name them.
@@ -24,6 +24,7 @@ use perf_event::events::Software;
 use perf_event::{Builder, SampleFlag, Sampler};
 
 use super::beacon::perf_refusal;
+use super::perf_map::PerfMap;
 
 /// Samples a second while a loop is suspect or stuck.
 const SAMPLES_PER_SECOND: u64 = 99;
@@ -35,8 +36,13 @@ const RING_BYTES: usize = 16 * 4096;
 
 /// Where a stuck loop's stacks come from.
 pub(crate) enum StackSource {
-    /// CPU-clock samples with call chains, named by blazesym.
-    Perf { sampler: Sampler, pid: u32 },
+    /// CPU-clock samples with call chains, named from the perf map and by
+    /// blazesym.
+    Perf {
+        sampler: Sampler,
+        pid: u32,
+        perf_map: PerfMap,
+    },
     /// The Python interpreter's frames.
     Python {
         spy: Box<py_spy::PythonSpy>,
@@ -76,14 +82,22 @@ impl StackSource {
             });
         }
         let sampler = cpu_clock_sampler(tid, SAMPLES_PER_SECOND).map_err(StackError::Perf)?;
-        Ok(StackSource::Perf { sampler, pid })
+        Ok(StackSource::Perf {
+            sampler,
+            pid,
+            perf_map: PerfMap::of(pid),
+        })
     }
 
     /// Adds the stacks taken since the last call to `into` (leaf first,
     /// named), keeping the latest [`MAX_SAMPLES`].
     pub(crate) fn collect(&mut self, symbolizer: &Symbolizer, into: &mut VecDeque<Vec<Frame>>) {
         match self {
-            StackSource::Perf { sampler, pid } => {
+            StackSource::Perf {
+                sampler,
+                pid,
+                perf_map,
+            } => {
                 let mut chains = Vec::new();
                 while let Some(record) = sampler.next_record() {
                     if let Ok(perf_event::data::Record::Sample(sample)) = record.parse_record()
@@ -92,8 +106,11 @@ impl StackSource {
                         chains.push(user_addresses(chain));
                     }
                 }
+                if !chains.is_empty() {
+                    perf_map.refresh();
+                }
                 for chain in chains.iter().rev().take(MAX_SAMPLES).rev() {
-                    push(into, name_chain(symbolizer, *pid, chain));
+                    push(into, name_chain(symbolizer, perf_map, *pid, chain));
                 }
             }
             StackSource::Python { spy, tid } => {
@@ -182,26 +199,44 @@ pub(super) fn user_addresses(chain: &[u64]) -> Vec<u64> {
 }
 
 /// Names a chain: the leaf at its address, every caller at the
-/// instruction before its return address.
-pub(super) fn name_chain(symbolizer: &Symbolizer, pid: u32, chain: &[u64]) -> Vec<Frame> {
+/// instruction before its return address. JIT code is named from
+/// `perf_map`, the rest by blazesym from the process's files.
+pub(super) fn name_chain(
+    symbolizer: &Symbolizer,
+    perf_map: &PerfMap,
+    pid: u32,
+    chain: &[u64],
+) -> Vec<Frame> {
     let lookups: Vec<u64> = chain
         .iter()
         .enumerate()
         .map(|(i, &address)| if i == 0 { address } else { address - 1 })
         .collect();
-    let source = Source::Process(Process::new(pid.into()));
-    let Ok(named) = symbolizer.symbolize(&source, Input::AbsAddr(&lookups)) else {
-        return chain.iter().map(|&a| unnamed(a)).collect();
-    };
+    let source = Source::Process(Process {
+        perf_map: false,
+        ..Process::new(pid.into())
+    });
+    let named = symbolizer
+        .symbolize(&source, Input::AbsAddr(&lookups))
+        .unwrap_or_default();
+    let mut named = named.into_iter();
     chain
         .iter()
-        .zip(named)
-        .map(|(&address, symbolized)| match symbolized {
-            Symbolized::Sym(sym) => match jit_frame(&sym.name) {
-                Some(frame) => Frame { address, ..frame },
-                None => crate::naming::frame(&sym.name, sym.code_info.as_deref(), address),
-            },
-            Symbolized::Unknown(_) => unnamed(address),
+        .zip(&lookups)
+        .map(|(&address, &lookup)| {
+            let from_files = named.next();
+            if let Some(entry) = perf_map.name(lookup) {
+                return match jit_frame(entry) {
+                    Some(frame) => Frame { address, ..frame },
+                    None => crate::naming::frame(entry, None, address),
+                };
+            }
+            match from_files {
+                Some(Symbolized::Sym(sym)) => {
+                    crate::naming::frame(&sym.name, sym.code_info.as_deref(), address)
+                }
+                _ => unnamed(address),
+            }
         })
         .collect()
 }
@@ -221,7 +256,7 @@ fn unnamed(address: u64) -> Frame {
 /// that is not such an entry.
 fn jit_frame(entry: &str) -> Option<Frame> {
     let (kind, rest) = entry.split_once(':')?;
-    if !matches!(kind, "JS" | "LazyCompile" | "Function" | "Script") {
+    if !matches!(kind, "JS" | "LazyCompile" | "Function" | "Script" | "Eval") {
         return None;
     }
     let rest = rest.trim_start_matches(['*', '~', '^', '+', '-']);

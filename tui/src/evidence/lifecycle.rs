@@ -63,7 +63,7 @@ fn service_down(e: &ServiceDownEvidence, now_ms: i64) -> Vec<Section> {
         ));
         fields.push(Field::new(
             "after living",
-            format::duration_ms(last.lived_seconds as f64 * 1000.0),
+            format::duration_ms(last.lived_ms() as f64),
         ));
     }
     vec![Section::Fields(fields)]
@@ -84,7 +84,7 @@ pub(super) fn lives_table(title: &str, lives: &[InstanceLife], now_ms: i64) -> S
                     life.instance_id.chars().take(8).collect(),
                     life.state.as_str().to_owned(),
                     format::relative(now_ms, life.started_at_ms),
-                    format::duration_ms(life.lived_seconds as f64 * 1000.0),
+                    format::duration_ms(life.lived_ms() as f64),
                     life.ending.map_or("-", |e| e.describe()).to_owned(),
                 ]
             })
@@ -141,6 +141,8 @@ mod tests {
             last_instance: Some(InstanceLife {
                 instance_id: "0123456789abcdef".to_owned(),
                 ending: Some(Ending::MissedHeartbeats),
+                started_at_ms: 1_000,
+                last_seen_at_ms: 3_601_500,
                 lived_seconds: 3600,
                 ..InstanceLife::default()
             }),
@@ -156,6 +158,12 @@ mod tests {
             fields
                 .iter()
                 .any(|f| f.value == "went silent (missed heartbeats)")
+        );
+        assert!(
+            fields
+                .iter()
+                .any(|f| f.name == "after living" && f.value.starts_with("1h")),
+            "{fields:?}"
         );
         assert!(sections(&meshwatch_api::Evidence::Other(serde_json::json!({})), 0).is_none());
     }

@@ -31,7 +31,7 @@ impl From<&SuspectSite> for Site {
             field("live", format::bytes(site.live_bytes)),
             field(
                 "growth",
-                format!("{}/h", format::bytes_short(site.growth_bytes_per_hour)),
+                format!("{}/h", format::bytes_change(site.growth_bytes_per_hour)),
             ),
             field("objects", site.live_objects.to_string()),
             field("samples", site.live_samples.to_string()),
@@ -39,7 +39,7 @@ impl From<&SuspectSite> for Site {
         if let Some(rate) = site.allocated_bytes_per_second {
             figures.push(field(
                 "allocated",
-                format!("{}/s", format::bytes_short(rate)),
+                format!("{}/s", format::bytes(rate.max(0.0).round() as u64)),
             ));
         }
         if !site.growing {
@@ -51,6 +51,16 @@ impl From<&SuspectSite> for Site {
             frames,
             live_bytes: site.live_bytes,
         }
+    }
+}
+
+/// What the detector judged, in words: the heap the probe's allocator
+/// tracks, or the resident memory the kernel counts.
+fn judged_series(series: &str) -> String {
+    match series {
+        "heap_live_bytes" => "the heap (bytes live in the probe's allocator)".to_owned(),
+        "rss_bytes" => "resident memory (RSS)".to_owned(),
+        other => other.to_owned(),
     }
 }
 
@@ -92,10 +102,10 @@ impl MemoryEvidence {
     pub(super) fn rest(&self, now_ms: i64) -> Vec<Section> {
         let e = &self.evidence;
         let mut fields = vec![
-            field("series", e.series.clone()),
+            field("judged", judged_series(&e.series)),
             field(
                 "growth",
-                format!("{}/h", format::bytes_short(e.growth_bytes_per_hour)),
+                format!("{}/h", format::bytes_change(e.growth_bytes_per_hour)),
             ),
             field(
                 "relative growth",
@@ -107,7 +117,7 @@ impl MemoryEvidence {
                 "recent growth",
                 format!(
                     "{}/h",
-                    format::bytes_short(trend.recent_slope_bytes_per_hour)
+                    format::bytes_change(trend.recent_slope_bytes_per_hour)
                 ),
             ));
             fields.push(field(
@@ -118,7 +128,7 @@ impl MemoryEvidence {
                 ),
             ));
         }
-        fields.extend(e.rss_bytes.map(|b| field("rss", format::bytes(b))));
+        fields.extend(e.rss_bytes.map(|b| field("RSS", format::bytes(b))));
         fields.extend(
             e.memory_limit_bytes
                 .map(|b| field("memory limit", format::bytes(b))),

@@ -88,9 +88,20 @@ pub fn fold(frames: &[Frame], kept: impl Fn(usize) -> bool) -> Vec<StackRow> {
 }
 
 /// The crate (or library) a function is in, as a person names it: the
-/// first segment of its path (`tokio`, `std`), the module of an unnamed
-/// frame (`libc.so.6`), else the function itself.
+/// first segment of its path (`tokio`, `std`), `v8` for V8's builtins and
+/// stubs, the module of an unnamed frame (`libc.so.6`), else the function
+/// itself.
 fn crate_of(function: &str) -> String {
+    const V8_CODE: [&str; 5] = [
+        "Builtin",
+        "BytecodeHandler:",
+        "Stub:",
+        "RegExp:",
+        "Handler:",
+    ];
+    if V8_CODE.iter().any(|kind| function.starts_with(kind)) {
+        return "v8".to_owned();
+    }
     let path = function.trim_start_matches(['<', '&']);
     if let Some((module, _)) = path.rsplit_once("+0x") {
         return module.to_owned();
@@ -117,11 +128,38 @@ impl From<&meshwatch_api::Frame> for Frame {
             (file, line) => Some(format!("{file}:{line}")),
         };
         Frame {
-            function: frame.function.clone(),
+            function: without_parameters(&frame.function).to_owned(),
             location,
             own: frame.is_own_code(),
         }
     }
+}
+
+/// A demangled C++ function without its parameter list and qualifiers
+/// (`node::Parser::Execute`, not `node::Parser::Execute(char const*,
+/// unsigned long)`), as backtraces print it: the types say little during
+/// an incident and push the location off the line. Any other name (Rust,
+/// JavaScript, Python, a thunk in braces) as it is.
+fn without_parameters(function: &str) -> &str {
+    let trimmed = function.strip_suffix(" const").unwrap_or(function);
+    if !trimmed.ends_with(')') || function.starts_with('{') {
+        return function;
+    }
+    let mut depth = 0_usize;
+    for (at, c) in trimmed.char_indices().rev() {
+        match c {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    let name = &trimmed[..at];
+                    return if name.is_empty() { function } else { name };
+                }
+            }
+            _ => {}
+        }
+    }
+    function
 }
 
 /// A source path as a backtrace reads best: a dependency's from its crate
@@ -216,6 +254,34 @@ mod tests {
 
     fn names(stack: &[Frame]) -> Vec<&str> {
         stack.iter().map(|f| f.function.as_str()).collect()
+    }
+
+    #[test]
+    fn cpp_functions_read_without_their_parameters() {
+        for (demangled, shown) in [
+            (
+                "node::(anonymous namespace)::Parser::Execute(char const*, unsigned long)",
+                "node::(anonymous namespace)::Parser::Execute",
+            ),
+            (
+                "v8::base::Time::ToJsTime() const",
+                "v8::base::Time::ToJsTime",
+            ),
+            (
+                "std::function<void (int)>::operator()(int) const",
+                "std::function<void (int)>::operator()",
+            ),
+            (
+                "{virtual override thunk({offset(-56)}, node::Parser::OnStreamRead(long))}",
+                "{virtual override thunk({offset(-56)}, node::Parser::OnStreamRead(long))}",
+            ),
+            ("svc::handle::{{closure}}", "svc::handle::{{closure}}"),
+            ("busyFor", "busyFor"),
+            ("(anonymous)", "(anonymous)"),
+            ("unbalanced)", "unbalanced)"),
+        ] {
+            assert_eq!(without_parameters(demangled), shown, "{demangled}");
+        }
     }
 
     #[test]
@@ -320,7 +386,7 @@ mod tests {
     }
 
     #[test]
-    fn when_the_hottest_leaves_are_below_the_common_stack_its_innermost_frame_is_hot() {
+    fn when_the_hottest_leaves_are_below_the_common_stack_the_innermost_own_frame_is_hot() {
         let mut incident = fixtures::runaway();
         let meshwatch_api::Evidence::StuckPoll(e) = &mut incident.evidence else {
             panic!("stuck poll evidence");
@@ -328,13 +394,27 @@ mod tests {
         for hot in &mut e.hot_frames {
             hot.frame.function = format!("{}_leaf_below", hot.frame.function);
         }
-        let Evidence::Loop(stuck) = Evidence::of(&incident) else {
-            panic!("a runaway loop has loop evidence");
+        let marked = |incident: &Incident| -> Vec<usize> {
+            let Evidence::Loop(stuck) = Evidence::of(incident) else {
+                panic!("a runaway loop has loop evidence");
+            };
+            (0..stuck.frames.len())
+                .filter(|&i| stuck.is_hot(i))
+                .collect()
         };
-        let marked: Vec<usize> = (0..stuck.frames.len())
-            .filter(|&i| stuck.is_hot(i))
-            .collect();
-        assert_eq!(marked, [0], "the deepest frame every sample shares");
+        // Frame 0 is in core, frame 1 the service's parser.
+        assert_eq!(marked(&incident), [1], "the service's innermost frame");
+        let meshwatch_api::Evidence::StuckPoll(e) = &mut incident.evidence else {
+            panic!("stuck poll evidence");
+        };
+        for frame in &mut e.frames {
+            frame.function = format!("tokio::{}", frame.function);
+        }
+        assert_eq!(
+            marked(&incident),
+            [0],
+            "without own frames, the deepest frame every sample shares"
+        );
     }
 
     #[test]

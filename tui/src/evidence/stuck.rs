@@ -15,9 +15,10 @@ pub struct HotFrame {
 }
 
 impl HotFrame {
-    /// `function (N samples)`.
+    /// `function (N samples)`, or `(1 sample)`.
     pub fn describe(&self) -> String {
-        format!("{} ({} samples)", self.frame.function, self.samples)
+        let plural = if self.samples == 1 { "" } else { "s" };
+        format!("{} ({} sample{plural})", self.frame.function, self.samples)
     }
 }
 
@@ -117,8 +118,10 @@ impl LoopEvidence {
 
     /// Whether the frame at `index` is one of the hot frames. When none of
     /// the hottest leaves is in the stack shown (the stack the samples
-    /// share, whose leaves differ below it), or none is named, the
-    /// innermost frame is the hot one: the deepest all samples were in.
+    /// share, whose leaves differ below it), or none is named, the hot one
+    /// is the innermost of the service's own frames, the code the summary
+    /// names and a person reads first; without one, the innermost frame,
+    /// the deepest all samples were in.
     pub fn is_hot(&self, index: usize) -> bool {
         let Some(frame) = self.frames.get(index) else {
             return false;
@@ -129,7 +132,8 @@ impl LoopEvidence {
                 .any(|hot| hot.frame.function == f.function)
         };
         if !self.frames.iter().any(leaf) {
-            return index == 0;
+            let innermost_own = self.frames.iter().position(|f| f.own).unwrap_or(0);
+            return index == innermost_own;
         }
         leaf(frame)
     }

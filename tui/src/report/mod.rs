@@ -6,6 +6,8 @@
 
 pub(crate) mod flame;
 mod markdown;
+#[cfg(test)]
+mod picture;
 mod svg;
 
 use std::path::{Path, PathBuf};
@@ -144,10 +146,10 @@ fn write_charts(
     for spec in report_charts(incident) {
         let mut series = Vec::new();
         for metric in spec.metrics {
-            let points = history(metric, range)?;
+            let points = history(metric.name, range)?;
             if !points.is_empty() {
                 series.push(svg::Series {
-                    label: (*metric).to_owned(),
+                    label: metric.label.to_owned(),
                     points,
                     trend: false,
                 });
@@ -223,8 +225,117 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::picture::Picture;
     use super::*;
     use crate::fixtures::{self, NOW_MS};
+    use crate::recorded;
+
+    /// The charts of `dir`'s report, by file name (the flame graph, drawn by
+    /// inferno, is not one).
+    fn charts(dir: &Path) -> Vec<(String, String)> {
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        md.lines()
+            .filter(|l| l.starts_with("!["))
+            .map(|l| {
+                l.rsplit_once('(')
+                    .unwrap()
+                    .1
+                    .trim_end_matches(')')
+                    .to_owned()
+            })
+            .filter(|file| file != "flame.svg")
+            .map(|file| {
+                let svg = std::fs::read_to_string(dir.join(&file)).unwrap();
+                (file, svg)
+            })
+            .collect()
+    }
+
+    /// How long the history drawn in chart `file` of `recording` lasts.
+    fn lasted_ms(recording: &recorded::Recording, file: &str) -> i64 {
+        let spec = model::SERVICE_CHARTS
+            .iter()
+            .find(|spec| format!("{}.svg", spec.title.replace(' ', "_")) == file)
+            .unwrap();
+        let everything = Range {
+            from_ms: 0,
+            to_ms: i64::MAX,
+        };
+        spec.metrics
+            .iter()
+            .map(|metric| model::merged(&recording.series(metric.name, everything)))
+            .filter_map(|points| Some(points.last()?.0 - points.first()?.0))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The reports of incidents recorded from real services, their charts
+    /// looked at as pictures: no label runs off or onto another, every
+    /// line of data shows, inside the plot, and the data fills the chart.
+    /// With `MESHWATCH_REPORT_DIR` set they are kept there, to look at.
+    #[test]
+    fn recorded_incidents_report_charts_a_person_can_read() {
+        let kept = std::env::var_os("MESHWATCH_REPORT_DIR").map(PathBuf::from);
+        let temp = tempfile::tempdir().unwrap();
+        let root = kept.unwrap_or_else(|| temp.path().to_path_buf());
+        let mut problems = Vec::new();
+        let mut looked_at = 0;
+        for recording in recorded::all() {
+            let dir = root.join(&recording.name);
+            let mut history = |metric: &str, range: Range| -> anyhow::Result<Vec<model::Point>> {
+                Ok(model::merged(&recording.series(metric, range)))
+            };
+            write_report(&recording.incident, &mut history, &dir, recording.at_ms).unwrap();
+            let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+            // The raw evidence at the end keeps the collector's words.
+            let read = md.split("## Raw evidence").next().unwrap_or_default();
+            for path in ["/.cargo/registry/", "/rustc/"] {
+                if read.contains(path) {
+                    problems.push(format!("{}: a whole {path} path", recording.name));
+                }
+            }
+            for (file, svg) in charts(&dir) {
+                let picture = Picture::of(&svg);
+                let at = format!("{} {file}", recording.name);
+                problems.extend(picture.problems().into_iter().map(|p| format!("{at}: {p}")));
+                // Data shorter than the narrowest zoom cannot fill it.
+                let span = picture.data_span();
+                if span < 0.5 && lasted_ms(&recording, &file) > model::MIN_SHOWN_MS {
+                    problems.push(format!(
+                        "{at}: the data fills {:.0}% of the plot",
+                        span * 100.0
+                    ));
+                }
+                if !picture.texts().contains(&"opened") {
+                    problems.push(format!("{at}: the opening is not marked"));
+                }
+                looked_at += 1;
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(looked_at >= 8, "only {looked_at} charts were drawn");
+    }
+
+    #[test]
+    fn a_picture_with_labels_over_each_other_or_off_the_edge_is_flagged() {
+        let svg = r##"<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100" font-family="sans-serif" font-size="11">
+<text x="10" y="20">opened</text><text x="20" y="22">detector's window</text>
+<text x="190" y="60">resolved</text>
+<polyline id="series-0" points="70,40 100,50" fill="none" stroke="#1f77b4"/>
+<rect x="60" y="30" width="60" height="40" fill="white"/>
+</svg>"##;
+        let problems = Picture::of(svg).problems();
+        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert!(
+            problems[0].contains("\"resolved\" runs off"),
+            "{problems:#?}"
+        );
+        assert!(problems[1].contains("\"opened\" and \"detector's window\" overlap"));
+        assert!(
+            problems[2].contains("does not show"),
+            "hidden under the rect"
+        );
+    }
 
     /// Writes the reports of the fixture incidents. With
     /// `MESHWATCH_REPORT_DIR` set they are kept there, to look at.

@@ -90,7 +90,11 @@ pub fn line_chart(
     for tick in 0..=4 {
         let t = from_ms + (span * f64::from(tick) / 4.0) as i64;
         let label = format::utc(t);
-        let clock = label.get(11..19).unwrap_or(&label);
+        let mut clock = label.get(11..19).unwrap_or(&label).to_owned();
+        // Ticks less than a second apart need the tenths to differ.
+        if span < 4_000.0 {
+            clock.push_str(&format!(".{}", t.rem_euclid(1000) / 100));
+        }
         let anchor = match tick {
             0 => "start",
             4 => "end",
@@ -116,26 +120,43 @@ pub fn line_chart(
         WIDTH - RIGHT,
         TOP + plot_h
     );
+    // Each marker's label on the first row where it meets no other label
+    // (an incident resolved seconds after it opened has its two marks side
+    // by side), haloed in white to stay legible across a line of data.
+    let mut rows: Vec<Vec<(f64, f64)>> = Vec::new();
     for marker in markers
         .iter()
         .filter(|m| (from_ms..=to_ms).contains(&m.at_ms))
     {
         let mx = x(marker.at_ms);
+        let label_w = text_width(&marker.label, 11.0);
         // Labels near the right edge go on the left of their line.
-        let (anchor, tx) = if mx > WIDTH - RIGHT - 80.0 {
-            ("end", mx - 3.0)
+        let (anchor, tx, span) = if mx + 3.0 + label_w > WIDTH - RIGHT {
+            ("end", mx - 3.0, (mx - 3.0 - label_w, mx))
         } else {
-            ("start", mx + 3.0)
+            ("start", mx + 3.0, (mx, mx + 3.0 + label_w))
         };
+        let row = rows
+            .iter()
+            .position(|taken| taken.iter().all(|&(a, b)| span.1 < a || b < span.0))
+            .unwrap_or_else(|| {
+                rows.push(Vec::new());
+                rows.len() - 1
+            });
+        rows[row].push(span);
         let _ = writeln!(
             svg,
-            r##"<line x1="{mx:.1}" y1="{TOP}" x2="{mx:.1}" y2="{:.1}" stroke="#d62728" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{:.1}" text-anchor="{anchor}" fill="#d62728">{}</text>"##,
+            r##"<line x1="{mx:.1}" y1="{TOP}" x2="{mx:.1}" y2="{:.1}" stroke="#d62728" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{:.1}" text-anchor="{anchor}" fill="#d62728" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"##,
             TOP + plot_h,
-            TOP + 10.0,
+            TOP + 10.0 + 13.0 * row as f64,
             escape(&marker.label)
         );
     }
-    let mut legend_x = LEFT + 200.0;
+    // The legend follows the title, and wraps to a second row below it
+    // when the lines are many or their names long.
+    let legend_start = LEFT + text_width(title, 13.0) + 24.0;
+    let mut legend_x = legend_start;
+    let mut legend_y = 16.0;
     for (i, s) in series.iter().enumerate() {
         let (color, dash) = if s.trend {
             ("#d62728", r#" stroke-dasharray="6 4""#)
@@ -149,20 +170,45 @@ pub fn line_chart(
             .collect();
         let _ = writeln!(
             svg,
-            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.5"{dash}/>"#,
+            r#"<polyline id="series-{i}" points="{}" fill="none" stroke="{color}" stroke-width="1.5"{dash}/>"#,
             points.join(" ")
         );
+        let entry_w = 30.0 + text_width(&s.label, 11.0);
+        if legend_x + entry_w > WIDTH - RIGHT && legend_x > legend_start {
+            legend_x = legend_start;
+            legend_y += 13.0;
+        }
         let _ = writeln!(
             svg,
-            r#"<line x1="{legend_x:.1}" y1="12" x2="{:.1}" y2="12" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="16">{}</text>"#,
+            r#"<line x1="{legend_x:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{legend_y:.1}">{}</text>"#,
+            legend_y - 4.0,
             legend_x + 18.0,
+            legend_y - 4.0,
             legend_x + 22.0,
             escape(&s.label)
         );
-        legend_x += 30.0 + 7.0 * s.label.chars().count() as f64;
+        legend_x += entry_w;
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// Where the data is drawn: left, top, right and bottom, in pixels.
+#[cfg(test)]
+pub(super) fn plot_area() -> (f32, f32, f32, f32) {
+    (
+        LEFT as f32,
+        TOP as f32,
+        (WIDTH - RIGHT) as f32,
+        (HEIGHT - BOTTOM) as f32,
+    )
+}
+
+/// How wide `text` is drawn in a sans-serif font of `size` pixels, a little
+/// generously (0.62 em a character; DejaVu Sans averages about 0.55), to
+/// keep labels apart without laying text out.
+fn text_width(text: &str, size: f64) -> f64 {
+    text.chars().count() as f64 * size * 0.62
 }
 
 /// Escapes text for SVG.
@@ -210,6 +256,53 @@ mod tests {
         // The first point is at the left edge, the last at the right one.
         assert!(svg.contains(&format!("{LEFT:.1},")));
         assert!(svg.contains(&format!("{:.1},", WIDTH - RIGHT)));
+    }
+
+    #[test]
+    fn close_marks_many_lines_and_a_long_title_keep_their_labels_apart() {
+        let line = |label: &str, scale: f64| Series {
+            label: label.into(),
+            points: (0..=20)
+                .map(|i| (i * 100, scale * f64::from(i as u8)))
+                .collect(),
+            trend: false,
+        };
+        let series: Vec<Series> = [
+            "established",
+            "CLOSE_WAIT",
+            "TIME_WAIT",
+            "SYN_SENT",
+            "LISTEN",
+        ]
+        .iter()
+        .zip(1..)
+        .map(|(label, scale)| line(label, f64::from(scale)))
+        .collect();
+        let mark = |label: &str, at_ms| Marker {
+            label: label.into(),
+            at_ms,
+        };
+        let svg = line_chart(
+            "sockets of checkout-payments-gateway-eu-west-1",
+            Unit::Count,
+            &series,
+            &[
+                mark("detector's window", 1_000),
+                mark("opened", 1_100),
+                mark("resolved", 1_300),
+                mark("restarted", 1_950),
+            ],
+            0,
+            2_000,
+        );
+        let picture = super::super::picture::Picture::of(&svg);
+        assert_eq!(picture.problems(), Vec::<String>::new(), "{svg}");
+        assert!(picture.data_span() > 0.99);
+        assert!(
+            picture.texts().contains(&"00:00:00.5"),
+            "ticks half a second apart say so: {:?}",
+            picture.texts()
+        );
     }
 
     #[test]

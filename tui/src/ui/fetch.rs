@@ -37,7 +37,7 @@ impl SeriesReq {
             .flat_map(|spec| spec.metrics.iter())
             .map(|metric| SeriesReq {
                 service: service.to_owned(),
-                metric,
+                metric: metric.name,
                 window,
             })
             .collect()

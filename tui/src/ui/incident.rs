@@ -111,8 +111,10 @@ impl IncidentDetail {
         } else {
             (area.height / 3).clamp(6, 12)
         };
+        // The summary says what is wrong and where: it is shown whole.
+        let summary_height = widgets::wrapped_height(&format!(" {}", incident.summary), area.width);
         let [head, charts, body] = Layout::vertical([
-            Constraint::Length(3),
+            Constraint::Length(1 + summary_height.min(MAX_SUMMARY_LINES)),
             Constraint::Length(chart_height),
             Constraint::Fill(1),
         ])
@@ -127,8 +129,8 @@ impl IncidentDetail {
             widgets::chart(frame, *chart_area, history, now_ms, theme);
         }
         let mut lines = match &evidence {
-            Evidence::Loop(evidence) => loop_lines(evidence, !self.unfolded, theme),
-            Evidence::Memory(memory) => memory_lines(memory, !self.unfolded, theme),
+            Evidence::Loop(evidence) => loop_lines(evidence, !self.unfolded, body.width, theme),
+            Evidence::Memory(memory) => memory_lines(memory, !self.unfolded, body.width, theme),
             Evidence::Other => Vec::new(),
         };
         lines.extend(widgets::sections(&evidence.rest(incident, now_ms), theme));
@@ -146,6 +148,9 @@ impl IncidentDetail {
         );
     }
 }
+
+/// The most lines the summary takes before the charts and the evidence.
+const MAX_SUMMARY_LINES: u16 = 5;
 
 /// The incident's headline: severity, kind, where, since when, and its summary.
 fn header(incident: &Incident, now_ms: i64, theme: Theme) -> Vec<Line<'static>> {
@@ -183,7 +188,12 @@ fn header(incident: &Incident, now_ms: i64, theme: Theme) -> Vec<Line<'static>> 
     ]
 }
 
-fn loop_lines(evidence: &LoopEvidence, folded: bool, theme: Theme) -> Vec<Line<'static>> {
+fn loop_lines(
+    evidence: &LoopEvidence,
+    folded: bool,
+    width: u16,
+    theme: Theme,
+) -> Vec<Line<'static>> {
     let facts: Vec<String> = evidence
         .facts()
         .into_iter()
@@ -217,6 +227,7 @@ fn loop_lines(evidence: &LoopEvidence, folded: bool, theme: Theme) -> Vec<Line<'
         &evidence.frames,
         |i| evidence.is_hot(i),
         folded,
+        width,
         theme,
     ));
     if !evidence.hot_frames.is_empty() {
@@ -239,7 +250,12 @@ fn loop_lines(evidence: &LoopEvidence, folded: bool, theme: Theme) -> Vec<Line<'
     lines
 }
 
-fn memory_lines(memory: &MemoryEvidence, folded: bool, theme: Theme) -> Vec<Line<'static>> {
+fn memory_lines(
+    memory: &MemoryEvidence,
+    folded: bool,
+    width: u16,
+    theme: Theme,
+) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(Span::styled(
         "allocation sites, most suspect first",
         theme.heading(),
@@ -263,7 +279,13 @@ fn memory_lines(memory: &MemoryEvidence, folded: bool, theme: Theme) -> Vec<Line
             ),
             Span::styled(format!("  {}", figures.join(" · ")), theme.dim()),
         ]));
-        lines.extend(widgets::stack(&site.frames, |_| false, folded, theme));
+        lines.extend(widgets::stack(
+            &site.frames,
+            |_| false,
+            folded,
+            width,
+            theme,
+        ));
     }
     lines.push(Line::default());
     lines

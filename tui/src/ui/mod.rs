@@ -30,6 +30,8 @@ mod widgets;
 mod window;
 
 #[cfg(test)]
+mod recorded_tests;
+#[cfg(test)]
 mod tests;
 
 use std::time::{Duration, Instant};

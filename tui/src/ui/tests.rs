@@ -53,7 +53,7 @@ fn apply(app: &mut App, intents: &[Intent]) {
     }
 }
 
-fn draw(app: &App, width: u16, height: u16, theme: Theme) -> Terminal<TestBackend> {
+pub(super) fn draw(app: &App, width: u16, height: u16, theme: Theme) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal
         .draw(|frame| view::render(frame, app, theme))
@@ -61,7 +61,7 @@ fn draw(app: &App, width: u16, height: u16, theme: Theme) -> Terminal<TestBacken
     terminal
 }
 
-fn screen(app: &App, width: u16, height: u16) -> String {
+pub(super) fn screen(app: &App, width: u16, height: u16) -> String {
     draw(app, width, height, Theme::new(true))
         .backend()
         .to_string()
@@ -158,7 +158,7 @@ fn runaway_loop_detail_highlights_the_hot_frame() {
     assert!(folded.contains("… 3 frames of tokio, std"), "{folded}");
     assert!(!folded.contains("catch_unwind"), "{folded}");
     apply(&mut app, &[Intent::Fold]);
-    let whole = screen(&app, 80, 30);
+    let whole = screen(&app, 100, 30);
     assert!(
         whole.contains("std::panicking::catch_unwind  std/src/panicking.rs:544"),
         "library frames unfolded, with their paths from their crate: {whole}"

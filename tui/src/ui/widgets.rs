@@ -119,10 +119,10 @@ impl History {
             .metrics
             .iter()
             .map(|metric| ChartLine {
-                label: (*metric).to_owned(),
+                label: metric.label.to_owned(),
                 points: merged(data.series(&SeriesReq {
                     service: service.to_owned(),
-                    metric,
+                    metric: metric.name,
                     window,
                 })),
             })
@@ -336,10 +336,17 @@ pub fn sections(sections: &[Section], theme: Theme) -> Vec<Line<'static>> {
 /// A stack as lines, innermost first: `is_hot` frames marked `▶` and
 /// highlighted, the service's own frames in bold, and, when `folded`, each
 /// run of library, runtime and std frames as one dim line.
+///
+/// Each frame keeps to one line of `width` columns, so the frames stay in
+/// a column a person can scan: a location that does not fit loses its
+/// leading directories (`…/faults/blocking.rs:100`), then a function that
+/// still does not fit loses its leading modules (`…::trigger::{{closure}}`).
+/// The report keeps them whole.
 pub fn stack(
     frames: &[StackFrame],
     is_hot: impl Fn(usize) -> bool,
     folded: bool,
+    width: u16,
     theme: Theme,
 ) -> Vec<Line<'static>> {
     let rows = if folded {
@@ -358,11 +365,12 @@ pub fn stack(
                 } else {
                     (" ", Style::new())
                 };
-                let mut spans = vec![
-                    Span::raw(format!("{marker}{i:>3} ")),
-                    Span::styled(frame.function.clone(), style),
-                ];
-                if let Some(location) = &frame.location {
+                let number = format!("{marker}{i:>3} ");
+                let room = usize::from(width).saturating_sub(number.chars().count());
+                let (function, location) =
+                    fit_frame(&frame.function, frame.location.as_deref(), room);
+                let mut spans = vec![Span::raw(number), Span::styled(function, style)];
+                if let Some(location) = location {
                     spans.push(Span::styled(format!("  {location}"), theme.dim()));
                 }
                 Line::from(spans)
@@ -373,6 +381,104 @@ pub fn stack(
             )),
         })
         .collect()
+}
+
+/// `function` and `location` shortened to fit `room` columns together
+/// (two spaces between them): the location first, down to its file name,
+/// then the function, from the left at `::` boundaries where it can.
+fn fit_frame(function: &str, location: Option<&str>, room: usize) -> (String, Option<String>) {
+    let width = |text: &str| text.chars().count();
+    let Some(location) = location else {
+        return (cut_left(function, room, "::"), None);
+    };
+    let gap = 2;
+    let location = if width(function) + gap + width(location) <= room {
+        location.to_owned()
+    } else {
+        shorten_location(location, room.saturating_sub(width(function) + gap))
+    };
+    let function = cut_left(function, room.saturating_sub(width(&location) + gap), "::");
+    (function, Some(location))
+}
+
+/// `location` within `room` columns if it can be: a path from a crate
+/// keeps the crate and loses middle directories
+/// (`tokio-1.54.1/…/task/core.rs:331`), an absolute one its leading
+/// directories (`…/faults/blocking.rs:100`); the file name and line stay
+/// whatever the room.
+fn shorten_location(location: &str, room: usize) -> String {
+    let width = |text: &str| text.chars().count();
+    let parts: Vec<&str> = location.split('/').collect();
+    let Some((&file, dirs)) = parts.split_last() else {
+        return location.to_owned();
+    };
+    let crate_dir = match dirs.first() {
+        Some(&first) if dirs.len() > 1 && !matches!(first, "" | "." | "..") => Some(first),
+        _ => None,
+    };
+    let lead_of = |head: Option<&str>| head.map_or_else(|| "…/".to_owned(), |h| format!("{h}/…/"));
+    let crate_dir = crate_dir.filter(|&h| width(&lead_of(Some(h))) + width(file) <= room);
+    let lead = lead_of(crate_dir);
+    let middle = &dirs[usize::from(crate_dir.is_some())..];
+    let mut tail = file.to_owned();
+    for (kept, dir) in middle.iter().rev().enumerate() {
+        let longer = format!("{dir}/{tail}");
+        if width(&lead) + width(&longer) > room {
+            break;
+        }
+        if kept + 1 == middle.len() {
+            // Every directory fits: nothing to leave out.
+            return location.to_owned();
+        }
+        tail = longer;
+    }
+    format!("{lead}{tail}")
+}
+
+/// The end of `text` within `room` columns, led by `…`, starting after a
+/// `separator` where one falls in the kept part; `text` itself when it fits.
+fn cut_left(text: &str, room: usize, separator: &str) -> String {
+    let chars = text.chars().count();
+    if chars <= room {
+        return text.to_owned();
+    }
+    let keep = room.saturating_sub(1);
+    let tail: String = text.chars().skip(chars - keep).collect();
+    let tail = match tail.find(separator) {
+        // Start at a boundary unless that throws most of the room away.
+        Some(at) if at + separator.len() < tail.len() && at < keep / 2 => &tail[at..],
+        _ => tail.as_str(),
+    };
+    format!("…{tail}")
+}
+
+/// How many lines `text` takes in a paragraph `width` columns wide that
+/// wraps at spaces, a word longer than a line on lines of its own, as
+/// ratatui's word wrapping lays it out (its line count is behind an
+/// unstable feature).
+pub fn wrapped_height(text: &str, width: u16) -> u16 {
+    let width = usize::from(width.max(1));
+    let mut lines = 1_usize;
+    let mut used = 0_usize;
+    for word in text.split(' ') {
+        let len = word.chars().count();
+        let needed = if used == 0 { len } else { used + 1 + len };
+        if needed <= width {
+            used = needed;
+        } else if len <= width {
+            lines += 1;
+            used = len;
+        } else {
+            // A word longer than a line starts a line of its own and is
+            // broken across as many as it needs.
+            lines += len.div_ceil(width) - usize::from(used == 0);
+            used = match len % width {
+                0 => width,
+                partial => partial,
+            };
+        }
+    }
+    u16::try_from(lines).unwrap_or(u16::MAX)
 }
 
 /// Says that what a detail shows (`what`: `incident 7`) is gone from the
@@ -395,6 +501,91 @@ pub fn key_hints(keys: &[(&str, &str)], theme: Theme) -> Line<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_keeps_to_one_line_losing_directories_then_modules() {
+        let fit = |function: &str, location: &str, room: usize| {
+            let (function, location) = fit_frame(function, Some(location), room);
+            let location = location.unwrap_or_default();
+            assert!(
+                function.chars().count() + 2 + location.chars().count() <= room,
+                "{function}  {location} in {room}"
+            );
+            (function, location)
+        };
+        let poll = "tokio::runtime::task::core::Core<T,S>::poll";
+        let core = "tokio-1.54.1/src/runtime/task/core.rs:331";
+        assert_eq!(fit(poll, core, 100), (poll.to_owned(), core.to_owned()));
+        assert_eq!(
+            fit(poll, core, 76).1,
+            "tokio-1.54.1/…/task/core.rs:331",
+            "a crate's path keeps the crate"
+        );
+        let own = "meshwatch_examples::faults::blocking::ask_upstream_blocking";
+        let file = "/work/main/examples/src/faults/blocking.rs:94";
+        assert_eq!(
+            fit(own, file, 90),
+            (own.to_owned(), "…/src/faults/blocking.rs:94".to_owned())
+        );
+        // Too narrow even for the file with its crate: the function gives
+        // way from the left, at a module boundary.
+        let closure =
+            "meshwatch_examples::faults::blocking::trigger_read::{{closure}}::{{closure}}";
+        let (function, location) =
+            fit(closure, "/work/main/examples/src/faults/blocking.rs:71", 75);
+        assert_eq!(location, "…/blocking.rs:71");
+        assert!(
+            function.starts_with("…::")
+                && function.ends_with("trigger_read::{{closure}}::{{closure}}"),
+            "{function}"
+        );
+        assert_eq!(fit_frame("f", None, 10), ("f".to_owned(), None));
+    }
+
+    #[test]
+    fn wrapped_height_counts_the_lines_ratatui_wraps_a_text_into() {
+        let drawn_lines = |text: &str, width: u16| -> u16 {
+            let mut terminal =
+                ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, 20)).unwrap();
+            terminal
+                .draw(|frame| {
+                    frame.render_widget(
+                        Paragraph::new(text.to_owned())
+                            .wrap(ratatui::widgets::Wrap { trim: false }),
+                        frame.area(),
+                    );
+                })
+                .unwrap();
+            let buffer = terminal.backend().buffer();
+            (0..20)
+                .rev()
+                .find(|&y| (0..width).any(|x| buffer[(x, y)].symbol() != " "))
+                .map_or(1, |last| last + 1)
+        };
+        for (text, width) in [
+            ("one two three", 13),
+            ("one two three", 12),
+            ("a 0123456789abcdef", 10),
+            ("0123456789abcdefghij klm", 10),
+            (
+                " a poll on worker 1 has not returned for 3.3 s and is blocked at 0% CPU in \
+                 meshwatch_examples::faults::blocking::ask_upstream_blocking::{{closure}} (blocking.rs:100)",
+                80,
+            ),
+            (
+                " heap of proxy-leaky grows 914.4 MiB/h (+22208 %/h) in instance 378700e3, steadily over \
+                 the last 20 s; reaches its limit (23.5 GiB) in 22.1 h; top growing site: \
+                 meshwatch_examples::faults::session_leak::SessionCache::remember_session",
+                80,
+            ),
+        ] {
+            assert_eq!(
+                wrapped_height(text, width),
+                drawn_lines(text, width),
+                "{text:?} at {width}"
+            );
+        }
+    }
 
     #[test]
     fn buckets_average_and_leave_gaps() {
