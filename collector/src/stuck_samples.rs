@@ -32,18 +32,29 @@ pub(crate) fn add_evidence(stuck: &mut StuckPoll, samples: &[Vec<Frame>]) {
     // callback.
     let unit = if stuck.event_loop { "callback" } else { "poll" };
     let unnamed = |f: &Frame| crate::naming::is_unnamed(&f.function);
+    // The probe keeps the latest samples of a long stall, and counts all.
+    let taken = stuck.stack_samples as usize;
+    let (all, these) = if taken > kept {
+        (
+            format!("the latest {kept} of {taken} stack samples"),
+            format!("the latest {kept} of {taken} stack samples"),
+        )
+    } else {
+        (
+            format!("all {kept} stack samples"),
+            format!("the {kept} stack samples"),
+        )
+    };
     let agreement = if kept >= 2 {
         if stuck.frames.iter().any(is_own) {
-            format!(
-                "all {kept} stack samples share the service's frames below, consistent with one {unit}"
-            )
+            format!("{all} share the service's frames below, consistent with one {unit}")
         } else if samples.iter().flatten().any(unnamed) {
             format!(
-                "the {kept} stack samples could not all be named (give the collector the binary's debug info with --debuginfo-dir), so whether they share the service's code is unknown"
+                "{these} could not all be named (give the collector the binary's debug info with --debuginfo-dir), so whether they share the service's code is unknown"
             )
         } else {
             format!(
-                "the {kept} stack samples share no frame of the service's code, so this may be a run of long {unit}s"
+                "{these} share no frame of the service's code, so this may be a run of long {unit}s"
             )
         }
     } else if kept == 1 {
@@ -192,6 +203,18 @@ pub(crate) mod tests {
             stuck.caveat
         );
         assert!(stuck.caveat.contains("consistent with one poll"));
+        // A long stall: the probe kept the latest samples of many.
+        let mut long = StuckPoll {
+            stack_samples: 66,
+            ..StuckPoll::default()
+        };
+        add_evidence(&mut long, &samples);
+        assert!(
+            long.caveat
+                .starts_with("the latest 2 of 66 stack samples share"),
+            "{}",
+            long.caveat
+        );
     }
 
     #[test]

@@ -132,7 +132,11 @@ fn unknown_paths(fresh: &Value, kept: &Value) -> Vec<String> {
     });
     let mut missing = BTreeSet::new();
     paths(fresh, String::new(), &mut |path, _| {
-        let covered = known.contains(&path) || open.iter().any(|o| path.starts_with(o.as_str()));
+        let within = |o: &String| {
+            path.strip_prefix(o.as_str())
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with("[]"))
+        };
+        let covered = known.contains(&path) || open.iter().any(within);
         if !covered {
             missing.insert(path);
         }
@@ -184,11 +188,19 @@ mod tests {
         assert!(unknown_paths(&same_shape, &kept).is_empty());
         let grown = json!({
             "kind": "runaway_loop",
-            "evidence": {"frames": [{"function": "g", "inlined": true}], "hot": 0},
+            "evidence": {
+                "frames": [{"function": "g", "inlined": true}],
+                "hot": 0,
+                "thread_name": "w",
+            },
         });
         assert_eq!(
             unknown_paths(&grown, &kept),
-            ["evidence.frames[].inlined", "evidence.hot"]
+            [
+                "evidence.frames[].inlined",
+                "evidence.hot",
+                "evidence.thread_name"
+            ]
         );
     }
 }

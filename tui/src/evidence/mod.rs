@@ -23,7 +23,7 @@ mod stuck;
 
 pub use generic::{Field, Section, generic};
 pub use memory::MemoryEvidence;
-pub use stuck::{HotFrame, LoopEvidence};
+pub use stuck::LoopEvidence;
 
 use std::borrow::Cow;
 

@@ -16,7 +16,7 @@ use super::input::Intent;
 use super::theme::Theme;
 use super::widgets::{self, ChartLine, History, Mark};
 use super::window::{DETAIL_KEYS, Window};
-use crate::evidence::{Evidence, HotFrame, LoopEvidence, MemoryEvidence};
+use crate::evidence::{Evidence, LoopEvidence, MemoryEvidence};
 use crate::format;
 use crate::model::{incident_charts, kind_name, severity_name, severity_rank};
 
@@ -231,11 +231,18 @@ fn loop_lines(
         theme,
     ));
     if !evidence.hot_frames.is_empty() {
-        let hot: Vec<String> = evidence.hot_frames.iter().map(HotFrame::describe).collect();
-        lines.push(Line::from(vec![
-            Span::styled("hottest leaves: ", theme.dim()),
-            Span::raw(hot.join(", ")),
-        ]));
+        lines.push(Line::from(Span::styled(
+            "hottest leaves, by samples",
+            theme.dim(),
+        )));
+        for hot in &evidence.hot_frames {
+            let count = format!("{:>5}  ", hot.samples);
+            let room = usize::from(width).saturating_sub(count.len());
+            lines.push(Line::from(vec![
+                Span::styled(count, theme.dim()),
+                Span::raw(widgets::fit_function(&hot.frame.function, room)),
+            ]));
+        }
     }
     if evidence.samples.len() > 1 {
         lines.push(Line::from(Span::styled(

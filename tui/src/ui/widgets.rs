@@ -389,7 +389,7 @@ pub fn stack(
 fn fit_frame(function: &str, location: Option<&str>, room: usize) -> (String, Option<String>) {
     let width = |text: &str| text.chars().count();
     let Some(location) = location else {
-        return (cut_left(function, room, "::"), None);
+        return (fit_function(function, room), None);
     };
     let gap = 2;
     let location = if width(function) + gap + width(location) <= room {
@@ -397,7 +397,7 @@ fn fit_frame(function: &str, location: Option<&str>, room: usize) -> (String, Op
     } else {
         shorten_location(location, room.saturating_sub(width(function) + gap))
     };
-    let function = cut_left(function, room.saturating_sub(width(&location) + gap), "::");
+    let function = fit_function(function, room.saturating_sub(width(&location) + gap));
     (function, Some(location))
 }
 
@@ -433,6 +433,12 @@ fn shorten_location(location: &str, room: usize) -> String {
         tail = longer;
     }
     format!("{lead}{tail}")
+}
+
+/// `function` within `room` columns: whole when it fits, else its end,
+/// from a module boundary where one falls (`…::Searcher>::next_match`).
+pub fn fit_function(function: &str, room: usize) -> String {
+    cut_left(function, room, "::")
 }
 
 /// The end of `text` within `room` columns, led by `…`, starting after a
