@@ -11,6 +11,10 @@ use meshwatch_e2e::{Collector, Service, bin_dir, wait_for};
 
 const MIB: f64 = 1024.0 * 1024.0;
 const HOUR_S: i64 = 3600;
+/// Recorded time between detection passes over days of history: the
+/// default minute costs a debug build a minute of CPU per replay, and a
+/// leak over days is as well seen every five (as in `slow_leaks.rs`).
+const PASS_EVERY: &str = "5m";
 
 /// RSS of `proxy`, leaking 10 MiB/h under a 30 MiB daily swing, and of
 /// `steady`, swinging 30 MiB a day with no leak, `s` seconds in.
@@ -82,13 +86,19 @@ fn a_csv_history_of_three_days_flags_the_slow_leak_and_not_the_swing() {
     let path = dir.path().join("history.csv");
     std::fs::write(&path, csv).unwrap();
 
-    let report = backtest(&["--csv", path.to_str().unwrap()]);
+    let report = backtest(&["--csv", path.to_str().unwrap(), "--step", PASS_EVERY]);
     assert_flags_the_leak_only(&report, start_s);
     assert_eq!(report["instances"], 2);
 
     // The text names the window that decided.
     let out = Command::new(bin_dir().join("meshwatch"))
-        .args(["backtest", "--csv", path.to_str().unwrap()])
+        .args([
+            "backtest",
+            "--csv",
+            path.to_str().unwrap(),
+            "--step",
+            PASS_EVERY,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -151,6 +161,8 @@ fn a_week_in_a_real_prometheus_is_backtested_through_its_query_api() {
         "7d",
         "--resolution",
         "60s",
+        "--step",
+        PASS_EVERY,
     ]);
     drop(server);
     let incidents = report["incidents"].as_array().expect("incidents");
