@@ -109,3 +109,36 @@ fn every_recorded_incident_reads_at_80x24_and_120x36() {
     }
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn a_recorded_stack_unfolds_with_every_library_frame_on_one_line_of_its_own() {
+    let recording = recorded::all()
+        .into_iter()
+        .find(|r| r.name == "runaway_loop")
+        .unwrap();
+    let mut app = incident_open(&recording);
+    assert_eq!(app.apply(Intent::Fold), Flow::Continue);
+    let (width, height) = (120, 60);
+    let shown = screen(&app, width, height);
+    insta::assert_snapshot!("recorded_runaway_loop_unfolded_120x60", shown);
+    // tokio's and std's frames are back, each with its path from its crate.
+    assert!(shown.contains("tokio-1.54.1/"), "{shown}");
+    assert!(shown.contains("std/src/"), "{shown}");
+    assert!(!shown.contains("frames of"), "nothing folded: {shown}");
+    // Every frame row keeps to its line: it starts with a number.
+    let frame_rows = shown
+        .lines()
+        .map(|l| l.trim_matches('"'))
+        .skip_while(|l| !l.starts_with("stack, innermost first"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("hottest leaves") && !l.starts_with(" ↑↓"))
+        .collect::<Vec<_>>();
+    assert!(frame_rows.len() > 20, "{shown}");
+    for row in frame_rows {
+        let number: String = row.chars().skip(1).take(3).collect();
+        assert!(
+            number.trim().parse::<usize>().is_ok(),
+            "a wrapped frame: {row:?}"
+        );
+    }
+}
