@@ -212,31 +212,46 @@ pub(super) fn name_chain(
         .enumerate()
         .map(|(i, &address)| if i == 0 { address } else { address - 1 })
         .collect();
+    // JIT code from the perf map; blazesym is asked only about the rest.
+    let jit: Vec<Option<Frame>> = chain
+        .iter()
+        .zip(&lookups)
+        .map(|(&address, &lookup)| {
+            let entry = perf_map.name(lookup)?;
+            Some(match jit_frame(entry) {
+                Some(frame) => Frame { address, ..frame },
+                None => crate::naming::frame(entry, None, address),
+            })
+        })
+        .collect();
+    let native: Vec<u64> = lookups
+        .iter()
+        .zip(&jit)
+        .filter(|(_, frame)| frame.is_none())
+        .map(|(&lookup, _)| lookup)
+        .collect();
     let source = Source::Process(Process {
         perf_map: false,
         ..Process::new(pid.into())
     });
-    let named = symbolizer
-        .symbolize(&source, Input::AbsAddr(&lookups))
-        .unwrap_or_default();
-    let mut named = named.into_iter();
+    let mut named = if native.is_empty() {
+        Vec::new()
+    } else {
+        symbolizer
+            .symbolize(&source, Input::AbsAddr(&native))
+            .unwrap_or_default()
+    }
+    .into_iter();
     chain
         .iter()
-        .zip(&lookups)
-        .map(|(&address, &lookup)| {
-            let from_files = named.next();
-            if let Some(entry) = perf_map.name(lookup) {
-                return match jit_frame(entry) {
-                    Some(frame) => Frame { address, ..frame },
-                    None => crate::naming::frame(entry, None, address),
-                };
-            }
-            match from_files {
+        .zip(jit)
+        .map(|(&address, jit)| {
+            jit.unwrap_or_else(|| match named.next() {
                 Some(Symbolized::Sym(sym)) => {
                     crate::naming::frame(&sym.name, sym.code_info.as_deref(), address)
                 }
                 _ => unnamed(address),
-            }
+            })
         })
         .collect()
 }

@@ -8,7 +8,7 @@
 //! installs), the usual one on Linux.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use resvg::tiny_skia::{Pixmap, Transform};
 use resvg::usvg::{self, Group, Node, Paint, Rect, Tree};
@@ -51,16 +51,8 @@ impl Picture {
     /// When the SVG does not parse, the fonts are missing, or a text was
     /// not laid out.
     pub fn of(source: &str) -> Self {
-        let mut fonts = usvg::fontdb::Database::new();
-        for path in FONTS {
-            let data = std::fs::read(path).unwrap_or_else(|err| {
-                panic!("{path}: {err}; install fonts-dejavu-core (./.ci/run does)")
-            });
-            fonts.load_font_data(data);
-        }
-        fonts.set_sans_serif_family("DejaVu Sans");
         let options = usvg::Options {
-            fontdb: Arc::new(fonts),
+            fontdb: Arc::clone(fonts()),
             ..usvg::Options::default()
         };
         let tree = Tree::from_str(source, &options).expect("the chart parses as SVG");
@@ -159,6 +151,22 @@ impl Picture {
             })
             .count()
     }
+}
+
+/// The fonts, read once for every picture of the test run.
+fn fonts() -> &'static Arc<usvg::fontdb::Database> {
+    static FONT_DB: OnceLock<Arc<usvg::fontdb::Database>> = OnceLock::new();
+    FONT_DB.get_or_init(|| {
+        let mut fonts = usvg::fontdb::Database::new();
+        for path in FONTS {
+            let data = std::fs::read(path).unwrap_or_else(|err| {
+                panic!("{path}: {err}; install fonts-dejavu-core (./.ci/run does)")
+            });
+            fonts.load_font_data(data);
+        }
+        fonts.set_sans_serif_family("DejaVu Sans");
+        Arc::new(fonts)
+    })
 }
 
 fn overlap(a: Rect, b: Rect) -> bool {

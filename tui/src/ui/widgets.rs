@@ -338,9 +338,10 @@ pub fn sections(sections: &[Section], theme: Theme) -> Vec<Line<'static>> {
 /// run of library, runtime and std frames as one dim line.
 ///
 /// Each frame keeps to one line of `width` columns, so the frames stay in
-/// a column a person can scan: a location that does not fit loses its
-/// leading directories (`…/faults/blocking.rs:100`), then a function that
-/// still does not fit loses its leading modules (`…::trigger::{{closure}}`).
+/// a column a person can scan: a location that does not fit loses middle
+/// directories after its crate (`tokio-1.54.1/…/task/core.rs:331`) or
+/// leading ones (`…/faults/blocking.rs:100`), then a function that still
+/// does not fit loses its leading modules (`…::trigger::{{closure}}`).
 /// The report keeps them whole.
 pub fn stack(
     frames: &[StackFrame],
